@@ -1,0 +1,77 @@
+"""Postgres connection details: eventsourcing env, asyncpg pools, schema set-up."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import asyncpg
+import psycopg
+
+POOL_MIN = 2
+POOL_MAX = 10
+COMMAND_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 5.0
+STORE_POOL_SIZE = 8
+TRANSACTION_POOLER_PORT = 6543
+"""Supabase's transaction pooler: no prepared statements survive across transactions."""
+
+
+def behind_transaction_pooler(dsn: str) -> bool:
+    """True for pgbouncer/Supavisor transaction-mode URLs."""
+    parts = urlsplit(dsn)
+    query = parse_qs(parts.query)
+    return parts.port == TRANSACTION_POOLER_PORT or query.get("pgbouncer") == ["true"]
+
+
+def eventsourcing_env(dsn: str) -> dict[str, str]:
+    """The eventsourcing library's POSTGRES_* settings for a DSN."""
+    parts = urlsplit(dsn)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": unquote(parts.path.lstrip("/")) or "postgres",
+        "POSTGRES_HOST": parts.hostname or "127.0.0.1",
+        "POSTGRES_PORT": str(parts.port or 5432),
+        "POSTGRES_USER": unquote(parts.username or "postgres"),
+        "POSTGRES_PASSWORD": unquote(parts.password or ""),
+        "POSTGRES_CONNECT_TIMEOUT": str(int(CONNECT_TIMEOUT_S)),
+        "POSTGRES_POOL_SIZE": str(STORE_POOL_SIZE),
+        "POSTGRES_MAX_OVERFLOW": "4",
+        "POSTGRES_PRE_PING": "y",
+    }
+
+
+def redact(dsn: str) -> str:
+    """The DSN with its password masked, for logs and errors."""
+    parts = urlsplit(dsn)
+    if not parts.password:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def apply_schema(dsn: str) -> None:
+    """Create the read-model tables (idempotent)."""
+    sql = resources.files("controlroom").joinpath("schema.sql").read_text()
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S)) as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtext('controlroom:schema'))")
+        conn.execute(sql)  # type: ignore[arg-type]
+        conn.execute("SELECT pg_advisory_unlock(hashtext('controlroom:schema'))")
+
+
+async def _keep_session(_: Any) -> None:
+    """Read handlers never change session state, so skip asyncpg's reset on release."""
+
+
+async def create_read_pool(dsn: str) -> asyncpg.Pool:
+    """The API's asyncpg pool."""
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=POOL_MIN,
+        max_size=POOL_MAX,
+        command_timeout=COMMAND_TIMEOUT_S,
+        timeout=CONNECT_TIMEOUT_S,
+        reset=_keep_session,
+        statement_cache_size=0 if behind_transaction_pooler(dsn) else 100,
+    )

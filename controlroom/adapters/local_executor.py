@@ -1,0 +1,109 @@
+"""Runs a job's entrypoint as a local subprocess in its own temp dir and process group."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+MAX_LINE_CHARS = 64 * 1024
+KILL_GRACE_S = 2.0
+PASSTHROUGH_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR", "SYSTEMROOT")
+"""Only these reach a job from the server's environment: never its credentials."""
+
+_EOF = ("", None)
+
+
+class LocalExecution:
+    """A job process whose stdout/stderr lines are read by two threads."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], workdir: Path) -> None:
+        self.proc = proc
+        self.workdir = workdir
+        self._lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
+        self._open_streams = 2
+        for name, stream in (("stdout", proc.stdout), ("stderr", proc.stderr)):
+            assert stream is not None
+            threading.Thread(target=self._read, args=(name, stream), daemon=True).start()
+
+    def _read(self, name: str, stream: IO[bytes]) -> None:
+        with stream:
+            for raw in stream:
+                text = raw.decode("utf-8", "replace").rstrip("\r\n")
+                self._lines.put((name, text[:MAX_LINE_CHARS]))
+        self._lines.put(_EOF)
+
+    def lines(self, timeout: float) -> Iterator[tuple[str, str]]:
+        """Lines produced until `timeout` passes or both streams close."""
+        deadline = time.monotonic() + timeout
+        while self._open_streams:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                stream, text = self._lines.get(timeout=remaining)
+            except queue.Empty:
+                return
+            if text is None:
+                self._open_streams -= 1
+                continue
+            yield stream, text
+
+    def poll(self) -> int | None:
+        """The exit code once the process ended and its output was read."""
+        if self._open_streams:
+            return None
+        return self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGTERM the process group, then SIGKILL whatever is left of it."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=KILL_GRACE_S)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def cleanup(self) -> None:
+        """Remove the job's working directory."""
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class LocalExecutor:
+    """Launches Python entrypoints with the worker's own interpreter."""
+
+    def __init__(self, python: str = sys.executable) -> None:
+        self.python = python
+
+    def launch(self, *, files: dict[str, str], entrypoint: str, env: dict[str, str]) -> LocalExecution:
+        """Write `files` into a fresh temp dir and start `entrypoint` there."""
+        workdir = Path(tempfile.mkdtemp(prefix="controlroom-run-"))
+        for rel, content in files.items():
+            target = workdir / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content)
+        (workdir / "output").mkdir(exist_ok=True)
+        base = {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
+        proc = subprocess.Popen(
+            [self.python, "-u", entrypoint],
+            cwd=workdir,
+            env={**base, "HOME": str(workdir), "PYTHONUNBUFFERED": "1", **env},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        return LocalExecution(proc, workdir)

@@ -1,0 +1,54 @@
+"""create_app: the Litestar application, given its dependencies."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+
+from controlroom import __version__
+from controlroom.api import problems, routes_ops, routes_runs
+from controlroom.api.auth import BearerAuthMiddleware, TokenVerifier
+from controlroom.api.deps import Deps
+
+OPEN_PATHS = ["/healthz", "/readyz", "/schema", "/metrics"]
+
+
+def create_app(
+    verifier: TokenVerifier,
+    open_deps: Callable[[], AbstractAsyncContextManager[Deps]],
+    *,
+    max_body_bytes: int,
+    debug: bool = False,
+) -> Litestar:
+    """The API; `open_deps` opens the database-backed dependencies for its lifetime."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with open_deps() as deps:
+            app.state.deps = deps
+            yield
+
+    return Litestar(
+        route_handlers=[
+            routes_runs.submit_job, routes_runs.get_run, routes_runs.list_runs,
+            routes_runs.post_events, routes_runs.cancel_run, routes_runs.get_logs,
+            routes_ops.healthz, routes_ops.readyz,
+        ],
+        middleware=[DefineMiddleware(BearerAuthMiddleware, exclude=OPEN_PATHS)],
+        exception_handlers={Exception: problems.handle},
+        lifespan=[lifespan],
+        state=State({"verifier": verifier}),
+        request_max_body_size=max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Control Room", version=__version__, path="/schema",
+            description="Submit jobs, watch runs, keep their lineage.",
+        ),
+        debug=debug,
+        logging_config=None,  # the CLI configures logging once for the process
+    )
+

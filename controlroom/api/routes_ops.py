@@ -1,0 +1,33 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, get
+
+from controlroom.api.deps import Deps
+
+
+@get("/healthz", exclude_from_auth=True, include_in_schema=True)
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@get("/readyz", exclude_from_auth=True)
+async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    """Ready when the database answers and the projections are being applied."""
+    deps: Deps = request.app.state.deps
+    checks: dict[str, Any] = {}
+    try:
+        await deps.reads.ping()
+        checks["database"] = "ok"
+    except Exception as e:  # any failure means not ready
+        checks["database"] = f"unavailable: {type(e).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return Response(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status_code=200 if ready else 503,
+        headers=None if ready else {"Retry-After": "5"},
+    )

@@ -1,0 +1,116 @@
+"""Submitting jobs and reading, reporting on and cancelling runs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.params import Parameter
+
+from controlroom.api.auth import Principal, requires
+from controlroom.api.deps import Deps
+from controlroom.api.problems import ProblemError, from_decode_error
+from controlroom.api.schemas import Accepted, EventBatch, RunPage, RunView
+from controlroom.api.submission import command
+from controlroom.api.views import API, decode_cursor, encode_cursor, run_view
+from controlroom.commands.errors import RunNotFoundError
+
+StatusFilter = Literal["queued", "running", "completed", "failed", "cancelled"]
+_decode_events = msgspec.json.Decoder(EventBatch)
+MAX_PAGE = 200
+
+
+async def _current(deps: Deps, tenant: str, run_id: UUID) -> RunView:
+    row = await deps.reads.get(tenant, run_id)
+    if row is None:
+        raise RunNotFoundError(run_id)
+    return run_view(row)
+
+
+@post(f"{API}/jobs/run", guards=[requires("jobs:write")], status_code=202)
+async def submit_job(request: Request[Principal, str, Any]) -> Response[RunView]:
+    """Submit a job; it is queued and a worker picks it up. Safe to retry with Idempotency-Key."""
+    deps: Deps = request.app.state.deps
+    cmd = command(await request.body(), request.user, request.headers.get("idempotency-key"))
+    result = await deps.write(deps.commands.submit, cmd)
+    await deps.settle(result.position)
+    view = await _current(deps, cmd.tenant_id, result.run_id)
+    headers = {"Location": f"{API}/runs/{result.run_id}"}
+    if not result.created:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(view, status_code=202, headers=headers)
+
+
+@get(f"{API}/runs/{{run_id:uuid}}", guards=[requires("runs:read")])
+async def get_run(request: Request[Principal, str, Any], run_id: UUID) -> RunView:
+    """A run's status, timestamps, progress, artifacts and where its log is."""
+    return await _current(request.app.state.deps, request.user.tenant_id, run_id)
+
+
+@get(f"{API}/runs", guards=[requires("runs:read")])
+async def list_runs(
+    request: Request[Principal, str, Any],
+    status: StatusFilter | None = None,
+    job_type: str | None = None,
+    created_by: str | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 50,
+) -> RunPage:
+    """The caller's runs, newest first; pass `next_cursor` back as `cursor` for more."""
+    deps: Deps = request.app.state.deps
+    rows = await deps.reads.list(
+        request.user.tenant_id, status=status, job_type=job_type, created_by=created_by,
+        before=decode_cursor(cursor) if cursor else None, limit=limit + 1,
+    )
+    page = rows[:limit]
+    more = len(rows) > limit
+    last = page[-1] if page else None
+    return RunPage(
+        runs=[run_view(r) for r in page],
+        next_cursor=encode_cursor(last["created_at"], last["run_id"]) if more and last else None,
+    )
+
+
+@post(f"{API}/runs/{{run_id:uuid}}/events", guards=[requires("runs:write")], status_code=202)
+async def post_events(request: Request[Principal, str, Any], run_id: UUID) -> Accepted:
+    """Report progress or log output for a run: one event or a list of them."""
+    deps: Deps = request.app.state.deps
+    body = await request.body()
+    if not body:
+        raise ProblemError(400, "Malformed JSON", "request body is empty; expected an event")
+    try:
+        batch = _decode_events.decode(body)
+    except msgspec.DecodeError as e:
+        raise from_decode_error(e) from None
+    events = batch if isinstance(batch, list) else [batch]
+    tenant = request.user.tenant_id
+    position = await deps.write(deps.commands.record, tenant, run_id, events)
+    await deps.settle(position)
+    view = await _current(deps, tenant, run_id)
+    return Accepted(run_id=str(run_id), status=view.status, accepted=len(events))
+
+
+@post(f"{API}/runs/{{run_id:uuid}}/cancel", guards=[requires("runs:write")], status_code=202)
+async def cancel_run(request: Request[Principal, str, Any], run_id: UUID) -> RunView:
+    """Ask for a run to stop: a queued run is cancelled at once, a running one within seconds."""
+    deps: Deps = request.app.state.deps
+    tenant = request.user.tenant_id
+    position = await deps.write(deps.commands.request_cancel, tenant, run_id, request.user.sub)
+    await deps.settle(position)
+    return await _current(deps, tenant, run_id)
+
+
+@get(f"{API}/runs/{{run_id:uuid}}/logs", guards=[requires("runs:read")], media_type="text/plain")
+async def get_logs(
+    request: Request[Principal, str, Any], run_id: UUID,
+    stream: Literal["stdout", "stderr", "system"] | None = None,
+) -> str:
+    """The run's log as plain text, in the order it was produced."""
+    deps: Deps = request.app.state.deps
+    chunks = await deps.reads.log(request.user.tenant_id, run_id)
+    if chunks is None:
+        raise RunNotFoundError(run_id)
+    texts = [c["text"] for c in chunks if stream is None or c["stream"] == stream]
+    return "\n".join(texts) + ("\n" if texts else "")

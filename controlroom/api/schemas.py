@@ -1,0 +1,135 @@
+"""Request and response bodies of the v1 API (msgspec; snake_case as in the PRD)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from controlroom.commands.messages import RunEvent
+
+JobType = Literal["spark_etl", "schema_migration", "diagram_export", "kb_catalog"]
+Path = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+Label = Annotated[str, msgspec.Meta(max_length=256)]
+MAX_FILES = 1000
+MAX_TIMEOUT_S = 7 * 24 * 3600
+MAX_RETRIES = 10
+MAX_BATCH = 1000
+
+
+class CodeFile(msgspec.Struct, forbid_unknown_fields=True):
+    """One source file of the job."""
+
+    path: Path
+    content: str
+
+
+class Code(msgspec.Struct):
+    """The job's code: inline files, optionally where they came from."""
+
+    files: Annotated[list[CodeFile], msgspec.Meta(min_length=1, max_length=MAX_FILES)]
+    repo: str | None = None
+    ref: str | None = None
+
+
+class Spec(msgspec.Struct):
+    """The natural-language spec and how to run it; unknown keys are kept as given."""
+
+    description: str = ""
+    entrypoint: Path | None = None
+    job_name: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
+    dry_run: bool = False
+    secrets: dict[Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = {}
+    inputs: list[str] = []
+    outputs: list[str] = []
+
+
+class Callbacks(msgspec.Struct, forbid_unknown_fields=True):
+    """Where to call back when the run changes state."""
+
+    on_complete: str | None = None
+    on_fail: str | None = None
+    on_start: str | None = None
+    on_progress: str | None = None
+
+
+class JobSubmission(msgspec.Struct):
+    """POST /api/v1/jobs/run."""
+
+    job_type: JobType
+    code: Code
+    spec: Spec = msgspec.field(default_factory=Spec)
+    callbacks: Callbacks = msgspec.field(default_factory=Callbacks)
+    timeout_s: Annotated[int, msgspec.Meta(ge=1, le=MAX_TIMEOUT_S)] = 3600
+    max_retries: Annotated[int, msgspec.Meta(ge=0, le=MAX_RETRIES)] = 0
+    labels: dict[Label, Label] = {}
+
+
+EventBatch = RunEvent | Annotated[list[RunEvent], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class Progress(msgspec.Struct):
+    """The latest progress report of the current attempt."""
+
+    percent: float | None
+    message: str | None
+    updated_at: datetime | None
+
+
+class RunError(msgspec.Struct):
+    """Why the run (or its last attempt) failed."""
+
+    reason: str
+    message: str | None
+
+
+class Artifact(msgspec.Struct):
+    """A file the run produced."""
+
+    path: str
+    url: str
+
+
+class RunView(msgspec.Struct):
+    """GET /api/v1/runs/{run_id} — the PRD fields first, then extensions."""
+
+    run_id: str
+    job_type: str
+    status: str
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    artifacts: list[Artifact]
+    logs_url: str
+    progress: Progress | None
+    job_name: str
+    created_by: str
+    attempt: int
+    max_retries: int
+    timeout_s: int
+    labels: dict[str, str]
+    spec: dict[str, Any]
+    cancel_requested: bool
+    exit_code: int | None
+    summary: str | None
+    error: RunError | None
+    next_attempt_at: datetime | None
+    updated_at: datetime
+    log_lines: int
+    events_url: str
+
+
+class RunPage(msgspec.Struct):
+    """GET /api/v1/runs — a page of runs and the cursor of the next one."""
+
+    runs: list[RunView]
+    next_cursor: str | None
+
+
+class Accepted(msgspec.Struct):
+    """Acknowledgement of events or a cancellation request."""
+
+    run_id: str
+    status: str
+    accepted: int = 0

@@ -1,0 +1,82 @@
+"""Turning a submitted body into a SubmitJob command: decode, check, fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from typing import Any
+
+import msgspec
+
+from controlroom.api.auth import Principal
+from controlroom.api.problems import ProblemError, from_decode_error, invalid
+from controlroom.api.schemas import JobSubmission
+from controlroom.commands.messages import SubmitJob
+
+MAX_IDEMPOTENCY_KEY = 255
+_decode_submission = msgspec.json.Decoder(JobSubmission)
+_decode_raw = msgspec.json.Decoder(dict[str, Any])
+_canonical = msgspec.json.Encoder(order="sorted")
+
+
+def decode(body: bytes) -> tuple[JobSubmission, dict[str, Any]]:
+    """The typed submission and the raw body (to keep spec keys we don't model)."""
+    if not body:
+        raise ProblemError(400, "Malformed JSON", "request body is empty; expected a JSON object")
+    try:
+        return _decode_submission.decode(body), _decode_raw.decode(body)
+    except msgspec.DecodeError as e:
+        raise from_decode_error(e) from None
+
+
+def _check_paths(sub: JobSubmission) -> None:
+    seen: set[str] = set()
+    for i, f in enumerate(sub.code.files):
+        norm = posixpath.normpath(f.path)
+        if f.path.startswith("/") or "\\" in f.path or norm.startswith("..") or norm == ".":
+            raise invalid(f"code.files[{i}].path", "must be a relative path inside the job")
+        if norm in seen:
+            raise invalid(f"code.files[{i}].path", f"duplicate path {f.path!r}")
+        seen.add(norm)
+    entry = sub.spec.entrypoint
+    if entry is not None and entry not in {f.path for f in sub.code.files}:
+        raise invalid("spec.entrypoint", f"{entry!r} is not one of the code files")
+
+
+def job_name_of(sub: JobSubmission) -> str:
+    """`spec.job_name`, else a stable name from job type, repo and entrypoint."""
+    if sub.spec.job_name:
+        return sub.spec.job_name
+    entry = sub.spec.entrypoint or next(
+        (f.path for f in sub.code.files if f.path.endswith(".py")), sub.code.files[0].path
+    )
+    return f"{sub.job_type}:{sub.code.repo or 'inline'}:{entry}"
+
+
+def command(
+    body: bytes, principal: Principal, idempotency_key: str | None
+) -> SubmitJob:
+    """The SubmitJob for a request; ProblemError if the request is not acceptable."""
+    sub, raw = decode(body)
+    _check_paths(sub)
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+        raise invalid("Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    spec = dict(raw.get("spec") or {})
+    spec.pop("secrets", None)
+    spec["secret_names"] = sorted(sub.spec.secrets)
+    fingerprint = {**raw, "spec": {**spec, "secrets": sorted(sub.spec.secrets)}}
+    return SubmitJob(
+        tenant_id=principal.tenant_id,
+        created_by=principal.sub,
+        job_type=sub.job_type,
+        code=msgspec.to_builtins(sub.code),
+        spec=spec,
+        secrets=dict(sub.spec.secrets),
+        timeout_s=sub.timeout_s,
+        max_retries=sub.max_retries,
+        labels=dict(sub.labels),
+        callbacks={k: v for k, v in msgspec.to_builtins(sub.callbacks).items() if v},
+        job_name=job_name_of(sub),
+        request_hash=hashlib.sha256(_canonical.encode(fingerprint)).hexdigest(),
+        idempotency_key=idempotency_key,
+    )

@@ -1,0 +1,70 @@
+"""Read-model rows → response structs, and the list cursor format."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from controlroom.api.problems import invalid
+from controlroom.api.schemas import Progress, RunError, RunView
+
+API = "/api/v1"
+_decode_obj = msgspec.json.Decoder(dict[str, Any])
+_decode_labels = msgspec.json.Decoder(dict[str, str])
+
+
+def run_view(row: Mapping[str, Any]) -> RunView:
+    """The public shape of one run_status row."""
+    run_id = str(row["run_id"])
+    progress = None
+    if row["progress_at"] is not None or row["status"] == "completed":
+        progress = Progress(row["progress_percent"], row["progress_message"], row["progress_at"])
+    error = RunError(row["error_reason"], row["error_message"]) if row["error_reason"] else None
+    return RunView(
+        run_id=run_id,
+        job_type=row["job_type"],
+        status=row["status"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        completed_at=row["completed_at"],
+        artifacts=[],
+        logs_url=f"{API}/runs/{run_id}/logs",
+        progress=progress,
+        job_name=row["job_name"],
+        created_by=row["created_by"],
+        attempt=row["attempt"],
+        max_retries=row["max_retries"],
+        timeout_s=row["timeout_s"],
+        labels=_decode_labels.decode(row["labels"]),
+        spec=_decode_obj.decode(row["spec"]),
+        cancel_requested=row["cancel_requested"],
+        exit_code=row["exit_code"],
+        summary=row["summary"],
+        error=error,
+        next_attempt_at=row["next_attempt_at"],
+        updated_at=row["updated_at"],
+        log_lines=row["log_lines"],
+        events_url=f"{API}/runs/{run_id}/events",
+    )
+
+
+def encode_cursor(created_at: datetime, run_id: UUID) -> str:
+    """An opaque cursor pointing just after this run."""
+    raw = f"{created_at.isoformat()}|{run_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    """The (created_at, run_id) a cursor points after; 422 if it's not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, _, rid = raw.partition("|")
+        return datetime.fromisoformat(at), UUID(rid)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise invalid("cursor", "not a cursor returned by this API") from None

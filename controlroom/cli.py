@@ -1,0 +1,227 @@
+"""The command line and the composition root: the only module that wires things together."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from controlroom.settings import DEFAULT_TOKEN_TTL_S, Settings, from_env
+
+log = logging.getLogger("controlroom")
+
+SETTLE_TIMEOUT_S = 5.0
+WRITE_THREADS = 8
+
+
+@dataclass
+class Services:
+    """Everything a running Control Room process holds."""
+
+    settings: Settings
+    dsn: str
+    jwt_secret: str
+    env: dict[str, str]
+    commands: Any
+    closers: list[Any] = field(default_factory=list)
+
+
+def _keys(settings: Settings) -> tuple[str, str]:
+    from controlroom.adapters.keys import load_or_create
+
+    jwt_secret = settings.jwt_secret or load_or_create(settings.data_dir, "jwt_secret")
+    secret_key = settings.secret_key or load_or_create(settings.data_dir, "secret_key")
+    return jwt_secret, secret_key
+
+
+@contextlib.contextmanager
+def bootstrap(settings: Settings, *, run_worker: bool = True) -> Iterator[Services]:
+    """Start the database (if embedded), the write side, projections and the worker."""
+    from controlroom.adapters.database import apply_schema, eventsourcing_env, redact
+    from controlroom.adapters.secretbox import AesGcmSecretBox
+    from controlroom.commands.application import ControlRoom
+    from controlroom.commands.handlers import RunCommands
+
+    with contextlib.ExitStack() as stack:
+        if settings.embedded:
+            from controlroom.adapters.embedded_postgres import EmbeddedPostgres
+
+            dsn = stack.enter_context(EmbeddedPostgres(settings.data_dir)).dsn
+        else:
+            dsn = settings.database_url or ""
+        log.info("database: %s", redact(dsn))
+        apply_schema(dsn)
+        jwt_secret, secret_key = _keys(settings)
+        env = eventsourcing_env(dsn)
+        app = ControlRoom(env=env)
+        stack.callback(app.close)
+        commands = RunCommands(app, AesGcmSecretBox(secret_key))
+        services = Services(settings, dsn, jwt_secret, env, commands)
+        stack.enter_context(_projections(services, run_worker=run_worker))
+        yield services
+
+
+@contextlib.contextmanager
+def _projections(services: Services, *, run_worker: bool) -> Iterator[None]:
+    from eventsourcing.postgres import PostgresTrackingRecorder
+    from eventsourcing.projection import ProjectionRunner
+
+    from controlroom.adapters.local_executor import LocalExecutor
+    from controlroom.adapters.local_queue import InProcessQueue
+    from controlroom.adapters.run_index import active_runs
+    from controlroom.commands.application import ControlRoom
+    from controlroom.commands.worker import RunWorker, recover
+    from controlroom.projections.dispatch import DispatchProjection
+    from controlroom.projections.host import ProjectionHost
+    from controlroom.projections.run_status import RunStatusProjection, RunStatusView
+
+    def runner(projection: Any, view: Any) -> Any:
+        return lambda: ProjectionRunner(
+            application_class=ControlRoom, projection_class=projection, view_class=view,
+            env=services.env,
+        )
+
+    hosts = [ProjectionHost("run_status", services.dsn, runner(RunStatusProjection, RunStatusView))]
+    queue = None
+    if run_worker:
+        settings = services.settings
+        worker = RunWorker(
+            services.commands, LocalExecutor(),
+            worker_id=f"{socket.gethostname()}:{os.getpid()}", base_url=settings.base_url,
+        )
+        queue = InProcessQueue(worker.execute, slots=settings.worker_slots)
+        queue.start()
+        dispatcher = DispatchProjection.feeding(queue)
+        hosts.append(ProjectionHost("dispatch", services.dsn,
+                                    runner(dispatcher, PostgresTrackingRecorder)))
+        recover(services.commands, queue, active_runs(services.dsn),
+                orphaned_running=settings.embedded)
+    for host in hosts:
+        host.start()
+    try:
+        yield
+    finally:
+        if queue is not None:
+            worker.stopping.set()
+            queue.stop()
+        for host in hosts:
+            host.stop()
+
+
+def _open_deps(services: Services) -> Any:
+    @contextlib.asynccontextmanager
+    async def open_deps() -> AsyncIterator[Any]:
+        from controlroom.adapters.database import create_read_pool
+        from controlroom.adapters.projection_waiter import ProjectionWaiter
+        from controlroom.adapters.run_reads import RunReads
+        from controlroom.api.deps import Deps
+
+        pool = await create_read_pool(services.dsn)
+        waiter = ProjectionWaiter(services.dsn, pool)
+        await waiter.start()
+        deps = Deps(services.commands, RunReads(pool), waiter,
+                    write_threads=WRITE_THREADS, settle_timeout_s=SETTLE_TIMEOUT_S)
+        try:
+            yield deps
+        finally:
+            deps.close()
+            await waiter.stop()
+            await pool.close()
+
+    return open_deps
+
+
+def build_app(services: Services) -> Any:
+    """The Litestar app over running services."""
+    from controlroom.api.app import create_app
+    from controlroom.api.auth import TokenVerifier
+
+    s = services.settings
+    verifier = TokenVerifier(services.jwt_secret, audience=s.jwt_audience, issuer=s.jwt_issuer)
+    return create_app(verifier, _open_deps(services), max_body_bytes=s.max_body_bytes)
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the API (with projections and an in-process worker)."""
+    import uvicorn
+
+    with bootstrap(settings, run_worker=not args.no_worker) as services:
+        app = build_app(services)
+        print(f"Control Room listening on {settings.base_url}  (data: {settings.data_dir})",
+              file=sys.stderr)
+        if settings.jwt_secret is None:
+            print("Get a token:  controlroom token --tenant default --sub $USER"
+                  + (f" --data-dir {settings.data_dir}" if args.data_dir else ""), file=sys.stderr)
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                                access_log=False, lifespan="on")
+        asyncio.run(uvicorn.Server(config).serve())
+    return 0
+
+
+def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    """Print a signed token."""
+    from controlroom.api.auth import DEFAULT_SCOPES, issue_token
+
+    secret, _ = _keys(settings)
+    print(issue_token(secret, tenant=args.tenant, sub=args.sub, scopes=args.scope.split(),
+                      ttl_s=args.ttl, audience=settings.jwt_audience, issuer=settings.jwt_issuer))
+    del DEFAULT_SCOPES
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The `controlroom` argument parser."""
+    from controlroom.api.auth import DEFAULT_SCOPES
+
+    p = argparse.ArgumentParser(prog="controlroom", description=__doc__)
+    p.add_argument("--data-dir", help="data directory (env CONTROLROOM_DATA_DIR)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the API, projections and an in-process worker")
+    serve.add_argument("--host", help="interface to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument("--workers", type=int, dest="worker_slots",
+                       help="jobs run at once by the in-process worker (default 2)")
+    serve.add_argument("--no-worker", action="store_true", help="don't execute jobs here")
+    serve.add_argument("--database-url", help="external Postgres (env DATABASE_URL)")
+    serve.set_defaults(func=cmd_serve)
+    token = sub.add_parser("token", help="print a bearer token for the API")
+    token.add_argument("--tenant", required=True)
+    token.add_argument("--sub", required=True, help="who the token is for")
+    token.add_argument("--scope", default=DEFAULT_SCOPES, help=f"default: {DEFAULT_SCOPES!r}")
+    token.add_argument("--ttl", type=int, default=DEFAULT_TOKEN_TTL_S, help="seconds")
+    token.set_defaults(func=cmd_token)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `controlroom` command."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = from_env()
+    overrides = {k: getattr(args, k, None) for k in ("host", "port", "worker_slots")}
+    if args.data_dir:
+        overrides["data_dir"] = args.data_dir
+    if getattr(args, "database_url", None):
+        overrides["database_url"] = args.database_url
+    settings = msgspec.structs.replace(
+        settings, **{k: v for k, v in overrides.items() if v is not None}
+    )
+    from pathlib import Path
+
+    settings.data_dir = Path(settings.data_dir)
+    return int(args.func(settings, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

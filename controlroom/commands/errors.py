@@ -1,0 +1,35 @@
+"""Errors of the write side, translated to HTTP in one place (api/problems.py).
+
+    CommandError
+     ├── RunNotFoundError          no such run for this tenant
+     ├── IdempotencyConflictError  same Idempotency-Key, different request
+     └── ConcurrencyError          the run kept changing under us; retry later
+"""
+
+from uuid import UUID
+
+
+class CommandError(Exception):
+    """Base of every error raised by a command handler."""
+
+
+class RunNotFoundError(CommandError):
+    """The run does not exist, or belongs to another tenant."""
+
+    def __init__(self, run_id: UUID | str) -> None:
+        super().__init__(f"run {run_id} not found")
+        self.run_id = str(run_id)
+
+
+class IdempotencyConflictError(CommandError):
+    """An Idempotency-Key was reused with a different request body."""
+
+    def __init__(self, key: str, run_id: UUID) -> None:
+        super().__init__(
+            f"Idempotency-Key {key!r} was already used for run {run_id} with a different request"
+        )
+        self.run_id = str(run_id)
+
+
+class ConcurrencyError(CommandError):
+    """Too many concurrent writers on one run; the command was not applied."""

@@ -1,0 +1,193 @@
+"""Command handlers: load, decide, record — each returns the position it wrote."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError
+
+from controlroom.commands.application import ControlRoom
+from controlroom.commands.errors import (
+    ConcurrencyError,
+    IdempotencyConflictError,
+    RunNotFoundError,
+)
+from controlroom.commands.messages import Log, Progress, RunEvent, SubmitJob, Submitted
+from controlroom.commands.ports import SecretBox
+from controlroom.domain.retry import RetryPolicy
+from controlroom.domain.run import Run
+
+MAX_CONFLICT_RETRIES = 8
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    """The wall clock, in UTC."""
+    return datetime.now(UTC)
+
+
+def idempotent_run_id(tenant_id: str, key: str) -> UUID:
+    """The run id a tenant's Idempotency-Key always maps to."""
+    return uuid5(NAMESPACE_URL, f"controlroom:{tenant_id}:{key}")
+
+
+class RunCommands:
+    """Every state change of a run goes through here."""
+
+    def __init__(
+        self,
+        app: ControlRoom,
+        secrets: SecretBox,
+        *,
+        clock: Clock = utcnow,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.app = app
+        self.secrets = secrets
+        self.clock = clock
+        self.retry = retry or RetryPolicy()
+
+    def submit(self, cmd: SubmitJob) -> Submitted:
+        """Record a submission; a repeated Idempotency-Key returns the first run."""
+        run_id = (
+            idempotent_run_id(cmd.tenant_id, cmd.idempotency_key)
+            if cmd.idempotency_key
+            else uuid4()
+        )
+        run = Run.submit(
+            run_id=run_id,
+            tenant_id=cmd.tenant_id,
+            job_type=cmd.job_type,
+            created_by=cmd.created_by,
+            code=cmd.code,
+            spec=cmd.spec,
+            sealed_secrets=self.secrets.seal(cmd.secrets) if cmd.secrets else None,
+            timeout_s=cmd.timeout_s,
+            max_retries=cmd.max_retries,
+            labels=cmd.labels,
+            callbacks=cmd.callbacks,
+            idempotency_key=cmd.idempotency_key,
+            request_hash=cmd.request_hash,
+            job_name=cmd.job_name,
+            submitted_at=self.clock(),
+        )
+        try:
+            recordings = self.app.save(run)
+        except IntegrityError:
+            if not cmd.idempotency_key:
+                raise
+            existing = self._get(cmd.tenant_id, run_id)
+            if existing.request_hash != cmd.request_hash:
+                raise IdempotencyConflictError(cmd.idempotency_key, run_id) from None
+            return Submitted(run_id, self._position_of(run_id), created=False)
+        return Submitted(run_id, recordings[-1].notification.id, created=True)
+
+    def record(self, tenant_id: str, run_id: UUID, events: Sequence[RunEvent]) -> int:
+        """Record progress and log events reported for a run."""
+
+        def decide(run: Run) -> None:
+            now = self.clock()
+            for item in events:
+                match item:
+                    case Progress(percent=percent, message=message):
+                        run.progress(percent=percent, message=message, now=now)
+                    case Log(text=text, stream=stream):
+                        run.log(text=text, stream=stream, lines=text.count("\n") + 1, now=now)
+
+        return self._update(tenant_id, run_id, decide)
+
+    def request_cancel(self, tenant_id: str, run_id: UUID, by: str) -> int:
+        """Ask for a run to stop; a queued run is cancelled immediately."""
+        return self._update(
+            tenant_id, run_id, lambda run: run.request_cancel(by=by, now=self.clock())
+        )
+
+    # -- worker-side commands (no tenant: workers act on ids they were handed) --
+
+    def start(self, run_id: UUID, attempt: int, worker_id: str) -> int:
+        """Claim `attempt` for this worker; raises if someone else got there first."""
+        return self._update(
+            None, run_id, lambda run: run.start(attempt=attempt, worker_id=worker_id, now=self.clock())
+        )
+
+    def log(self, run_id: UUID, chunks: Sequence[tuple[str, str, int]]) -> int:
+        """Record (stream, text, line count) chunks of job output."""
+
+        def decide(run: Run) -> None:
+            now = self.clock()
+            for stream, text, lines in chunks:
+                run.log(text=text, stream=stream, lines=lines, now=now)
+
+        return self._update(None, run_id, decide)
+
+    def progress(self, run_id: UUID, percent: float | None, message: str) -> int:
+        """Record progress the job reported."""
+        return self._update(
+            None, run_id, lambda run: run.progress(percent=percent, message=message, now=self.clock())
+        )
+
+    def complete(self, run_id: UUID, *, summary: str, exit_code: int | None) -> int:
+        """The current attempt succeeded."""
+        return self._update(
+            None,
+            run_id,
+            lambda run: run.complete(summary=summary, exit_code=exit_code, now=self.clock()),
+        )
+
+    def fail(self, run_id: UUID, *, reason: str, message: str, exit_code: int | None) -> int:
+        """The current attempt failed; a retry is scheduled while retries remain."""
+        return self._update(
+            None,
+            run_id,
+            lambda run: run.fail(
+                reason=reason, message=message, exit_code=exit_code, now=self.clock(),
+                retry=self.retry,
+            ),
+        )
+
+    def confirm_cancelled(self, run_id: UUID, reason: str) -> int:
+        """The worker has stopped a run whose cancellation was requested."""
+        return self._update(
+            None, run_id, lambda run: run.confirm_cancelled(reason=reason, now=self.clock())
+        )
+
+    def load(self, run_id: UUID) -> Run:
+        """The run's current state, straight from the log."""
+        return self._get(None, run_id)
+
+    def unseal_secrets(self, run: Run) -> dict[str, str]:
+        """The plaintext secrets of a run, for handing to its process only."""
+        return self.secrets.unseal(run.sealed_secrets) if run.sealed_secrets else {}
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _get(self, tenant_id: str | None, run_id: UUID) -> Run:
+        try:
+            run: Run = self.app.repository.get(run_id)
+        except AggregateNotFoundError:
+            raise RunNotFoundError(run_id) from None
+        if tenant_id is not None and run.tenant_id != tenant_id:
+            raise RunNotFoundError(run_id)
+        return run
+
+    def _update(self, tenant_id: str | None, run_id: UUID, decide: Callable[[Run], object]) -> int:
+        for _ in range(MAX_CONFLICT_RETRIES):
+            run = self._get(tenant_id, run_id)
+            decide(run)
+            if not run.pending_events:
+                return self._position_of(run_id)
+            try:
+                recordings = self.app.save(run)
+            except IntegrityError:
+                continue  # another writer appended first: decide again on fresh state
+            return recordings[-1].notification.id
+        raise ConcurrencyError(f"run {run_id} is changing too fast; try again")
+
+    def _position_of(self, run_id: UUID) -> int:
+        """Position of the run's latest event (nothing to wait for if already applied)."""
+        del run_id
+        return self.app.recorder.max_notification_id() or 0

@@ -1,0 +1,57 @@
+"""Commands accepted by the write side (plain structs, decoded at the API boundary)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import msgspec
+
+
+class SubmitJob(msgspec.Struct, frozen=True, kw_only=True):
+    """Submit a job for execution."""
+
+    tenant_id: str
+    created_by: str
+    job_type: str
+    code: dict[str, Any]
+    spec: dict[str, Any]
+    secrets: dict[str, str]
+    timeout_s: int
+    max_retries: int
+    labels: dict[str, str]
+    callbacks: dict[str, str]
+    job_name: str
+    request_hash: str
+    idempotency_key: str | None = None
+
+
+MAX_LOG_TEXT = 1024 * 1024
+MAX_MESSAGE = 4096
+
+Percent = Annotated[float, msgspec.Meta(ge=0, le=100)]
+
+
+class Progress(msgspec.Struct, frozen=True, tag_field="event_type", tag="progress", kw_only=True):
+    """Report progress on a run."""
+
+    percent: Percent | None = None
+    message: Annotated[str, msgspec.Meta(max_length=MAX_MESSAGE)] = ""
+
+
+class Log(msgspec.Struct, frozen=True, tag_field="event_type", tag="log", kw_only=True):
+    """Append log output to a run."""
+
+    text: Annotated[str, msgspec.Meta(max_length=MAX_LOG_TEXT)]
+    stream: Literal["stdout", "stderr", "system"] = "stdout"
+
+
+RunEvent = Progress | Log
+
+
+class Submitted(msgspec.Struct, frozen=True):
+    """What a submission produced: the run and its position in the log."""
+
+    run_id: UUID
+    position: int
+    created: bool

@@ -1,0 +1,190 @@
+"""Executes one run attempt: claim it, launch the job, record its output and outcome."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from uuid import UUID
+
+from controlroom.commands.errors import RunNotFoundError
+from controlroom.commands.handlers import RunCommands
+from controlroom.commands.ports import Execution, Executor, RunQueue
+from controlroom.domain.errors import DomainError
+from controlroom.domain.run import Run
+
+log = logging.getLogger("controlroom.worker")
+
+FLUSH_INTERVAL_S = 0.5
+MAX_CHUNK_LINES = 500
+STDERR_TAIL_LINES = 20
+MAX_ERROR_CHARS = 4000
+REDACTED = "***"
+PROGRESS_LINE = re.compile(r"^::progress\s+(\d+(?:\.\d+)?)\s*(.*)$")
+
+
+class Scrubber:
+    """Replaces known secret values in job output."""
+
+    def __init__(self, values: Iterable[str]) -> None:
+        secrets = sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, secrets))) if secrets else None
+
+    def __call__(self, text: str) -> str:
+        return self._pattern.sub(REDACTED, text) if self._pattern else text
+
+
+def entrypoint_of(run: Run) -> str | None:
+    """`spec.entrypoint`, else the first Python file among the code files."""
+    files = [f["path"] for f in run.code.get("files", [])]
+    chosen = run.spec.get("entrypoint")
+    if chosen:
+        return chosen if chosen in files else None
+    return next((p for p in files if p.endswith(".py")), None)
+
+
+class RunWorker:
+    """Thin and idempotent: a duplicate delivery finds the attempt taken and does nothing."""
+
+    def __init__(
+        self, commands: RunCommands, executor: Executor, *, worker_id: str, base_url: str
+    ) -> None:
+        self.commands = commands
+        self.executor = executor
+        self.worker_id = worker_id
+        self.base_url = base_url
+        self.stopping = threading.Event()
+
+    def execute(self, run_id: UUID, attempt: int) -> None:
+        """Run `attempt` of `run_id` to an outcome, unless someone else has it."""
+        try:
+            self.commands.start(run_id, attempt, self.worker_id)
+        except (DomainError, RunNotFoundError) as e:
+            log.info("skipping run %s attempt %s: %s", run_id, attempt, e)
+            return
+        run = self.commands.load(run_id)
+        entry = entrypoint_of(run)
+        if entry is None:
+            self.commands.fail(
+                run_id, reason="no_entrypoint", exit_code=None,
+                message="no entrypoint: set spec.entrypoint to one of the code files, "
+                "or include a .py file",
+            )
+            return
+        secrets = self.commands.unseal_secrets(run)
+        env = {
+            **secrets,
+            "CONTROLROOM_URL": self.base_url,
+            "CONTROLROOM_RUN_ID": str(run_id),
+            "CONTROLROOM_ATTEMPT": str(attempt),
+        }
+        files = {f["path"]: f["content"] for f in run.code.get("files", [])}
+        execution = self.executor.launch(files=files, entrypoint=entry, env=env)
+        try:
+            _Supervision(self, run, execution, Scrubber(secrets.values())).run()
+        finally:
+            execution.cleanup()
+
+
+class _Supervision:
+    """Pumps one execution's output into the log and watches for cancel and timeout."""
+
+    def __init__(self, worker: RunWorker, run: Run, execution: Execution, scrub: Scrubber) -> None:
+        self.commands = worker.commands
+        self.stopping = worker.stopping
+        self.run_id: UUID = run.id
+        self.execution = execution
+        self.scrub = scrub
+        self.deadline = time.monotonic() + run.timeout_s
+        self.timeout_s = run.timeout_s
+        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+
+    def run(self) -> None:
+        try:
+            while (code := self._pump()) is None:
+                if self._cancel_requested():
+                    self.execution.kill()
+                    self._pump_rest()
+                    self.commands.confirm_cancelled(self.run_id, "cancelled on request")
+                    return
+                if time.monotonic() > self.deadline:
+                    self.execution.kill()
+                    self._pump_rest()
+                    self._fail("timeout", f"exceeded timeout_s={self.timeout_s}", None)
+                    return
+                if self.stopping.is_set():
+                    self.execution.kill()
+                    self._pump_rest()
+                    self._fail("worker_shutdown", "the worker shut down mid-run", None)
+                    return
+        except (DomainError, RunNotFoundError) as e:
+            # The run was finished elsewhere (e.g. an external runner reported it).
+            log.info("run %s ended elsewhere (%s); stopping its process", self.run_id, e)
+            self.execution.kill()
+            return
+        if code == 0:
+            self.commands.complete(self.run_id, summary="exited with code 0", exit_code=0)
+        else:
+            tail = "\n".join(self.stderr_tail)[-MAX_ERROR_CHARS:]
+            self._fail("exit_code", tail or f"exited with code {code}", code)
+
+    def _fail(self, reason: str, message: str, exit_code: int | None) -> None:
+        self.commands.fail(self.run_id, reason=reason, message=message, exit_code=exit_code)
+
+    def _pump(self) -> int | None:
+        """Record one interval's output; the exit code once the job is done."""
+        chunks: list[tuple[str, list[str]]] = []
+        count = 0
+        for stream, raw in self.execution.lines(timeout=FLUSH_INTERVAL_S):
+            line = self.scrub(raw)
+            if (m := PROGRESS_LINE.match(line)) is not None:
+                self._flush(chunks)
+                chunks, count = [], 0
+                self.commands.progress(self.run_id, min(float(m[1]), 100.0), m[2])
+                continue
+            if stream == "stderr":
+                self.stderr_tail.append(line)
+            if chunks and chunks[-1][0] == stream:
+                chunks[-1][1].append(line)
+            else:
+                chunks.append((stream, [line]))
+            count += 1
+            if count >= MAX_CHUNK_LINES:
+                break
+        self._flush(chunks)
+        return self.execution.poll()
+
+    def _pump_rest(self) -> None:
+        while self._pump() is None:
+            pass
+
+    def _flush(self, chunks: list[tuple[str, list[str]]]) -> None:
+        if chunks:
+            self.commands.log(
+                self.run_id, [(stream, "\n".join(lines), len(lines)) for stream, lines in chunks]
+            )
+
+    def _cancel_requested(self) -> bool:
+        return self.commands.load(self.run_id).cancel_requested
+
+
+def recover(
+    commands: RunCommands,
+    queue: RunQueue,
+    active: Iterable[tuple[UUID, str, int]],
+    *,
+    orphaned_running: bool,
+) -> None:
+    """Re-queue queued runs after a restart; fail runs whose (only) worker was this process."""
+    for run_id, status, attempt in active:
+        if status == "queued":
+            queue.enqueue(run_id, attempt)
+        elif orphaned_running:
+            try:
+                commands.fail(run_id, reason="worker_lost", exit_code=None,
+                              message="the service stopped while the run was executing")
+            except (DomainError, RunNotFoundError):
+                continue

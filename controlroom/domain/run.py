@@ -1,0 +1,216 @@
+"""The Run aggregate: one stream of events per run, owning the lifecycle invariants.
+
+Public methods decide (check invariants, compute values) and then call a private
+`@event` method that only mutates, so replaying the log never re-runs a decision.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from controlroom.domain.errors import AttemptMismatchError, InvalidTransitionError
+from controlroom.domain.retry import RetryPolicy
+from controlroom.domain.status import ACTIVE, RunStatus
+
+QUEUED, RUNNING = RunStatus.QUEUED.value, RunStatus.RUNNING.value
+COMPLETED, FAILED, CANCELLED = (
+    RunStatus.COMPLETED.value,
+    RunStatus.FAILED.value,
+    RunStatus.CANCELLED.value,
+)
+
+
+class Run(Aggregate):
+    """A job submission and every attempt to execute it."""
+
+    class RunSubmitted(Aggregate.Created):
+        tenant_id: str
+        job_type: str
+        created_by: str
+        code: dict[str, Any]
+        spec: dict[str, Any]
+        sealed_secrets: str | None
+        timeout_s: int
+        max_retries: int
+        labels: dict[str, str]
+        callbacks: dict[str, str]
+        idempotency_key: str | None
+        request_hash: str
+        job_name: str
+        submitted_at: datetime
+
+    def __init__(
+        self,
+        tenant_id: str,
+        job_type: str,
+        created_by: str,
+        code: dict[str, Any],
+        spec: dict[str, Any],
+        sealed_secrets: str | None,
+        timeout_s: int,
+        max_retries: int,
+        labels: dict[str, str],
+        callbacks: dict[str, str],
+        idempotency_key: str | None,
+        request_hash: str,
+        job_name: str,
+        submitted_at: datetime,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.job_type = job_type
+        self.created_by = created_by
+        self.code = code
+        self.spec = spec
+        self.sealed_secrets = sealed_secrets
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.labels = labels
+        self.callbacks = callbacks
+        self.idempotency_key = idempotency_key
+        self.request_hash = request_hash
+        self.job_name = job_name
+        self.submitted_at = submitted_at
+        self.status: str = QUEUED
+        self.attempt = 1
+        self.cancel_requested = False
+        self.started_at: datetime | None = None
+        self.finished_at: datetime | None = None
+
+    @classmethod
+    def submit(cls, *, run_id: UUID, **fields: Any) -> Run:
+        """Record a new submission; `fields` are those of RunSubmitted."""
+        return cls._create(cls.RunSubmitted, id=run_id, **fields)
+
+    # -- decisions -------------------------------------------------------------
+
+    @property
+    def is_finished(self) -> bool:
+        """True once nothing more can ever be recorded on this run."""
+        return self.status not in ACTIVE
+
+    def start(self, *, attempt: int, worker_id: str, now: datetime) -> None:
+        """A worker begins executing `attempt`; only one start per attempt wins."""
+        if self.status != QUEUED:
+            raise InvalidTransitionError("start", self.status)
+        if attempt != self.attempt:
+            raise AttemptMismatchError(attempt, self.attempt)
+        self._started(attempt=attempt, worker_id=worker_id, at=now)
+
+    def progress(self, *, percent: float | None, message: str, now: datetime) -> None:
+        """Report how far the current attempt has got."""
+        self._require_active("report progress on")
+        self._progressed(percent=percent, message=message, at=now)
+
+    def log(self, *, text: str, stream: str, lines: int, now: datetime) -> None:
+        """Append a chunk of log output."""
+        self._require_active("log to")
+        self._logged(text=text, stream=stream, lines=lines, attempt=self.attempt, at=now)
+
+    def add_artifact(self, *, artifact: dict[str, Any], now: datetime) -> None:
+        """Attach an artifact (metadata only; bytes live in the artifact store)."""
+        self._require_active("add an artifact to")
+        self._artifact_added(artifact=artifact, at=now)
+
+    def record_lineage(self, *, source: str, target: str, now: datetime) -> None:
+        """Record that this run read `source` and wrote `target`."""
+        self._require_active("record lineage on")
+        self._lineage_recorded(source=source, target=target, at=now)
+
+    def complete(self, *, summary: str, exit_code: int | None, now: datetime) -> None:
+        """The current attempt succeeded."""
+        if self.status != RUNNING:
+            raise InvalidTransitionError("complete", self.status)
+        self._completed(summary=summary, exit_code=exit_code, at=now)
+
+    def fail(
+        self,
+        *,
+        reason: str,
+        message: str,
+        exit_code: int | None,
+        now: datetime,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        """The current attempt failed; schedule another while retries remain."""
+        self._require_active("fail")
+        self._failed(reason=reason, message=message, exit_code=exit_code, at=now)
+        if retry is not None and self.attempt <= self.max_retries:
+            delay = retry.delay(self.attempt)
+            self._retry_scheduled(
+                attempt=self.attempt + 1, not_before=now + timedelta(seconds=delay), at=now
+            )
+
+    def request_cancel(self, *, by: str, now: datetime) -> bool:
+        """Ask for cancellation; a queued run is cancelled at once. False if already asked."""
+        self._require_active("cancel")
+        if self.cancel_requested:
+            return False
+        self._cancel_requested(by=by, at=now)
+        if self.status == QUEUED:
+            self._cancelled(reason="cancelled before it started", at=now)
+        return True
+
+    def confirm_cancelled(self, *, reason: str, now: datetime) -> None:
+        """The worker stopped the attempt after a cancellation request."""
+        if self.status != RUNNING or not self.cancel_requested:
+            raise InvalidTransitionError("confirm cancellation of", self.status)
+        self._cancelled(reason=reason, at=now)
+
+    def _require_active(self, action: str) -> None:
+        if self.status not in ACTIVE:
+            raise InvalidTransitionError(action, self.status)
+
+    # -- mutations (replayed from the log) --------------------------------------
+
+    @event("RunStarted")
+    def _started(self, attempt: int, worker_id: str, at: datetime) -> None:
+        self.status = RUNNING
+        self.started_at = at
+        self.worker_id = worker_id
+
+    @event("RunProgressed")
+    def _progressed(self, percent: float | None, message: str, at: datetime) -> None:
+        pass
+
+    @event("RunLogged")
+    def _logged(self, text: str, stream: str, lines: int, attempt: int, at: datetime) -> None:
+        pass
+
+    @event("ArtifactAdded")
+    def _artifact_added(self, artifact: dict[str, Any], at: datetime) -> None:
+        pass
+
+    @event("LineageEdgeRecorded")
+    def _lineage_recorded(self, source: str, target: str, at: datetime) -> None:
+        pass
+
+    @event("RunCompleted")
+    def _completed(self, summary: str, exit_code: int | None, at: datetime) -> None:
+        self.status = COMPLETED
+        self.finished_at = at
+
+    @event("RunFailed")
+    def _failed(self, reason: str, message: str, exit_code: int | None, at: datetime) -> None:
+        self.status = FAILED
+        self.finished_at = at
+
+    @event("RunCancelRequested")
+    def _cancel_requested(self, by: str, at: datetime) -> None:
+        self.cancel_requested = True
+
+    @event("RunCancelled")
+    def _cancelled(self, reason: str, at: datetime) -> None:
+        self.status = CANCELLED
+        self.finished_at = at
+
+    @event("RunRetryScheduled")
+    def _retry_scheduled(self, attempt: int, not_before: datetime, at: datetime) -> None:
+        self.status = QUEUED
+        self.attempt = attempt
+        self.cancel_requested = False
+        self.started_at = None
+        self.finished_at = None

@@ -1,0 +1,82 @@
+"""Keeps a projection running in exactly one process: the holder of its advisory lock."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from eventsourcing.projection import ProjectionRunner
+
+log = logging.getLogger("controlroom.projections")
+
+STANDBY_RETRY_S = 2.0
+RESTART_BACKOFF_S = 1.0
+LOCK_NAMESPACE = 0x0C0E  # keeps our advisory lock keys apart from other applications'
+
+
+def lock_key(name: str) -> int:
+    """The advisory lock id of a projection."""
+    return (LOCK_NAMESPACE << 32) | zlib.crc32(name.encode())
+
+
+class ProjectionHost:
+    """Runs `make_runner()` while holding the projection's lock; restarts it after errors."""
+
+    def __init__(
+        self, name: str, dsn: str, make_runner: Callable[[], ProjectionRunner[Any, Any]]
+    ) -> None:
+        self.name = name
+        self.dsn = dsn
+        self.make_runner = make_runner
+        self.active = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"projection-{name}", daemon=True)
+        self.runner: ProjectionRunner[Any, Any] | None = None
+
+    def start(self) -> ProjectionHost:
+        """Begin trying to take the lock and run."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the runner and release the lock."""
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.dsn, autocommit=True) as lock_conn:
+                    if self._take_lock(lock_conn):
+                        self._serve(lock_conn)
+            except Exception as e:
+                log.warning("projection %s interrupted: %s", self.name, e)
+            self.active.clear()
+            self._stop.wait(STANDBY_RETRY_S)
+
+    def _take_lock(self, conn: psycopg.Connection[Any]) -> bool:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self.name),)).fetchone()
+        if not (row and row[0]):
+            log.debug("projection %s: standby (another process holds it)", self.name)
+            return False
+        return True
+
+    def _serve(self, lock_conn: psycopg.Connection[Any]) -> None:
+        runner = self.make_runner()
+        self.runner = runner
+        self.active.set()
+        log.info("projection %s: active", self.name)
+        try:
+            while not self._stop.is_set():
+                runner.run_forever(timeout=1.0)
+                if runner.is_interrupted.is_set():
+                    raise RuntimeError("runner stopped")
+                lock_conn.execute("SELECT 1")  # lost the lock's session? then step down
+        finally:
+            self.runner = None
+            runner.__exit__(None, None, None)
+            self._stop.wait(RESTART_BACKOFF_S)

@@ -1,0 +1,32 @@
+"""Base for read-model views: row changes, tracking and a wake-up commit together."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresTrackingRecorder
+
+PROJECTED_CHANNEL = "controlroom_projected"
+"""NOTIFY channel telling API processes a projection reached a position."""
+
+Statement = tuple[str, Sequence[Any] | dict[str, Any]]
+
+
+class ReadModelView(PostgresTrackingRecorder):
+    """A tracking recorder whose writes are exactly-once and announce themselves."""
+
+    projection_name = ""
+
+    def apply(self, tracking: Tracking, statements: Sequence[Statement] = ()) -> None:
+        """Run `statements`, record `tracking` and notify waiters, in one transaction."""
+        with self.datastore.transaction(commit=True) as curs:
+            for sql, params in statements:
+                curs.execute(sql, params, prepare=True)
+            self._insert_tracking(curs, tracking)
+            curs.execute(
+                "SELECT pg_notify(%s, %s)",
+                (PROJECTED_CHANNEL, f"{self.projection_name}:{tracking.notification_id}"),
+                prepare=True,
+            )

@@ -1,0 +1,1 @@
+controlroom/schema.sql
