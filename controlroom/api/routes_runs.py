@@ -7,7 +7,7 @@ from uuid import UUID
 
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from controlroom.api.auth import Principal, requires
 from controlroom.api.deps import Deps
@@ -44,7 +44,7 @@ async def submit_job(request: Request[Principal, str, Any]) -> Response[RunView]
 
 
 @get(f"{API}/runs/{{run_id:uuid}}", guards=[requires("runs:read")])
-async def get_run(request: Request[Principal, str, Any], run_id: UUID) -> RunView:
+async def get_run(request: Request[Principal, str, Any], run_id: FromPath[UUID]) -> RunView:
     """A run's status, timestamps, progress, artifacts and where its log is."""
     return await _current(request.app.state.deps, request.user.tenant_id, run_id)
 
@@ -52,11 +52,11 @@ async def get_run(request: Request[Principal, str, Any], run_id: UUID) -> RunVie
 @get(f"{API}/runs", guards=[requires("runs:read")])
 async def list_runs(
     request: Request[Principal, str, Any],
-    status: StatusFilter | None = None,
-    job_type: str | None = None,
-    created_by: str | None = None,
-    cursor: str | None = None,
-    limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 50,
+    status: FromQuery[StatusFilter | None] = None,
+    job_type: FromQuery[str | None] = None,
+    created_by: FromQuery[str | None] = None,
+    cursor: FromQuery[str | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 50,
 ) -> RunPage:
     """The caller's runs, newest first; pass `next_cursor` back as `cursor` for more."""
     deps: Deps = request.app.state.deps
@@ -74,7 +74,7 @@ async def list_runs(
 
 
 @post(f"{API}/runs/{{run_id:uuid}}/events", guards=[requires("runs:write")], status_code=202)
-async def post_events(request: Request[Principal, str, Any], run_id: UUID) -> Accepted:
+async def post_events(request: Request[Principal, str, Any], run_id: FromPath[UUID]) -> Accepted:
     """Report progress or log output for a run: one event or a list of them."""
     deps: Deps = request.app.state.deps
     body = await request.body()
@@ -93,7 +93,7 @@ async def post_events(request: Request[Principal, str, Any], run_id: UUID) -> Ac
 
 
 @post(f"{API}/runs/{{run_id:uuid}}/cancel", guards=[requires("runs:write")], status_code=202)
-async def cancel_run(request: Request[Principal, str, Any], run_id: UUID) -> RunView:
+async def cancel_run(request: Request[Principal, str, Any], run_id: FromPath[UUID]) -> RunView:
     """Ask for a run to stop: a queued run is cancelled at once, a running one within seconds."""
     deps: Deps = request.app.state.deps
     tenant = request.user.tenant_id
@@ -104,8 +104,8 @@ async def cancel_run(request: Request[Principal, str, Any], run_id: UUID) -> Run
 
 @get(f"{API}/runs/{{run_id:uuid}}/logs", guards=[requires("runs:read")], media_type="text/plain")
 async def get_logs(
-    request: Request[Principal, str, Any], run_id: UUID,
-    stream: Literal["stdout", "stderr", "system"] | None = None,
+    request: Request[Principal, str, Any], run_id: FromPath[UUID],
+    stream: FromQuery[Literal["stdout", "stderr", "system"] | None] = None,
 ) -> str:
     """The run's log as plain text, in the order it was produced."""
     deps: Deps = request.app.state.deps

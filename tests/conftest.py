@@ -1,0 +1,136 @@
+"""Shared fixtures: a real Postgres database per test session and the running service.
+
+With DATABASE_URL set (CI), a fresh database is created on that server; without it, an
+embedded PostgreSQL is started from the wheel — the same one `controlroom serve` uses.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+from litestar.testing import TestClient
+
+from controlroom.api.auth import ALL_SCOPES, issue_token
+from controlroom.cli import Services, bootstrap, build_app
+from controlroom.settings import Settings
+
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+def _with_db(dsn: str, dbname: str) -> str:
+    return urlsplit(dsn)._replace(path=f"/{dbname}").geturl()
+
+
+@pytest.fixture(scope="session")
+def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Postgres server to create test databases on."""
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        try:
+            psycopg.connect(external, connect_timeout=5).close()
+        except psycopg.OperationalError as e:
+            pytest.exit(f"DATABASE_URL is set but Postgres is unreachable: {e}", returncode=3)
+        yield external
+        return
+    from controlroom.adapters.embedded_postgres import EmbeddedPostgres
+
+    with EmbeddedPostgres(tmp_path_factory.mktemp("embedded-pg")) as pg:
+        yield pg.dsn
+
+
+@pytest.fixture(scope="session")
+def make_database(server_dsn: str) -> Iterator[Callable[[], str]]:
+    """Creates fresh databases, dropped when the session ends."""
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"controlroom_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(server_dsn, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return _with_db(server_dsn, name)
+
+    yield make
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        for name in created:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def settings(make_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings of the in-test service: its own database, its own data dir."""
+    return Settings(
+        database_url=make_database(),
+        data_dir=Path(tmp_path_factory.mktemp("data")),
+        jwt_secret="test-secret-" + uuid.uuid4().hex,
+        worker_slots=4,
+    )
+
+
+@pytest.fixture(scope="session")
+def services(settings: Settings) -> Iterator[Services]:
+    """The service's write side, projections and in-process worker."""
+    with bootstrap(settings) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def client(services: Services) -> Iterator[TestClient[Any]]:
+    """An HTTP client for the API, through Litestar's test client."""
+    with TestClient(build_app(services)) as c:
+        yield c
+
+
+@pytest.fixture
+def tenant() -> str:
+    """A tenant of its own for each test, so tests never see each other's runs."""
+    return f"tenant-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def token(services: Services) -> Callable[..., str]:
+    """Issues tokens: token(tenant, sub="alice", scopes=ALL_SCOPES, ttl=600)."""
+
+    def make(tenant: str, sub: str = "alice", scopes: Any = ALL_SCOPES, ttl: int = 600) -> str:
+        return issue_token(services.jwt_secret, tenant=tenant, sub=sub, scopes=scopes, ttl_s=ttl)
+
+    return make
+
+
+@pytest.fixture
+def auth(tenant: str, token: Callable[..., str]) -> dict[str, str]:
+    """Authorization header for this test's tenant with every scope."""
+    return {"Authorization": f"Bearer {token(tenant)}"}
+
+
+def job(source: str, *, job_type: str = "spark_etl", **extra: Any) -> dict[str, Any]:
+    """A submission body running `source` as main.py."""
+    body: dict[str, Any] = {
+        "job_type": job_type,
+        "code": {"files": [{"path": "main.py", "content": source}]},
+        "spec": {"description": "test job"},
+    }
+    body.update(extra)
+    return body
+
+
+def wait_for_status(
+    client: TestClient[Any], run_id: str, headers: dict[str, str], *,
+    statuses: set[str] = TERMINAL, timeout: float = 30.0,
+) -> dict[str, Any]:
+    """Poll the run until it reaches one of `statuses`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = client.get(f"/api/v1/runs/{run_id}", headers=headers).json()
+        if run["status"] in statuses or time.monotonic() > deadline:
+            assert run["status"] in statuses, f"run stuck in {run['status']}: {run}"
+            return run
+        time.sleep(0.05)
