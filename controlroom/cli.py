@@ -44,7 +44,9 @@ def _keys(settings: Settings) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def bootstrap(settings: Settings, *, run_worker: bool = True) -> Iterator[Services]:
+def bootstrap(
+    settings: Settings, *, run_worker: bool = True, run_projections: bool = True
+) -> Iterator[Services]:
     """Start the database (if embedded), the write side, projections and the worker."""
     from controlroom.adapters.database import apply_schema, eventsourcing_env, redact
     from controlroom.adapters.secretbox import AesGcmSecretBox
@@ -66,12 +68,14 @@ def bootstrap(settings: Settings, *, run_worker: bool = True) -> Iterator[Servic
         stack.callback(app.close)
         commands = RunCommands(app, AesGcmSecretBox(secret_key))
         services = Services(settings, dsn, jwt_secret, env, commands)
-        stack.enter_context(_projections(services, run_worker=run_worker))
+        stack.enter_context(
+            _projections(services, run_worker=run_worker, run_projections=run_projections)
+        )
         yield services
 
 
 @contextlib.contextmanager
-def _projections(services: Services, *, run_worker: bool) -> Iterator[None]:
+def _projections(services: Services, *, run_worker: bool, run_projections: bool) -> Iterator[None]:
     from eventsourcing.postgres import PostgresTrackingRecorder
     from eventsourcing.projection import ProjectionRunner
 
@@ -90,7 +94,11 @@ def _projections(services: Services, *, run_worker: bool) -> Iterator[None]:
             env=services.env,
         )
 
-    hosts = [ProjectionHost("run_status", services.dsn, runner(RunStatusProjection, RunStatusView))]
+    hosts = []
+    if run_projections:
+        hosts.append(
+            ProjectionHost("run_status", services.dsn, runner(RunStatusProjection, RunStatusView))
+        )
     queue = None
     if run_worker:
         settings = services.settings
@@ -154,7 +162,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     """Run the API (with projections and an in-process worker)."""
     import uvicorn
 
-    with bootstrap(settings, run_worker=not args.no_worker) as services:
+    with bootstrap(settings, run_worker=not args.no_worker,
+                   run_projections=not args.no_projections) as services:
         app = build_app(services)
         print(f"Control Room listening on {settings.base_url}  (data: {settings.data_dir})",
               file=sys.stderr)
@@ -167,14 +176,28 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_background(settings: Settings, args: argparse.Namespace) -> int:
+    """Run only the worker, or only the projections, until interrupted."""
+    import signal
+    import threading
+
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    worker = args.command == "worker"
+    with bootstrap(settings, run_worker=worker, run_projections=not worker):
+        print(f"Control Room {args.command} running (data: {settings.data_dir})", file=sys.stderr)
+        done.wait()
+    return 0
+
+
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     """Print a signed token."""
-    from controlroom.api.auth import DEFAULT_SCOPES, issue_token
+    from controlroom.api.auth import issue_token
 
     secret, _ = _keys(settings)
     print(issue_token(secret, tenant=args.tenant, sub=args.sub, scopes=args.scope.split(),
                       ttl_s=args.ttl, audience=settings.jwt_audience, issuer=settings.jwt_issuer))
-    del DEFAULT_SCOPES
     return 0
 
 
@@ -182,7 +205,9 @@ def parser() -> argparse.ArgumentParser:
     """The `controlroom` argument parser."""
     from controlroom.api.auth import DEFAULT_SCOPES
 
-    p = argparse.ArgumentParser(prog="controlroom", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="controlroom", description="Control Room: submit jobs, watch runs, keep their lineage."
+    )
     p.add_argument("--data-dir", help="data directory (env CONTROLROOM_DATA_DIR)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
@@ -192,8 +217,17 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, dest="worker_slots",
                        help="jobs run at once by the in-process worker (default 2)")
     serve.add_argument("--no-worker", action="store_true", help="don't execute jobs here")
+    serve.add_argument("--no-projections", action="store_true",
+                       help="leave the read models to `controlroom projector` processes")
     serve.add_argument("--database-url", help="external Postgres (env DATABASE_URL)")
     serve.set_defaults(func=cmd_serve)
+    worker = sub.add_parser("worker", help="execute queued runs (no API)")
+    worker.add_argument("--workers", type=int, dest="worker_slots", help="jobs run at once")
+    worker.add_argument("--database-url", help="external Postgres (env DATABASE_URL)")
+    worker.set_defaults(func=cmd_background)
+    projector = sub.add_parser("projector", help="keep the read models up to date (no API)")
+    projector.add_argument("--database-url", help="external Postgres (env DATABASE_URL)")
+    projector.set_defaults(func=cmd_background)
     token = sub.add_parser("token", help="print a bearer token for the API")
     token.add_argument("--tenant", required=True)
     token.add_argument("--sub", required=True, help="who the token is for")
