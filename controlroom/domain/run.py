@@ -135,10 +135,10 @@ class Run(Aggregate):
         now: datetime,
         retry: RetryPolicy | None = None,
     ) -> None:
-        """The current attempt failed; schedule another while retries remain."""
+        """The current attempt failed; schedule another while retries remain (and nobody cancelled)."""
         self._require_active("fail")
         self._failed(reason=reason, message=message, exit_code=exit_code, at=now)
-        if retry is not None and self.attempt <= self.max_retries:
+        if retry is not None and not self.cancel_requested and self.attempt <= self.max_retries:
             delay = retry.delay(self.attempt)
             self._retry_scheduled(
                 attempt=self.attempt + 1, not_before=now + timedelta(seconds=delay), at=now
