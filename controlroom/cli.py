@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -111,10 +112,11 @@ def _projections(services: Services, *, run_worker: bool, run_projections: bool)
         dispatcher = DispatchProjection.feeding(queue)
         hosts.append(ProjectionHost("dispatch", services.dsn,
                                     runner(dispatcher, PostgresTrackingRecorder)))
-        recover(services.commands, queue, active_runs(services.dsn),
-                orphaned_running=settings.embedded)
     for host in hosts:
         host.start()
+    if queue is not None:
+        recover(services.commands, queue, active_runs(services.dsn),
+                orphaned_running=services.settings.embedded)
     try:
         yield
     finally:
@@ -172,8 +174,31 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                   + (f" --data-dir {settings.data_dir}" if args.data_dir else ""), file=sys.stderr)
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                                 access_log=False, lifespan="on")
-        asyncio.run(uvicorn.Server(config).serve())
+        server = uvicorn.Server(config)
+        with _signals_stop(server):
+            asyncio.run(server.serve())
     return 0
+
+
+@contextlib.contextmanager
+def _signals_stop(server: Any) -> Iterator[None]:
+    """SIGTERM/SIGINT stop `server` and then let the caller's teardown run.
+
+    After its graceful shutdown uvicorn re-raises the signal that stopped it; under the
+    default handlers that killed the process (exit -15) before the worker, projections
+    and embedded PostgreSQL were stopped. This handler turns that re-raise into a no-op
+    (and covers a signal arriving before uvicorn installs its own handlers).
+    """
+
+    def stop(signum: int, frame: Any) -> None:
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def cmd_background(settings: Settings, args: argparse.Namespace) -> int:

@@ -7,6 +7,8 @@ embedded PostgreSQL is started from the wheel — the same one `controlroom serv
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -42,8 +44,14 @@ def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     from controlroom.adapters.embedded_postgres import EmbeddedPostgres
 
-    with EmbeddedPostgres(tmp_path_factory.mktemp("embedded-pg")) as pg:
-        yield pg.dsn
+    # Not under pytest's temp root: another pytest session may reset its mode to 0700, and
+    # as root the server runs as an unprivileged user that must traverse to its data dir.
+    data_dir = Path(tempfile.mkdtemp(prefix="controlroom-test-pg-"))
+    try:
+        with EmbeddedPostgres(data_dir) as pg:
+            yield pg.dsn
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -65,6 +65,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         at, _, rid = raw.partition("|")
-        return datetime.fromisoformat(at), UUID(rid)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        created_at = datetime.fromisoformat(at)
+        if created_at.tzinfo is None:
+            raise ValueError("cursor time has no offset")
+        # out-of-range instants (year 1 / 9999 with an offset) would fail in the query
+        return created_at.astimezone(UTC), UUID(rid)
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise invalid("cursor", "not a cursor returned by this API") from None

@@ -172,19 +172,19 @@ class _Supervision:
 
 
 def recover(
-    commands: RunCommands,
-    queue: RunQueue,
-    active: Iterable[tuple[UUID, str, int]],
-    *,
-    orphaned_running: bool,
+    commands: RunCommands, queue: RunQueue, active: Iterable[UUID], *, orphaned_running: bool
 ) -> None:
-    """Re-queue queued runs after a restart; fail runs whose (only) worker was this process."""
-    for run_id, status, attempt in active:
-        if status == "queued":
-            queue.enqueue(run_id, attempt)
-        elif orphaned_running:
-            try:
+    """Re-queue queued runs after a restart; fail runs whose (only) worker was this process.
+
+    Decided on each run's state in the log, not the read model, which may lag behind it.
+    """
+    for run_id in active:
+        try:
+            run = commands.load(run_id)
+            if run.status == "queued":
+                queue.enqueue(run_id, run.attempt, run.not_before)
+            elif run.status == "running" and orphaned_running:
                 commands.fail(run_id, reason="worker_lost", exit_code=None,
                               message="the service stopped while the run was executing")
-            except (DomainError, RunNotFoundError):
-                continue
+        except (DomainError, RunNotFoundError):
+            continue

@@ -79,6 +79,7 @@ class Run(Aggregate):
         self.cancel_requested = False
         self.started_at: datetime | None = None
         self.finished_at: datetime | None = None
+        self.not_before: datetime | None = None
 
     @classmethod
     def submit(cls, *, run_id: UUID, **fields: Any) -> Run:
@@ -211,6 +212,7 @@ class Run(Aggregate):
     def _retry_scheduled(self, attempt: int, not_before: datetime, at: datetime) -> None:
         self.status = QUEUED
         self.attempt = attempt
+        self.not_before = not_before
         self.cancel_requested = False
         self.started_at = None
         self.finished_at = None

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -214,8 +216,20 @@ StartServer = Callable[..., Server]
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
+def data_dir(tmp_path: Path) -> Iterator[Path]:
+    """The server's data dir, outside pytest's basetemp on purpose.
+
+    As root, PostgreSQL runs as an unprivileged user that must traverse every parent of the
+    data dir; the server adds o+x where needed, but any pytest session starting on this
+    machine resets /tmp/pytest-of-<user> to 0700, which would lock that user out mid-test.
+    """
+    path = Path(tempfile.mkdtemp(prefix="controlroom-e2e-"))
+    try:
+        yield path / "data"
+    finally:
+        with contextlib.suppress(OSError):  # keep the PostgreSQL log next to the server's
+            shutil.copy(path / "data" / "postgres" / "server.log", tmp_path / "postgres.log")
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
