@@ -89,10 +89,13 @@ def _projections(services: Services, *, run_worker: bool, run_projections: bool)
     from controlroom.projections.host import ProjectionHost
     from controlroom.projections.run_status import RunStatusProjection, RunStatusView
 
+    from controlroom.adapters.database import eventsourcing_env
+
+    env = eventsourcing_env(services.dsn, for_projection=True)
+
     def runner(projection: Any, view: Any) -> Any:
         return lambda: ProjectionRunner(
-            application_class=ControlRoom, projection_class=projection, view_class=view,
-            env=services.env,
+            application_class=ControlRoom, projection_class=projection, view_class=view, env=env,
         )
 
     hosts = []

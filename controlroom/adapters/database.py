@@ -13,7 +13,10 @@ POOL_MIN = 2
 POOL_MAX = 10
 COMMAND_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
-STORE_POOL_SIZE = 8
+STORE_POOL_SIZE = 2
+STORE_POOL_OVERFLOW = 8
+PROJECTION_POOL_SIZE = 1
+PROJECTION_POOL_OVERFLOW = 2
 TRANSACTION_POOLER_PORT = 6543
 """Supabase's transaction pooler: no prepared statements survive across transactions."""
 
@@ -25,8 +28,15 @@ def behind_transaction_pooler(dsn: str) -> bool:
     return parts.port == TRANSACTION_POOLER_PORT or query.get("pgbouncer") == ["true"]
 
 
-def eventsourcing_env(dsn: str) -> dict[str, str]:
-    """The eventsourcing library's POSTGRES_* settings for a DSN."""
+def eventsourcing_env(dsn: str, *, for_projection: bool = False) -> dict[str, str]:
+    """The eventsourcing library's POSTGRES_* settings for a DSN.
+
+    Connections beyond the pool size open on demand; a projection needs few (one listens).
+    """
+    size, overflow = (
+        (PROJECTION_POOL_SIZE, PROJECTION_POOL_OVERFLOW) if for_projection
+        else (STORE_POOL_SIZE, STORE_POOL_OVERFLOW)
+    )
     parts = urlsplit(dsn)
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
@@ -36,8 +46,8 @@ def eventsourcing_env(dsn: str) -> dict[str, str]:
         "POSTGRES_USER": unquote(parts.username or "postgres"),
         "POSTGRES_PASSWORD": unquote(parts.password or ""),
         "POSTGRES_CONNECT_TIMEOUT": str(int(CONNECT_TIMEOUT_S)),
-        "POSTGRES_POOL_SIZE": str(STORE_POOL_SIZE),
-        "POSTGRES_MAX_OVERFLOW": "4",
+        "POSTGRES_POOL_SIZE": str(size),
+        "POSTGRES_MAX_OVERFLOW": str(overflow),
         "POSTGRES_PRE_PING": "y",
     }
 

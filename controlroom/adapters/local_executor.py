@@ -18,6 +18,7 @@ from typing import IO
 
 MAX_LINE_CHARS = 64 * 1024
 KILL_GRACE_S = 2.0
+ORPHAN_PIPE_GRACE_S = 2.0
 PASSTHROUGH_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR", "SYSTEMROOT")
 """Only these reach a job from the server's environment: never its credentials."""
 
@@ -32,6 +33,7 @@ class LocalExecution:
         self.workdir = workdir
         self._lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
         self._open_streams = 2
+        self._exited_at: float | None = None
         for name, stream in (("stdout", proc.stdout), ("stderr", proc.stderr)):
             assert stream is not None
             threading.Thread(target=self._read, args=(name, stream), daemon=True).start()
@@ -60,10 +62,17 @@ class LocalExecution:
             yield stream, text
 
     def poll(self) -> int | None:
-        """The exit code once the process ended and its output was read."""
-        if self._open_streams:
-            return None
-        return self.proc.wait()
+        """The exit code once the process ended and its output was read.
+
+        A descendant that escaped the process group may hold the pipes open forever; after
+        a short grace its output is abandoned rather than blocking the run.
+        """
+        code = self.proc.poll()
+        if code is None or not self._open_streams:
+            return code
+        if self._exited_at is None:
+            self._exited_at = time.monotonic()
+        return code if time.monotonic() - self._exited_at > ORPHAN_PIPE_GRACE_S else None
 
     def kill(self) -> None:
         """SIGTERM the process group, then SIGKILL whatever is left of it."""

@@ -24,7 +24,10 @@ from controlroom.domain.errors import DomainError
 log = logging.getLogger("controlroom.api")
 
 PROBLEM_JSON = "application/problem+json"
-_AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_AT_PATH = re.compile(
+    r"^(?P<message>.*?)(?: - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`)?$", re.S
+)
+_ROOT_TYPE = re.compile(r"^Expected `(?P<expected>[^`]*)`, got `[^`]*`$")
 
 
 class ProblemError(Exception):
@@ -49,16 +52,21 @@ def invalid(field: str, message: str) -> ProblemError:
     )
 
 
-def from_decode_error(e: msgspec.DecodeError) -> ProblemError:
-    """Malformed JSON → 400; well-formed but wrong → 422 with the field named."""
+def from_decode_error(e: msgspec.DecodeError | UnicodeDecodeError) -> ProblemError:
+    """Malformed JSON or a body of the wrong JSON type → 400; well-formed but wrong → 422."""
     if not isinstance(e, msgspec.ValidationError):
         return ProblemError(400, "Malformed JSON", f"request body is not valid JSON: {e}")
     m = _AT_PATH.match(str(e))
     message = m["message"] if m else str(e)
     path = (m["path"] or "") if m else ""
-    missing = re.match(r"Object missing required field `([^`]+)`", message)
-    if missing:
-        path = f"{path}.{missing[1]}"
+    if not path and (root := _ROOT_TYPE.match(message)):
+        return ProblemError(400, "Malformed JSON", "request body must be a JSON "
+                            + root["expected"].replace(" | ", " or "))
+    if m and m["key"]:
+        message = f"{message} (in a key)"
+    named = re.match(r"Object (?:missing required|contains unknown) field `([^`]+)`", message)
+    if named:
+        path = f"{path}.{named[1]}"
     field = path.lstrip(".") or "body"
     return invalid(field, message)
 

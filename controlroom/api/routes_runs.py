@@ -13,7 +13,7 @@ from controlroom.api.auth import Principal, requires
 from controlroom.api.deps import Deps
 from controlroom.api.problems import ProblemError, from_decode_error
 from controlroom.api.schemas import Accepted, EventBatch, RunPage, RunView
-from controlroom.api.submission import command
+from controlroom.api.submission import check_storable, command, too_deep
 from controlroom.api.views import API, decode_cursor, encode_cursor, run_view
 from controlroom.commands.errors import RunNotFoundError
 
@@ -82,8 +82,11 @@ async def post_events(request: Request[Principal, str, Any], run_id: FromPath[UU
         raise ProblemError(400, "Malformed JSON", "request body is empty; expected an event")
     try:
         batch = _decode_events.decode(body)
-    except msgspec.DecodeError as e:
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:
         raise from_decode_error(e) from None
+    except RecursionError:
+        raise too_deep() from None
+    check_storable(msgspec.to_builtins(batch))
     events = batch if isinstance(batch, list) else [batch]
     tenant = request.user.tenant_id
     position = await deps.write(deps.commands.record, tenant, run_id, events)

@@ -14,6 +14,8 @@ from controlroom.api.schemas import JobSubmission
 from controlroom.commands.messages import SubmitJob
 
 MAX_IDEMPOTENCY_KEY = 255
+MAX_DEPTH = 64
+"""JSON nesting allowed in a request; far below where encoding it for storage would recurse too deep."""
 _decode_submission = msgspec.json.Decoder(JobSubmission)
 _decode_raw = msgspec.json.Decoder(dict[str, Any])
 _canonical = msgspec.json.Encoder(order="sorted")
@@ -24,9 +26,36 @@ def decode(body: bytes) -> tuple[JobSubmission, dict[str, Any]]:
     if not body:
         raise ProblemError(400, "Malformed JSON", "request body is empty; expected a JSON object")
     try:
-        return _decode_submission.decode(body), _decode_raw.decode(body)
-    except msgspec.DecodeError as e:
+        raw = _decode_raw.decode(body)  # first, so that malformed JSON is a 400, not a 422
+        check_storable(raw)
+        return _decode_submission.decode(body), raw
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:
         raise from_decode_error(e) from None
+    except RecursionError:
+        raise too_deep() from None
+
+
+def too_deep() -> ProblemError:
+    """A 400 for JSON nested beyond what the decoder (and the event store) can take."""
+    return ProblemError(400, "Malformed JSON",
+                        f"request body is nested too deeply (at most {MAX_DEPTH} levels)")
+
+
+def check_storable(value: Any, path: str = "", depth: int = 0) -> None:
+    """Reject what Postgres can't store in text/jsonb (NUL characters) and deep nesting."""
+    if depth > MAX_DEPTH:
+        raise too_deep()
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise invalid(path or "body", "must not contain NUL (\\u0000) characters")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                raise invalid(path or "body", "keys must not contain NUL (\\u0000) characters")
+            check_storable(item, f"{path}.{key}" if path else key, depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_storable(item, f"{path}[{i}]", depth + 1)
 
 
 def _check_paths(sub: JobSubmission) -> None:
@@ -38,6 +67,12 @@ def _check_paths(sub: JobSubmission) -> None:
         if norm in seen:
             raise invalid(f"code.files[{i}].path", f"duplicate path {f.path!r}")
         seen.add(norm)
+    for i, f in enumerate(sub.code.files):
+        parent = posixpath.dirname(posixpath.normpath(f.path))
+        while parent:
+            if parent in seen:
+                raise invalid(f"code.files[{i}].path", f"{f.path!r} is inside {parent!r}, also a file")
+            parent = posixpath.dirname(parent)
     entry = sub.spec.entrypoint
     if entry is not None and entry not in {f.path for f in sub.code.files}:
         raise invalid("spec.entrypoint", f"{entry!r} is not one of the code files")

@@ -82,7 +82,12 @@ class RunWorker:
             "CONTROLROOM_ATTEMPT": str(attempt),
         }
         files = {f["path"]: f["content"] for f in run.code.get("files", [])}
-        execution = self.executor.launch(files=files, entrypoint=entry, env=env)
+        try:
+            execution = self.executor.launch(files=files, entrypoint=entry, env=env)
+        except (OSError, ValueError) as e:  # files it can't lay out, an unusable env value
+            self.commands.fail(run_id, reason="launch_failed", exit_code=None,
+                               message=f"could not start the job: {e}")
+            return
         try:
             _Supervision(self, run, execution, Scrubber(secrets.values())).run()
         finally:

@@ -66,17 +66,16 @@ class ProjectionHost:
         return True
 
     def _serve(self, lock_conn: psycopg.Connection[Any]) -> None:
-        runner = self.make_runner()
-        self.runner = runner
-        self.active.set()
-        log.info("projection %s: active", self.name)
         try:
-            while not self._stop.is_set():
-                runner.run_forever(timeout=1.0)
-                if runner.is_interrupted.is_set():
-                    raise RuntimeError("runner stopped")
-                lock_conn.execute("SELECT 1")  # lost the lock's session? then step down
+            with self.make_runner() as runner:
+                self.runner = runner
+                self.active.set()
+                log.info("projection %s: active", self.name)
+                while not self._stop.is_set():
+                    runner.run_forever(timeout=1.0)
+                    if runner.is_interrupted.is_set():
+                        raise RuntimeError("runner stopped")
+                    lock_conn.execute("SELECT 1")  # lost the lock's session? then step down
         finally:
             self.runner = None
-            runner.__exit__(None, None, None)
             self._stop.wait(RESTART_BACKOFF_S)
