@@ -60,6 +60,8 @@ class TokenVerifier:
         tenant = claims.get("tenant_id")
         if not isinstance(tenant, str) or not tenant:
             raise NotAuthorizedException("invalid token: missing tenant_id claim")
+        if not (tenant.isprintable() and str(claims["sub"]).isprintable()):
+            raise NotAuthorizedException("invalid token: sub and tenant_id must be printable")
         scope = claims.get("scope", "")
         principal = Principal(
             sub=str(claims["sub"]),

@@ -13,6 +13,7 @@ import msgspec
 
 from controlroom.api.problems import invalid
 from controlroom.api.schemas import Progress, RunError, RunView
+from controlroom.commands.messages import SubmitJob
 
 API = "/api/v1"
 _decode_obj = msgspec.json.Decoder(dict[str, Any])
@@ -72,3 +73,16 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         return created_at.astimezone(UTC), UUID(rid)
     except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise invalid("cursor", "not a cursor returned by this API") from None
+
+
+def pending_view(run_id: UUID, cmd: SubmitJob, created_at: datetime) -> RunView:
+    """A just-accepted run, for the rare answer given before run_status has caught up."""
+    rid = str(run_id)
+    return RunView(
+        run_id=rid, job_type=cmd.job_type, status="queued", created_at=created_at,
+        started_at=None, completed_at=None, artifacts=[], logs_url=f"{API}/runs/{rid}/logs",
+        progress=None, job_name=cmd.job_name, created_by=cmd.created_by, attempt=1,
+        max_retries=cmd.max_retries, timeout_s=cmd.timeout_s, labels=cmd.labels, spec=cmd.spec,
+        cancel_requested=False, exit_code=None, summary=None, error=None, next_attempt_at=None,
+        updated_at=created_at, log_lines=0, events_url=f"{API}/runs/{rid}/events",
+    )

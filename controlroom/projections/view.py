@@ -23,10 +23,18 @@ class ReadModelView(PostgresTrackingRecorder):
         """Run `statements`, record `tracking` and notify waiters, in one transaction."""
         with self.datastore.transaction(commit=True) as curs:
             for sql, params in statements:
-                curs.execute(sql, params, prepare=True)
+                curs.execute(sql, _storable(params), prepare=True)
             self._insert_tracking(curs, tracking)
             curs.execute(
                 "SELECT pg_notify(%s, %s)",
                 (PROJECTED_CHANNEL, f"{self.projection_name}:{tracking.notification_id}"),
                 prepare=True,
             )
+
+
+def _storable(params: Sequence[Any] | dict[str, Any]) -> Sequence[Any] | dict[str, Any]:
+    """PostgreSQL text can't hold NUL: one stray byte must never wedge a projection."""
+    if isinstance(params, dict):
+        return {k: v.replace("\x00", "\ufffd") if isinstance(v, str) else v
+                for k, v in params.items()}
+    return [v.replace("\x00", "\ufffd") if isinstance(v, str) else v for v in params]

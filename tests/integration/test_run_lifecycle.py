@@ -437,3 +437,14 @@ def test_secrets_reach_the_job_only_and_server_environment_does_not(
              "CONTROLROOM_ATTEMPT", "LC_CTYPE", *PASSTHROUGH_ENV}
     leaked = {k for k in job_keys if k in os.environ and k not in given}
     assert not leaked, f"server environment reached the job: {sorted(leaked)}"
+
+
+def test_a_nul_byte_in_job_output_is_replaced_and_the_service_carries_on(
+    client: TestClient[Any], auth: dict[str, str]
+) -> None:
+    source = "import sys\nsys.stdout.write('before\\x00after\\n')\n"
+    run_id = client.post("/api/v1/jobs/run", json=job(source), headers=auth).json()["run_id"]
+    assert wait_for_status(client, run_id, auth)["status"] == "completed"
+    assert "before\ufffdafter" in client.get(f"/api/v1/runs/{run_id}/logs", headers=auth).text
+    follow_up = client.post("/api/v1/jobs/run", json=job("print('next')"), headers=auth)
+    assert client.get(f"/api/v1/runs/{follow_up.json()['run_id']}", headers=auth).status_code == 200
