@@ -80,6 +80,7 @@ def _projections(services: Services, *, run_worker: bool, run_projections: bool)
     from eventsourcing.postgres import PostgresTrackingRecorder
     from eventsourcing.projection import ProjectionRunner
 
+    from controlroom.adapters.database import eventsourcing_env
     from controlroom.adapters.local_executor import LocalExecutor
     from controlroom.adapters.local_queue import InProcessQueue
     from controlroom.adapters.run_index import active_runs
@@ -88,8 +89,6 @@ def _projections(services: Services, *, run_worker: bool, run_projections: bool)
     from controlroom.projections.dispatch import DispatchProjection
     from controlroom.projections.host import ProjectionHost
     from controlroom.projections.run_status import RunStatusProjection, RunStatusView
-
-    from controlroom.adapters.database import eventsourcing_env
 
     env = eventsourcing_env(services.dsn, for_projection=True)
 

@@ -14,7 +14,10 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
 ALGORITHM = "HS256"
-ALL_SCOPES = ["jobs:write", "runs:read", "runs:write", "lineage:read", "lineage:write", "artifacts:read", "artifacts:write", "webhooks:write", "admin"]
+ALL_SCOPES = [
+    "jobs:write", "runs:read", "runs:write", "lineage:read", "lineage:write",
+    "artifacts:read", "artifacts:write", "webhooks:write", "admin",
+]
 DEFAULT_SCOPES = "jobs:write runs:read runs:write"
 CACHE_SIZE = 10_000
 CLOCK_SKEW_S = 5

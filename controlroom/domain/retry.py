@@ -8,7 +8,7 @@ DEFAULT_MAX_DELAY_S = 300.0
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff: base, 2×base, 4×base, … capped at `max_delay_s`."""
+    """Exponential backoff: base, 2*base, 4*base, … capped at `max_delay_s`."""
 
     base_delay_s: float = DEFAULT_BASE_DELAY_S
     max_delay_s: float = DEFAULT_MAX_DELAY_S
