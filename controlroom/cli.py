@@ -64,7 +64,7 @@ def bootstrap(
         log.info("database: %s", redact(dsn))
         apply_schema(dsn)
         jwt_secret, secret_key = _keys(settings)
-        env = eventsourcing_env(dsn)
+        env = eventsourcing_env(dsn, pooler=settings.transaction_pooler)
         app = ControlRoom(env=env)
         stack.callback(app.close)
         commands = RunCommands(app, AesGcmSecretBox(secret_key))
@@ -90,7 +90,9 @@ def _projections(services: Services, *, run_worker: bool, run_projections: bool)
     from controlroom.projections.host import ProjectionHost
     from controlroom.projections.run_status import RunStatusProjection, RunStatusView
 
-    env = eventsourcing_env(services.dsn, for_projection=True)
+    env = eventsourcing_env(
+        services.dsn, for_projection=True, pooler=services.settings.transaction_pooler
+    )
 
     def runner(projection: Any, view: Any) -> Any:
         return lambda: ProjectionRunner(
@@ -132,13 +134,14 @@ def _projections(services: Services, *, run_worker: bool, run_projections: bool)
 def _open_deps(services: Services) -> Any:
     @contextlib.asynccontextmanager
     async def open_deps() -> AsyncIterator[Any]:
-        from controlroom.adapters.database import create_read_pool
+        from controlroom.adapters.database import behind_transaction_pooler, create_read_pool
         from controlroom.adapters.projection_waiter import ProjectionWaiter
         from controlroom.adapters.run_reads import RunReads
         from controlroom.api.deps import Deps
 
-        pool = await create_read_pool(services.dsn)
-        waiter = ProjectionWaiter(services.dsn, pool)
+        pooler = behind_transaction_pooler(services.dsn, services.settings.transaction_pooler)
+        pool = await create_read_pool(services.dsn, pooler=pooler)
+        waiter = ProjectionWaiter(services.dsn, pool, listen=not pooler)
         await waiter.start()
         deps = Deps(services.commands, RunReads(pool), waiter,
                     write_threads=WRITE_THREADS, settle_timeout_s=SETTLE_TIMEOUT_S)

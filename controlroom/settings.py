@@ -32,6 +32,7 @@ class Settings(msgspec.Struct, kw_only=True):
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     worker_slots: int = DEFAULT_WORKER_SLOTS
     public_url: str | None = None
+    transaction_pooler: bool = False
 
     @property
     def embedded(self) -> bool:
@@ -65,4 +66,6 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         max_body_bytes=int(env.get("CONTROLROOM_MAX_BODY_BYTES") or DEFAULT_MAX_BODY_BYTES),
         worker_slots=int(env.get("CONTROLROOM_WORKER_SLOTS") or DEFAULT_WORKER_SLOTS),
         public_url=env.get("CONTROLROOM_PUBLIC_URL") or None,
+        transaction_pooler=(env.get("CONTROLROOM_TRANSACTION_POOLER") or "").lower()
+        in ("1", "true", "yes"),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import psycopg
@@ -21,14 +21,14 @@ TRANSACTION_POOLER_PORT = 6543
 """Supabase's transaction pooler: no prepared statements survive across transactions."""
 
 
-def behind_transaction_pooler(dsn: str) -> bool:
-    """True for pgbouncer/Supavisor transaction-mode URLs."""
-    parts = urlsplit(dsn)
-    query = parse_qs(parts.query)
-    return parts.port == TRANSACTION_POOLER_PORT or query.get("pgbouncer") == ["true"]
+def behind_transaction_pooler(dsn: str, declared: bool = False) -> bool:
+    """True when told so, or for Supabase's transaction-pooler port."""
+    return declared or urlsplit(dsn).port == TRANSACTION_POOLER_PORT
 
 
-def eventsourcing_env(dsn: str, *, for_projection: bool = False) -> dict[str, str]:
+def eventsourcing_env(
+    dsn: str, *, for_projection: bool = False, pooler: bool = False
+) -> dict[str, str]:
     """The eventsourcing library's POSTGRES_* settings for a DSN.
 
     Connections beyond the pool size open on demand; a projection needs few (one listens).
@@ -39,7 +39,10 @@ def eventsourcing_env(dsn: str, *, for_projection: bool = False) -> dict[str, st
     )
     parts = urlsplit(dsn)
     return {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": (
+            "controlroom.adapters.pooler_factory:TransactionPoolerFactory"
+            if behind_transaction_pooler(dsn, pooler) else "eventsourcing.postgres"
+        ),
         "POSTGRES_DBNAME": unquote(parts.path.lstrip("/")) or "postgres",
         "POSTGRES_HOST": parts.hostname or "127.0.0.1",
         "POSTGRES_PORT": str(parts.port or 5432),
@@ -62,20 +65,22 @@ def redact(dsn: str) -> str:
 
 
 def apply_schema(dsn: str) -> None:
-    """Create the read-model tables (idempotent)."""
+    """Create the read-model tables (idempotent; one process at a time)."""
     sql = resources.files("controlroom").joinpath("schema.sql").read_text()
-    with psycopg.connect(dsn, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S)) as conn:
-        conn.execute("SELECT pg_advisory_lock(hashtext('controlroom:schema'))")
+    # A transaction-scoped lock and no prepared statements also work through a pooler.
+    with psycopg.connect(
+        dsn, connect_timeout=int(CONNECT_TIMEOUT_S), prepare_threshold=None
+    ) as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('controlroom:schema'))")
         conn.execute(sql)  # type: ignore[arg-type]
-        conn.execute("SELECT pg_advisory_unlock(hashtext('controlroom:schema'))")
 
 
 async def _keep_session(_: Any) -> None:
     """Read handlers never change session state, so skip asyncpg's reset on release."""
 
 
-async def create_read_pool(dsn: str) -> asyncpg.Pool:
-    """The API's asyncpg pool."""
+async def create_read_pool(dsn: str, *, pooler: bool = False) -> asyncpg.Pool:
+    """The API's asyncpg pool (no statement cache behind a transaction pooler)."""
     return await asyncpg.create_pool(
         dsn,
         min_size=POOL_MIN,
@@ -83,5 +88,5 @@ async def create_read_pool(dsn: str) -> asyncpg.Pool:
         command_timeout=COMMAND_TIMEOUT_S,
         timeout=CONNECT_TIMEOUT_S,
         reset=_keep_session,
-        statement_cache_size=0 if behind_transaction_pooler(dsn) else 100,
+        statement_cache_size=0 if behind_transaction_pooler(dsn, pooler) else 100,
     )

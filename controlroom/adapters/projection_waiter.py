@@ -13,22 +13,28 @@ from controlroom.projections.view import PROJECTED_CHANNEL
 log = logging.getLogger("controlroom.waiter")
 
 POLL_INTERVAL_S = 0.25
-"""Fallback when a notification is missed (listener reconnecting, pooler without LISTEN)."""
+"""Fallback when a notification is missed (e.g. while the listener reconnects)."""
+POOLER_POLL_INTERVAL_S = 0.02
+"""Behind a transaction pooler LISTEN can't work: polling is the only way."""
 APPLICATION_NAME = "controlroom"
 
 
 class ProjectionWaiter:
     """One LISTEN connection per process, fanned out to every waiting request."""
 
-    def __init__(self, dsn: str, pool: asyncpg.Pool) -> None:
+    def __init__(self, dsn: str, pool: asyncpg.Pool, *, listen: bool = True) -> None:
         self.dsn = dsn
         self.pool = pool
+        self.listen = listen
+        self.poll_interval = POLL_INTERVAL_S if listen else POOLER_POLL_INTERVAL_S
         self.positions: dict[str, int] = {}
         self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self._conn: asyncpg.Connection | None = None
 
     async def start(self) -> None:
         """Open the listener; waiting still works (by polling) if it can't."""
+        if not self.listen:
+            return
         try:
             self._conn = await asyncpg.connect(self.dsn, timeout=5)
             await self._conn.add_listener(PROJECTED_CHANNEL, self._on_notify)
@@ -77,7 +83,7 @@ class ProjectionWaiter:
                 if remaining <= 0:
                     return False
                 try:
-                    await asyncio.wait_for(asyncio.shield(entry[1]), min(remaining, POLL_INTERVAL_S))
+                    await asyncio.wait_for(asyncio.shield(entry[1]), min(remaining, self.poll_interval))
                     return True
                 except TimeoutError:
                     await self._poll(name)

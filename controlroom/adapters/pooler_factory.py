@@ -1,0 +1,20 @@
+"""Event-store persistence that works through a transaction-mode pooler (pgbouncer, Supavisor).
+
+Such poolers hand each transaction to any server connection, so server-side prepared
+statements made on one are missing on the next; psycopg must not prepare any.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eventsourcing.postgres import PostgresFactory
+
+
+class TransactionPoolerFactory(PostgresFactory):
+    """PostgresFactory whose connections never prepare statements."""
+
+    def __init__(self, env: Any) -> None:
+        super().__init__(env)
+        # The pool opens lazily, so every connection it makes gets this setting.
+        self.datastore.pool.kwargs["prepare_threshold"] = None
