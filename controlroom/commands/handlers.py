@@ -114,45 +114,58 @@ class RunCommands:
             None, run_id, lambda run: run.start(attempt=attempt, worker_id=worker_id, now=self.clock())
         )
 
-    def log(self, run_id: UUID, chunks: Sequence[tuple[str, str, int]]) -> int:
+    def log(
+        self, run_id: UUID, chunks: Sequence[tuple[str, str, int]], attempt: int | None = None
+    ) -> int:
         """Record (stream, text, line count) chunks of job output."""
 
         def decide(run: Run) -> None:
             now = self.clock()
             for stream, text, lines in chunks:
-                run.log(text=text, stream=stream, lines=lines, now=now)
+                run.log(text=text, stream=stream, lines=lines, now=now, attempt=attempt)
 
         return self._update(None, run_id, decide)
 
-    def progress(self, run_id: UUID, percent: float | None, message: str) -> int:
+    def progress(
+        self, run_id: UUID, percent: float | None, message: str, attempt: int | None = None
+    ) -> int:
         """Record progress the job reported."""
         return self._update(
-            None, run_id, lambda run: run.progress(percent=percent, message=message, now=self.clock())
+            None, run_id,
+            lambda run: run.progress(percent=percent, message=message, now=self.clock(),
+                                     attempt=attempt),
         )
 
-    def complete(self, run_id: UUID, *, summary: str, exit_code: int | None) -> int:
+    def complete(
+        self, run_id: UUID, *, summary: str, exit_code: int | None, attempt: int | None = None
+    ) -> int:
         """The current attempt succeeded."""
         return self._update(
             None,
             run_id,
-            lambda run: run.complete(summary=summary, exit_code=exit_code, now=self.clock()),
+            lambda run: run.complete(summary=summary, exit_code=exit_code, now=self.clock(),
+                                     attempt=attempt),
         )
 
-    def fail(self, run_id: UUID, *, reason: str, message: str, exit_code: int | None) -> int:
+    def fail(
+        self, run_id: UUID, *, reason: str, message: str, exit_code: int | None,
+        attempt: int | None = None,
+    ) -> int:
         """The current attempt failed; a retry is scheduled while retries remain."""
         return self._update(
             None,
             run_id,
             lambda run: run.fail(
                 reason=reason, message=message, exit_code=exit_code, now=self.clock(),
-                retry=self.retry,
+                retry=self.retry, attempt=attempt,
             ),
         )
 
-    def confirm_cancelled(self, run_id: UUID, reason: str) -> int:
+    def confirm_cancelled(self, run_id: UUID, reason: str, attempt: int | None = None) -> int:
         """The worker has stopped a run whose cancellation was requested."""
         return self._update(
-            None, run_id, lambda run: run.confirm_cancelled(reason=reason, now=self.clock())
+            None, run_id,
+            lambda run: run.confirm_cancelled(reason=reason, now=self.clock(), attempt=attempt),
         )
 
     def load(self, run_id: UUID) -> Run:

@@ -69,7 +69,7 @@ class RunWorker:
         entry = entrypoint_of(run)
         if entry is None:
             self.commands.fail(
-                run_id, reason="no_entrypoint", exit_code=None,
+                run_id, reason="no_entrypoint", exit_code=None, attempt=attempt,
                 message="no entrypoint: set spec.entrypoint to one of the code files, "
                 "or include a .py file",
             )
@@ -85,7 +85,7 @@ class RunWorker:
         try:
             execution = self.executor.launch(files=files, entrypoint=entry, env=env)
         except (OSError, ValueError) as e:  # files it can't lay out, an unusable env value
-            self.commands.fail(run_id, reason="launch_failed", exit_code=None,
+            self.commands.fail(run_id, reason="launch_failed", exit_code=None, attempt=attempt,
                                message=f"could not start the job: {e}")
             return
         try:
@@ -101,6 +101,7 @@ class _Supervision:
         self.commands = worker.commands
         self.stopping = worker.stopping
         self.run_id: UUID = run.id
+        self.attempt: int = run.attempt
         self.execution = execution
         self.scrub = scrub
         self.deadline = time.monotonic() + run.timeout_s
@@ -113,7 +114,7 @@ class _Supervision:
                 if self._cancel_requested():
                     self.execution.kill()
                     self._pump_rest()
-                    self.commands.confirm_cancelled(self.run_id, "cancelled on request")
+                    self.commands.confirm_cancelled(self.run_id, "cancelled on request", self.attempt)
                     return
                 if time.monotonic() > self.deadline:
                     self.execution.kill()
@@ -131,13 +132,16 @@ class _Supervision:
             self.execution.kill()
             return
         if code == 0:
-            self.commands.complete(self.run_id, summary="exited with code 0", exit_code=0)
+            self.commands.complete(
+                self.run_id, summary="exited with code 0", exit_code=0, attempt=self.attempt
+            )
         else:
             tail = "\n".join(self.stderr_tail)[-MAX_ERROR_CHARS:]
             self._fail("exit_code", tail or f"exited with code {code}", code)
 
     def _fail(self, reason: str, message: str, exit_code: int | None) -> None:
-        self.commands.fail(self.run_id, reason=reason, message=message, exit_code=exit_code)
+        self.commands.fail(self.run_id, reason=reason, message=message, exit_code=exit_code,
+                           attempt=self.attempt)
 
     def _pump(self) -> int | None:
         """Record one interval's output; the exit code once the job is done."""
@@ -148,7 +152,7 @@ class _Supervision:
             if (m := PROGRESS_LINE.match(line)) is not None:
                 self._flush(chunks)
                 chunks, count = [], 0
-                self.commands.progress(self.run_id, min(float(m[1]), 100.0), m[2])
+                self.commands.progress(self.run_id, min(float(m[1]), 100.0), m[2], self.attempt)
                 continue
             if stream == "stderr":
                 self.stderr_tail.append(line)
@@ -169,7 +173,8 @@ class _Supervision:
     def _flush(self, chunks: list[tuple[str, list[str]]]) -> None:
         if chunks:
             self.commands.log(
-                self.run_id, [(stream, "\n".join(lines), len(lines)) for stream, lines in chunks]
+                self.run_id, [(stream, "\n".join(lines), len(lines)) for stream, lines in chunks],
+                self.attempt,
             )
 
     def _cancel_requested(self) -> bool:
@@ -189,7 +194,7 @@ def recover(
             if run.status == "queued":
                 queue.enqueue(run_id, run.attempt, run.not_before)
             elif run.status == "running" and orphaned_running:
-                commands.fail(run_id, reason="worker_lost", exit_code=None,
+                commands.fail(run_id, reason="worker_lost", exit_code=None, attempt=run.attempt,
                               message="the service stopped while the run was executing")
         except (DomainError, RunNotFoundError):
             continue

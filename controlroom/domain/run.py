@@ -101,30 +101,41 @@ class Run(Aggregate):
             raise AttemptMismatchError(attempt, self.attempt)
         self._started(attempt=attempt, worker_id=worker_id, at=now)
 
-    def progress(self, *, percent: float | None, message: str, now: datetime) -> None:
+    def progress(
+        self, *, percent: float | None, message: str, now: datetime, attempt: int | None = None
+    ) -> None:
         """Report how far the current attempt has got."""
-        self._require_active("report progress on")
+        self._require_active("report progress on", attempt)
         self._progressed(percent=percent, message=message, at=now)
 
-    def log(self, *, text: str, stream: str, lines: int, now: datetime) -> None:
+    def log(
+        self, *, text: str, stream: str, lines: int, now: datetime, attempt: int | None = None
+    ) -> None:
         """Append a chunk of log output."""
-        self._require_active("log to")
+        self._require_active("log to", attempt)
         self._logged(text=text, stream=stream, lines=lines, attempt=self.attempt, at=now)
 
-    def add_artifact(self, *, artifact: dict[str, Any], now: datetime) -> None:
+    def add_artifact(
+        self, *, artifact: dict[str, Any], now: datetime, attempt: int | None = None
+    ) -> None:
         """Attach an artifact (metadata only; bytes live in the artifact store)."""
-        self._require_active("add an artifact to")
+        self._require_active("add an artifact to", attempt)
         self._artifact_added(artifact=artifact, at=now)
 
-    def record_lineage(self, *, source: str, target: str, now: datetime) -> None:
+    def record_lineage(
+        self, *, source: str, target: str, now: datetime, attempt: int | None = None
+    ) -> None:
         """Record that this run read `source` and wrote `target`."""
-        self._require_active("record lineage on")
+        self._require_active("record lineage on", attempt)
         self._lineage_recorded(source=source, target=target, at=now)
 
-    def complete(self, *, summary: str, exit_code: int | None, now: datetime) -> None:
+    def complete(
+        self, *, summary: str, exit_code: int | None, now: datetime, attempt: int | None = None
+    ) -> None:
         """The current attempt succeeded."""
         if self.status != RUNNING:
             raise InvalidTransitionError("complete", self.status)
+        self._check_attempt(attempt)
         self._completed(summary=summary, exit_code=exit_code, at=now)
 
     def fail(
@@ -135,9 +146,10 @@ class Run(Aggregate):
         exit_code: int | None,
         now: datetime,
         retry: RetryPolicy | None = None,
+        attempt: int | None = None,
     ) -> None:
         """The current attempt failed; schedule another while retries remain (and nobody cancelled)."""
-        self._require_active("fail")
+        self._require_active("fail", attempt)
         self._failed(reason=reason, message=message, exit_code=exit_code, at=now)
         if retry is not None and not self.cancel_requested and self.attempt <= self.max_retries:
             delay = retry.delay(self.attempt)
@@ -155,15 +167,22 @@ class Run(Aggregate):
             self._cancelled(reason="cancelled before it started", at=now)
         return True
 
-    def confirm_cancelled(self, *, reason: str, now: datetime) -> None:
+    def confirm_cancelled(self, *, reason: str, now: datetime, attempt: int | None = None) -> None:
         """The worker stopped the attempt after a cancellation request."""
         if self.status != RUNNING or not self.cancel_requested:
             raise InvalidTransitionError("confirm cancellation of", self.status)
+        self._check_attempt(attempt)
         self._cancelled(reason=reason, at=now)
 
-    def _require_active(self, action: str) -> None:
+    def _require_active(self, action: str, attempt: int | None = None) -> None:
         if self.status not in ACTIVE:
             raise InvalidTransitionError(action, self.status)
+        self._check_attempt(attempt)
+
+    def _check_attempt(self, attempt: int | None) -> None:
+        """Fences off a worker still acting on an attempt that was superseded (e.g. reaped)."""
+        if attempt is not None and attempt != self.attempt:
+            raise AttemptMismatchError(attempt, self.attempt)
 
     # -- mutations (replayed from the log) --------------------------------------
 
