@@ -113,7 +113,8 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
 def requires(scope: str):
     """Guard: the caller's token must carry `scope` (or `admin`)."""
 
-    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    # async: Litestar would run a sync guard in a thread pool on every request
+    async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         principal: Principal = connection.user
         if scope not in principal.scopes and "admin" not in principal.scopes:
             raise PermissionDeniedException(f"token lacks scope {scope!r}")

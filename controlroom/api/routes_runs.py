@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -15,7 +14,7 @@ from controlroom.api.deps import Deps
 from controlroom.api.problems import ProblemError, from_decode_error
 from controlroom.api.schemas import Accepted, EventBatch, RunPage, RunView
 from controlroom.api.submission import check_storable, command, too_deep
-from controlroom.api.views import API, decode_cursor, encode_cursor, pending_view, run_view
+from controlroom.api.views import API, accepted_view, decode_cursor, encode_cursor, run_view
 from controlroom.commands.errors import RunNotFoundError
 
 StatusFilter = Literal["queued", "running", "completed", "failed", "cancelled"]
@@ -37,11 +36,10 @@ async def submit_job(request: Request[Principal, str, Any]) -> Response[RunView]
     cmd = command(await request.body(), request.user, request.headers.get("idempotency-key"))
     result = await deps.write(deps.commands.submit, cmd)
     await deps.settle(result.position)
-    row = await deps.reads.get(cmd.tenant_id, result.run_id)
-    # The submit is durable either way; never answer 404 for a run we just accepted.
-    view = run_view(row) if row else pending_view(
-        result.run_id, cmd, datetime.now(UTC)
-    )
+    if result.created:
+        view = accepted_view(result.run_id, cmd, result.submitted_at)
+    else:
+        view = await _current(deps, cmd.tenant_id, result.run_id)
     headers = {"Location": f"{API}/runs/{result.run_id}"}
     if not result.created:
         headers["Idempotent-Replayed"] = "true"

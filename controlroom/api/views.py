@@ -75,8 +75,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         raise invalid("cursor", "not a cursor returned by this API") from None
 
 
-def pending_view(run_id: UUID, cmd: SubmitJob, created_at: datetime) -> RunView:
-    """A just-accepted run, for the rare answer given before run_status has caught up."""
+def accepted_view(run_id: UUID, cmd: SubmitJob, created_at: datetime) -> RunView:
+    """A run as its submission created it: the answer to a submit (no second read needed)."""
     rid = str(run_id)
     return RunView(
         run_id=rid, job_type=cmd.job_type, status="queued", created_at=created_at,

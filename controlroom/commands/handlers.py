@@ -83,8 +83,13 @@ class RunCommands:
             existing = self._get(cmd.tenant_id, run_id)
             if existing.request_hash != cmd.request_hash:
                 raise IdempotencyConflictError(cmd.idempotency_key, run_id) from None
-            return Submitted(run_id, self._position_of(run_id), created=False)
-        return Submitted(run_id, recordings[-1].notification.id, created=True)
+            return Submitted(
+                run_id, self._position_of(run_id), created=False,
+                submitted_at=existing.submitted_at,
+            )
+        return Submitted(
+            run_id, recordings[-1].notification.id, created=True, submitted_at=run.submitted_at
+        )
 
     def record(self, tenant_id: str, run_id: UUID, events: Sequence[RunEvent]) -> int:
         """Record progress and log events reported for a run."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -55,3 +56,4 @@ class Submitted(msgspec.Struct, frozen=True):
     run_id: UUID
     position: int
     created: bool
+    submitted_at: datetime

@@ -1,0 +1,825 @@
+"""HTTP benchmark of Control Room's submit and GET-run paths, next to a bare asyncpg+Litestar ceiling.
+
+    python bench/api.py                      # start a server on a fresh database, 10 s per scenario
+    python bench/api.py --duration 5 --json /tmp/bench.json
+    python bench/api.py --embedded           # embedded Postgres in a temp data dir
+    python bench/api.py --url http://host:8000 --token $TOKEN   # an already running server
+
+Scenarios (each: warm-up excluded, then a fixed measured duration, N concurrent clients, one
+keep-alive httpx.AsyncClient with one connection per client):
+  submit   POST /api/v1/jobs/run (answers after the read-your-writes wait)
+  get      GET /api/v1/runs/{id} on ids created by the submit scenarios
+  ceiling  GET /rows/{id} on bench/ceiling_app.py: bare Litestar, one asyncpg PK SELECT, same uvicorn
+  ping     (opt-in: --scenarios ...,ping) GET /ping on the ceiling app, no database (stack + harness)
+
+Everything (load generator, servers, Postgres) shares the host's cores: absolute numbers are
+pessimistic; ratios and server CPU per request are the meaningful numbers. Servers run as
+subprocesses; they, the temporary database and the temporary data directory are removed on exit,
+Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import multiprocessing as mp
+import os
+import platform
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import httpx
+
+API = "/api/v1"
+SUBMIT_PATH = f"{API}/jobs/run"
+JOB_BODY = json.dumps({
+    "job_type": "spark_etl",
+    "code": {"files": [{"path": "main.py", "content": "print('hello from bench')\n"}]},
+    "spec": {"description": "benchmark job", "job_name": "bench"},
+    "labels": {"origin": "bench"},
+}).encode()
+CEILING_ROWS = 10_000
+SEED_RUNS = 200
+SCENARIOS = {"submit", "get", "ceiling", "ping"}
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
+BENCH_DIR = Path(__file__).resolve().parent
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+TARGET_GET_RATIO = 0.70
+TARGET_GET_P99_MS = 3.0
+TARGET_SUBMIT_P99_MS = 30.0
+TARGET_SUBMIT_RPS = 300.0
+
+
+# --------------------------------------------------------------------------- load generation
+
+
+@dataclass
+class SlotsResult:
+    """What one load-generating process measured."""
+
+    latencies: list[float] = field(default_factory=list)  # seconds, successful requests in window
+    errors: int = 0
+    first_error: str | None = None
+    ids: list[str] = field(default_factory=list)  # run ids created (submit), warm-up included
+
+
+def _request_maker(kind: str, ids: list[str], rnd: random.Random) -> Callable[[httpx.AsyncClient], Any]:
+    """A coroutine factory issuing one request of `kind`; returns (ok, detail)."""
+    if kind == "submit":
+        async def submit(client: httpx.AsyncClient) -> tuple[bool, str]:
+            r = await client.post(SUBMIT_PATH, content=JOB_BODY)
+            if r.status_code != 202:
+                return False, f"HTTP {r.status_code}: {r.text[:200]}"
+            return True, r.headers["location"].rpartition("/")[2]
+
+        return submit
+    if kind == "get":
+        paths = [f"{API}/runs/{i}" for i in ids]
+    elif kind == "ceiling":
+        paths = [f"/rows/{i}" for i in range(1, CEILING_ROWS + 1)]
+    elif kind == "ping":
+        paths = ["/ping"]
+    else:
+        raise ValueError(kind)
+    choice = rnd.choice
+
+    async def get(client: httpx.AsyncClient) -> tuple[bool, str]:
+        r = await client.get(choice(paths))
+        if r.status_code != 200:
+            return False, f"HTTP {r.status_code}: {r.text[:200]}"
+        return True, ""
+
+    return get
+
+
+async def run_slots(
+    url: str, headers: dict[str, str], kind: str, slots: int, ids: list[str],
+    t_start: float, t_end: float, seed: int,
+) -> SlotsResult:
+    """Drive `slots` concurrent clients until t_end; record what completes in [t_start, t_end]."""
+    res = SlotsResult()
+    monotonic = time.monotonic
+
+    async def slot(i: int) -> None:
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30.0) as client:
+            request = _request_maker(kind, ids, random.Random(seed * 1000 + i))
+            lat = res.latencies
+            while True:
+                t0 = monotonic()
+                if t0 >= t_end:
+                    return
+                try:
+                    ok, detail = await request(client)
+                except httpx.HTTPError as e:
+                    ok, detail = False, f"{type(e).__name__}: {e}"
+                t1 = monotonic()
+                if ok and kind == "submit":
+                    res.ids.append(detail)
+                if t_start <= t1 <= t_end:
+                    if ok:
+                        lat.append(t1 - t0)
+                    else:
+                        res.errors += 1
+                        res.first_error = res.first_error or detail
+                if not ok and t1 < t_start:
+                    await asyncio.sleep(0.01)  # failing during warm-up: don't spin
+
+    await asyncio.gather(*(slot(i) for i in range(slots)))
+    return res
+
+
+async def seed_runs(url: str, headers: dict[str, str], n: int) -> list[str]:
+    """Submit `n` runs (not measured) so GET has something to read."""
+    ids = []
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30.0) as client:
+        for _ in range(n):
+            r = await client.post(SUBMIT_PATH, content=JOB_BODY)
+            if r.status_code == 202:
+                ids.append(r.headers["location"].rpartition("/")[2])
+    return ids
+
+
+def _event_loop_run(coro: Any) -> Any:
+    """Run with uvloop when available: the load generator must be as cheap as possible."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def _child(conn: Any, url: str, headers: dict[str, str], kind: str, slots: int, ids: list[str],
+           seed: int) -> None:
+    """A load-generating process (--clients-processes > 1)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
+    try:
+        conn.send("ready")
+        if not conn.poll(300):
+            return
+        t_start, t_end = conn.recv()
+        conn.send(_event_loop_run(run_slots(url, headers, kind, slots, ids, t_start, t_end, seed)))
+    except (EOFError, BrokenPipeError):
+        return  # the parent gave up (Ctrl-C): just leave
+
+
+# --------------------------------------------------------------------------- CPU accounting
+
+
+def _pid_ticks(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime, all threads
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _host_ticks() -> tuple[int, int] | None:
+    """(busy, total) jiffies of the whole host."""
+    try:
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+    total = sum(vals[:8])
+    return total - idle, total
+
+
+@dataclass
+class CpuSample:
+    t: float
+    host: tuple[int, int] | None
+    groups: dict[str, dict[int, int]]  # group -> pid -> ticks
+
+
+def cpu_sample(groups: dict[str, list[int]]) -> CpuSample:
+    ticks: dict[str, dict[int, int]] = {}
+    for name, members in groups.items():
+        ticks[name] = {p: t for p in members if (t := _pid_ticks(p)) is not None}
+    return CpuSample(time.monotonic(), _host_ticks(), ticks)
+
+
+def cpu_usage(a: CpuSample, b: CpuSample) -> dict[str, float]:
+    """Cores used between two samples: per group, 'other' (everything else on the host), 'host'."""
+    wall = b.t - a.t
+    if wall <= 0:
+        return {}
+    out: dict[str, float] = {}
+    for name, before in a.groups.items():
+        after = b.groups.get(name, {})
+        common = [p for p in before if p in after]
+        if common:
+            out[name] = sum(after[p] - before[p] for p in common) / CLK_TCK / wall
+    if a.host and b.host:
+        busy = (b.host[0] - a.host[0]) / CLK_TCK / wall
+        out["other"] = max(0.0, busy - sum(out.values()))
+        out["host"] = busy
+    return {k: round(v, 2) for k, v in out.items()}
+
+
+def host_busy_cores(seconds: float = 1.0) -> float | None:
+    """Cores the host is busy with right now (before we start anything heavy)."""
+    a = _host_ticks()
+    time.sleep(seconds)
+    b = _host_ticks()
+    return None if not a or not b else round((b[0] - a[0]) / CLK_TCK / seconds, 2)
+
+
+async def postgres_backend_pids(dsn: str | None) -> list[int]:
+    """Local pids of the Postgres backends serving our database (their CPU is the 'pg' column)."""
+    if not dsn or (urlsplit(dsn).hostname or "localhost") not in ("127.0.0.1", "localhost", "::1"):
+        return []
+    try:
+        conn = await asyncpg.connect(dsn, timeout=5)
+    except (OSError, asyncpg.PostgresError):
+        return []
+    try:
+        rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                "AND pid <> pg_backend_pid()")
+    finally:
+        await conn.close()
+    return [r["pid"] for r in rows if os.path.exists(f"/proc/{r['pid']}/stat")]
+
+
+# --------------------------------------------------------------------------- scenario runner
+
+
+@dataclass
+class Result:
+    """One measured scenario."""
+
+    scenario: str
+    target: str
+    clients: int
+    processes: int
+    duration_s: float
+    requests: int
+    errors: int
+    rps: float
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    mean_ms: float | None
+    cpu_cores: dict[str, float]
+    first_error: str | None = None
+    rounds_rps: list[float] = field(default_factory=list)
+
+    @property
+    def server_cpu_us(self) -> float | None:
+        """Server CPU time per request (µs): robust to noise from other processes on the host."""
+        cores = self.cpu_cores.get("server")
+        return None if cores is None or not self.rps else 1e6 * cores / self.rps
+
+
+def median_round(results: list[Result]) -> Result:
+    """The round with the median throughput (lower median), remembering every round's req/s."""
+    ordered = sorted(results, key=lambda r: r.rps)
+    chosen = ordered[(len(ordered) - 1) // 2]
+    chosen.rounds_rps = [r.rps for r in results]
+    return chosen
+
+
+def percentile(sorted_values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile."""
+    if not sorted_values:
+        return None
+    k = max(0, math.ceil(p / 100 * len(sorted_values)) - 1)
+    return sorted_values[k]
+
+
+def measure(
+    *, scenario: str, target: str, url: str, headers: dict[str, str], kind: str, clients: int,
+    processes: int, ids: list[str], warmup: float, duration: float, server_pids: list[int],
+    db_dsn: str | None, new_ids: list[str] | None = None,
+) -> Result:
+    """Run one scenario with `clients` concurrent clients spread over `processes` processes."""
+    processes = max(1, min(processes, clients))
+    seed = random.randrange(1 << 30)
+    lg_pids: list[int] = []
+    children: list[tuple[Any, Any]] = []
+    parts: list[SlotsResult] = []
+    samples: list[CpuSample] = []
+    if processes == 1:
+        lg_pids = [os.getpid()]
+
+        async def local() -> SlotsResult:
+            t_start = time.monotonic() + warmup
+            t_end = t_start + duration
+            async def sampler() -> None:
+                await asyncio.sleep(max(0.0, t_start - 0.2 - time.monotonic()))
+                groups = {"loadgen": lg_pids, "server": server_pids,
+                          "pg": await postgres_backend_pids(db_dsn)}
+                await asyncio.sleep(max(0.0, t_start - time.monotonic()))
+                samples.append(cpu_sample(groups))
+                await asyncio.sleep(max(0.0, t_end - time.monotonic()))
+                samples.append(cpu_sample(groups))
+
+            task = asyncio.create_task(sampler())
+            res = await run_slots(url, headers, kind, clients, ids, t_start, t_end, seed)
+            await task
+            return res
+
+        parts.append(_event_loop_run(local()))
+    else:
+        ctx = mp.get_context("spawn")
+        per = [clients // processes + (1 if i < clients % processes else 0) for i in range(processes)]
+        try:
+            for i, n in enumerate(per):
+                parent_conn, child_conn = ctx.Pipe()
+                proc = ctx.Process(target=_child, args=(child_conn, url, headers, kind, n, ids, seed + i),
+                                   daemon=True)
+                proc.start()
+                children.append((proc, parent_conn))
+            for proc, conn in children:
+                if not conn.poll(60) or conn.recv() != "ready":
+                    raise RuntimeError("a load-generator process did not start")
+                lg_pids.append(proc.pid)
+            t_start = time.monotonic() + 0.2 + warmup  # 0.2 s: let every child open its clients
+            t_end = t_start + duration
+            for _, conn in children:
+                conn.send((t_start, t_end))
+            time.sleep(max(0.0, t_start - 0.2 - time.monotonic()))
+            groups = {"loadgen": lg_pids, "server": server_pids,
+                      "pg": asyncio.run(postgres_backend_pids(db_dsn))}
+            time.sleep(max(0.0, t_start - time.monotonic()))
+            samples.append(cpu_sample(groups))
+            time.sleep(max(0.0, t_end - time.monotonic()))
+            samples.append(cpu_sample(groups))
+            for proc, conn in children:
+                if not conn.poll(120):
+                    raise RuntimeError(f"load-generator process {proc.pid} did not report")
+                parts.append(conn.recv())
+        finally:
+            finished = len(parts) == len(children)
+            for proc, conn in children:
+                conn.close()
+                proc.join(timeout=2 if finished else 0)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join()
+
+    lat = sorted(x for p in parts for x in p.latencies)
+    errors = sum(p.errors for p in parts)
+    if new_ids is not None:
+        for p in parts:
+            new_ids.extend(p.ids)
+
+    def ms(v: float | None) -> float | None:
+        return None if v is None else round(v * 1000, 3)
+
+    return Result(
+        scenario=scenario, target=target, clients=clients, processes=processes, duration_s=duration,
+        requests=len(lat), errors=errors, rps=round(len(lat) / duration, 1),
+        p50_ms=ms(percentile(lat, 50)), p90_ms=ms(percentile(lat, 90)), p99_ms=ms(percentile(lat, 99)),
+        max_ms=ms(lat[-1] if lat else None), mean_ms=ms(sum(lat) / len(lat) if lat else None),
+        cpu_cores=cpu_usage(samples[0], samples[1]) if len(samples) == 2 else {},
+        first_error=next((p.first_error for p in parts if p.first_error), None),
+    )
+
+
+# --------------------------------------------------------------------------- servers and databases
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def with_database(dsn: str, dbname: str) -> str:
+    return urlsplit(dsn)._replace(path=f"/{dbname}").geturl()
+
+
+def redact(dsn: str) -> str:
+    parts = urlsplit(dsn)
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl() \
+        if parts.password else dsn
+
+
+async def _admin(dsn: str, sql: str, patience_s: float = 60.0) -> None:
+    """Run one statement; wait for a free connection slot if the server is full (shared hosts)."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            conn = await asyncpg.connect(dsn, timeout=10)
+            break
+        except (asyncpg.TooManyConnectionsError, asyncpg.CannotConnectNowError) as e:
+            if time.monotonic() > deadline:
+                raise
+            print(f"  ({type(e).__name__} on {redact(dsn)}; retrying)", file=sys.stderr)
+            await asyncio.sleep(1.0)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+class Server:
+    """A server subprocess in its own session (Ctrl-C reaches us, we stop it properly)."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_tail(self, lines: int = 40) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def wait_ready(self, url: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError as e:
+                last = str(e)
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name} not ready after {timeout:.0f}s ({last}):\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """SIGTERM (graceful: uvicorn shutdown, projections, embedded Postgres), then SIGKILL."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        # anything it left in its session (it has none normally)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self._log.close()
+
+
+def _stop_embedded_postgres(data_dir: Path) -> None:
+    """If the server left its embedded Postgres running (it was killed), fast-shutdown it."""
+    pidfile = data_dir / "postgres" / "data" / "postmaster.pid"
+    try:
+        pid = int(pidfile.read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGINT)  # "fast" shutdown
+        for _ in range(100):
+            os.kill(pid, 0)
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+
+
+def embedded_dsn(data_dir: Path) -> str:
+    """DSN of the embedded Postgres a server started in `data_dir` (see adapters/embedded_postgres)."""
+    lines = (data_dir / "postgres" / "data" / "postmaster.pid").read_text().splitlines()
+    return f"postgresql://controlroom@127.0.0.1:{int(lines[3])}/controlroom"
+
+
+def controlroom_exe() -> str:
+    exe = Path(sys.executable).parent / "controlroom"
+    return str(exe) if exe.exists() else (shutil.which("controlroom") or "controlroom")
+
+
+@contextlib.contextmanager
+def cleanup_on_signals() -> Iterator[None]:
+    """SIGTERM/SIGHUP unwind like Ctrl-C, so every `finally` (servers, databases) runs."""
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def uninterruptible() -> Iterator[None]:
+    """Cleanup must finish even if Ctrl-C is pressed again (or SIGTERM arrives meanwhile)."""
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _fmt(v: float | None, spec: str = ".2f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("PASS" if ok else "MISS")
+
+
+def evaluate(results: list[Result], levels: list[int]) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    by = {(r.scenario, r.clients): r for r in results}
+    ratios: dict[str, float] = {}
+    for c in levels:
+        g, ceil_ = by.get(("get", c)), by.get(("ceiling", c))
+        if g and ceil_ and ceil_.rps:
+            ratios[f"get_over_ceiling_c{c}"] = round(g.rps / ceil_.rps, 3)
+        if g and ceil_ and g.server_cpu_us and ceil_.server_cpu_us:
+            ratios[f"get_over_ceiling_cpu_c{c}"] = round(ceil_.server_cpu_us / g.server_cpu_us, 3)
+        s = by.get(("submit", c))
+        if s and ceil_ and ceil_.rps:
+            ratios[f"submit_over_ceiling_c{c}"] = round(s.rps / ceil_.rps, 3)
+    targets: list[dict[str, Any]] = []
+    for c in levels:
+        r = ratios.get(f"get_over_ceiling_c{c}")
+        targets.append({"target": f"GET run status >= {TARGET_GET_RATIO:.0%} of ceiling ({c} clients)",
+                        "value": None if r is None else f"GET / ceiling = {r:.2f}",
+                        "ok": None if r is None else r >= TARGET_GET_RATIO})
+    g1, s1, s16 = by.get(("get", 1)), by.get(("submit", 1)), by.get(("submit", 16))
+    targets.append({"target": f"GET p99 < {TARGET_GET_P99_MS:g} ms (1 client)",
+                    "value": None if not g1 or g1.p99_ms is None else f"{g1.p99_ms:.2f} ms",
+                    "ok": None if not g1 or g1.p99_ms is None else g1.p99_ms < TARGET_GET_P99_MS})
+    targets.append({"target": f"submit p99 < {TARGET_SUBMIT_P99_MS:g} ms (1 client)",
+                    "value": None if not s1 or s1.p99_ms is None else f"{s1.p99_ms:.2f} ms",
+                    "ok": None if not s1 or s1.p99_ms is None else s1.p99_ms < TARGET_SUBMIT_P99_MS})
+    targets.append({"target": f">= {TARGET_SUBMIT_RPS:g} submits/s (16 clients)",
+                    "value": None if not s16 else f"{s16.rps:.0f} /s",
+                    "ok": None if not s16 else s16.rps >= TARGET_SUBMIT_RPS})
+    return ratios, targets
+
+
+def render(meta: dict[str, Any], results: list[Result], ratios: dict[str, float],
+           targets: list[dict[str, Any]]) -> str:
+    out = [
+        "Control Room API benchmark (bench/api.py)",
+        f"  host      {meta['host']}",
+        "  NOTE      the load generator, the server(s) and Postgres all run on these same "
+        f"{meta['cpus']} cores:",
+        "            absolute numbers are pessimistic; ratios and srv us/req (server CPU per request) are "
+        "the meaningful numbers",
+        f"  idle load {_fmt(meta['host_busy_before_cores'])} cores busy just before the first scenario"
+        + ("  <- OTHER PROCESSES ARE USING THE CPU: results are noisy"
+           if (meta["host_busy_before_cores"] or 0) > 0.25 else ""),
+        f"  server    {meta['server']}",
+        f"  database  {meta['database']}",
+        f"  ceiling   {meta['ceiling']}",
+        f"  harness   {meta['harness']}",
+        "",
+        f"{'scenario':<9} {'route':<26} {'clients':>7} {'procs':>5} {'requests':>8} {'req/s':>8} "
+        f"{'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} {'errors':>6} {'srv us/req':>10}  "
+        "cores lg/srv/pg/other",
+    ]
+    for r in results:
+        cpu = r.cpu_cores
+        cpu_s = "/".join(_fmt(cpu.get(k), ".1f") for k in ("loadgen", "server", "pg", "other"))
+        out.append(
+            f"{r.scenario:<9} {r.target:<26} {r.clients:>7} {r.processes:>5} {r.requests:>8} "
+            f"{r.rps:>8.1f} {_fmt(r.p50_ms):>7} {_fmt(r.p90_ms):>7} {_fmt(r.p99_ms):>7} "
+            f"{_fmt(r.max_ms):>7} {r.errors:>6} {_fmt(r.server_cpu_us, '.0f'):>10}  {cpu_s}"
+        )
+        if len(r.rounds_rps) > 1:
+            out[-1] += "  rounds: " + " ".join(f"{x:.0f}" for x in r.rounds_rps)
+        if r.first_error:
+            out.append(f"          first error: {r.first_error}")
+    if ratios:
+        out.append("")
+        for k, v in ratios.items():
+            what, _, c = k.rpartition("_c")
+            label = what.replace("_over_", " / ").replace("_cpu", "")
+            how = ("ceiling's server CPU per request / ours" if what.endswith("_cpu")
+                   else "throughput ratio")
+            out.append(f"  {label} ({c} clients) = {v:.2f}   ({how})")
+    out.append("  srv us/req = server process CPU per request (robust to other load on the host); "
+               "cores = CPU cores used in the window by:")
+    out.append("  the load generator / the server process / the bench database's Postgres backends / "
+               "everything else on the host")
+    out += ["", f"{'target':<48} {'result':<24} verdict"]
+    out += [f"{t['target']:<48} {t['value'] or '-':<24} {verdict(t['ok'])}" for t in targets]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--url", help="benchmark this running Control Room instead of starting one")
+    p.add_argument("--token", default=os.environ.get("CONTROLROOM_TOKEN"),
+                   help="bearer token for --url (env CONTROLROOM_TOKEN)")
+    p.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL),
+                   help="Postgres server on which a fresh controlroom_bench_<rand> database is created "
+                        f"(default {DEFAULT_DATABASE_URL})")
+    p.add_argument("--embedded", action="store_true",
+                   help="start the server in embedded mode (its own Postgres, temp data dir)")
+    p.add_argument("--duration", type=float, default=10.0, help="measured seconds per scenario")
+    p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each scenario")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="repeat all scenarios R times (interleaved); report each scenario's median round")
+    p.add_argument("--concurrency", default="1,16", help="client counts, comma separated (default 1,16)")
+    p.add_argument("--clients-processes", type=int, default=1, metavar="K",
+                   help="spread the clients of a scenario over K load-generator processes")
+    p.add_argument("--scenarios", default="submit,get,ceiling",
+                   help="comma separated, from submit,get,ceiling,ping (default submit,get,ceiling); "
+                        "ping = GET /ping on the ceiling app, no database: uvicorn + Litestar + harness")
+    p.add_argument("--ceiling-loop", choices=["asyncio", "uvloop"], default="asyncio",
+                   help="event loop of the ceiling app (asyncio = what cmd_serve runs)")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--keep-logs", action="store_true", help="print where server logs are and keep them")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
+    scenarios = {x.strip() for x in args.scenarios.split(",") if x.strip()}
+    if scenarios - SCENARIOS:
+        sys.exit(f"unknown scenario(s) {sorted(scenarios - SCENARIOS)}; choose from {sorted(SCENARIOS)}")
+    if args.url and not args.token:
+        sys.exit("--url needs --token (or CONTROLROOM_TOKEN)")
+    stack = contextlib.ExitStack()
+    with cleanup_on_signals():
+        try:
+            return run(args, levels, scenarios, stack)
+        except KeyboardInterrupt:
+            print("\ninterrupted; cleaning up", file=sys.stderr)
+            return 130
+        finally:
+            with uninterruptible():  # servers, databases and temp dirs go even on a second Ctrl-C
+                stack.close()
+
+
+def run(args: argparse.Namespace, levels: list[int], scenarios: set[str], stack: contextlib.ExitStack) -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="controlroom-bench-"))
+    tmp.chmod(0o755)  # embedded Postgres runs as an unprivileged user when we are root
+    stack.callback(lambda: None if args.keep_logs else shutil.rmtree(tmp, ignore_errors=True))
+    logs = tmp / "logs"
+    logs.mkdir()
+    base_env = {k: v for k, v in os.environ.items()
+                if k != "DATABASE_URL" and not k.startswith("CONTROLROOM_")}
+
+    # -- a database for the server (and the ceiling table) --------------------------------------
+    db_dsn: str | None = None
+    if not args.embedded:
+        dbname = f"controlroom_bench_{secrets.token_hex(4)}"
+        try:
+            asyncio.run(_admin(args.database_url, f'CREATE DATABASE "{dbname}"'))
+        except (OSError, asyncpg.PostgresError) as e:
+            if not args.url:
+                raise SystemExit(f"cannot create a database on {redact(args.database_url)}: {e}") from e
+            print(f"note: no ceiling (cannot create a database on {redact(args.database_url)}: {e})")
+        else:
+            db_dsn = with_database(args.database_url, dbname)
+            admin_dsn = args.database_url
+
+            stack.callback(lambda: asyncio.run(
+                _admin(admin_dsn, f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')))
+
+    # -- the Control Room server ------------------------------------------------------------------
+    server_pids: list[int] = []
+    if args.url:
+        url, token = args.url.rstrip("/"), args.token
+        server_desc = f"{url} (given; not started here, its CPU is not accounted)"
+        database_desc = "(the given server's)"
+    else:
+        data_dir = tmp / "data"
+        env = {**base_env, "CONTROLROOM_DATA_DIR": str(data_dir),
+               "CONTROLROOM_JWT_SECRET": secrets.token_urlsafe(32)}
+        if db_dsn:
+            env["DATABASE_URL"] = db_dsn
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        server = Server("controlroom", [controlroom_exe(), "serve", "--no-worker", "--port", str(port)],
+                        env, logs)
+        stack.callback(lambda: _stop_embedded_postgres(data_dir) if args.embedded else None)
+        stack.callback(server.stop)
+        server.wait_ready(f"{url}/readyz", timeout=180 if args.embedded else 60)
+        server_pids = [server.pid]
+        token = subprocess.run([controlroom_exe(), "token", "--tenant", "bench", "--sub", "bench"],
+                               env=env, capture_output=True, text=True, check=True).stdout.strip()
+        if args.embedded:
+            db_dsn = embedded_dsn(data_dir)
+        server_desc = (f"controlroom serve --no-worker --port {port} (started here; --no-worker: jobs are "
+                       "queued but not executed, so no worker competes for the CPU)")
+        database_desc = (f"{redact(db_dsn or '')} (embedded mode, temp data dir)" if args.embedded
+                         else f"{redact(db_dsn or '')} (fresh, dropped at exit)")
+
+    cpus = os.cpu_count() or 0
+    busy = host_busy_cores()
+    meta: dict[str, Any] = {
+        "host_busy_before_cores": busy,
+        "host": f"{platform.system()} {platform.machine()}, {cpus} CPUs, Python {platform.python_version()}",
+        "cpus": cpus,
+        "server": server_desc,
+        "database": database_desc,
+        "ceiling": "skipped" if not ({"ceiling", "ping"} & scenarios and db_dsn) else (
+            f"bench/ceiling_app.py: bare Litestar, ONE asyncpg PK SELECT per request over {CEILING_ROWS} "
+            f"rows, same uvicorn settings as cmd_serve (loop: {args.ceiling_loop})"),
+        "harness": (f"httpx.AsyncClient keep-alive (uvloop), one client/connection per slot, "
+                    f"{args.clients_processes} load process(es) max, warm-up {args.warmup:g} s excluded, "
+                    f"{args.duration:g} s measured per scenario, "
+                    f"{args.rounds} round(s) (median round shown)"),
+        "concurrency": levels,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "clients_processes": args.clients_processes,
+        "rounds": args.rounds,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+    common = {"url": url, "headers": headers, "processes": args.clients_processes,
+              "warmup": args.warmup, "duration": args.duration,
+              "db_dsn": None if args.url else db_dsn}  # a given server's database is not ours to watch
+
+    ccommon: dict[str, Any] | None = None
+    ceiling_pids: list[int] = []
+    if {"ceiling", "ping"} & scenarios and db_dsn:
+        cport = free_port()
+        ceiling = Server("ceiling", [sys.executable, str(BENCH_DIR / "ceiling_app.py"), "--dsn", db_dsn,
+                                     "--port", str(cport), "--rows", str(CEILING_ROWS),
+                                     "--loop", args.ceiling_loop], base_env, logs)
+        stack.callback(ceiling.stop)
+        curl = f"http://127.0.0.1:{cport}"
+        ceiling.wait_ready(f"{curl}/readyz", timeout=60)
+        ccommon, ceiling_pids = {**common, "url": curl, "db_dsn": db_dsn}, [ceiling.pid]
+
+    rounds: dict[tuple[str, int], list[Result]] = {}
+
+    def note(r: Result) -> None:
+        rounds.setdefault((r.scenario, r.clients), []).append(r)
+        print(f"  {r.scenario:<8} c={r.clients:<3} {r.rps:>8.1f} req/s  p50 {_fmt(r.p50_ms)} ms  "
+              f"p99 {_fmt(r.p99_ms)} ms  errors {r.errors}  cores {r.cpu_cores}", file=sys.stderr, flush=True)
+
+    print(f"benchmarking {url} ({args.duration:g} s per scenario, {args.rounds} round(s)) ...",
+          file=sys.stderr, flush=True)
+    ids: list[str] = []
+    for n in range(args.rounds):
+        if args.rounds > 1:
+            print(f" round {n + 1}/{args.rounds}", file=sys.stderr, flush=True)
+        if "submit" in scenarios:
+            for c in levels:
+                note(measure(scenario="submit", target=f"POST {SUBMIT_PATH}", kind="submit", clients=c,
+                             ids=[], server_pids=server_pids, new_ids=ids, **common))
+        if "get" in scenarios:
+            if not ids:  # GET alone: create some runs first, unmeasured
+                ids = _event_loop_run(seed_runs(url, headers, SEED_RUNS))
+            if ids:
+                for c in levels:
+                    note(measure(scenario="get", target=f"GET {API}/runs/{{id}}", kind="get", clients=c,
+                                 ids=ids, server_pids=server_pids, **common))
+            else:
+                print("no run was created: skipping the GET scenarios", file=sys.stderr)
+        if ccommon:
+            for kind, target in (("ceiling", "GET /rows/{id} (bare)"), ("ping", "GET /ping (no db)")):
+                if kind in scenarios:
+                    for c in levels:
+                        note(measure(scenario=kind, target=target, kind=kind, clients=c, ids=[],
+                                     server_pids=ceiling_pids, **ccommon))
+    results = [median_round(rs) for rs in rounds.values()]
+
+    ratios, targets = evaluate(results, levels)
+    print()
+    print(render(meta, results, ratios, targets))
+    if args.keep_logs:
+        print(f"\nserver logs kept in {logs}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"meta": meta, "results": [{**asdict(r), "server_cpu_us": r.server_cpu_us} for r in results],
+             "ratios": ratios, "targets": targets},
+            indent=2))
+        print(f"\nJSON written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
