@@ -86,13 +86,18 @@ def _projections(services: Services, *, run_worker: bool, run_projections: bool)
     from controlroom.adapters.run_index import active_runs
     from controlroom.commands.application import ControlRoom
     from controlroom.commands.worker import RunWorker, recover
+    from controlroom.jobtypes import default_job_types
     from controlroom.projections.dispatch import DispatchProjection
     from controlroom.projections.host import ProjectionHost
     from controlroom.projections.run_status import RunStatusProjection, RunStatusView
 
-    env = eventsourcing_env(
-        services.dsn, for_projection=True, pooler=services.settings.transaction_pooler
-    )
+    env = {
+        **eventsourcing_env(
+            services.dsn, for_projection=True, pooler=services.settings.transaction_pooler
+        ),
+        # The event store exists already; runners creating it concurrently collide on DDL.
+        "CONTROLROOM_CREATE_TABLE": "n",
+    }
 
     def runner(projection: Any, view: Any) -> Any:
         return lambda: ProjectionRunner(
@@ -108,7 +113,7 @@ def _projections(services: Services, *, run_worker: bool, run_projections: bool)
     if run_worker:
         settings = services.settings
         worker = RunWorker(
-            services.commands, LocalExecutor(),
+            services.commands, LocalExecutor(), default_job_types(),
             worker_id=f"{socket.gethostname()}:{os.getpid()}", base_url=settings.base_url,
         )
         queue = InProcessQueue(worker.execute, slots=settings.worker_slots)

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from controlroom.commands.ports import PYTHON, Launch
+
 MAX_LINE_CHARS = 64 * 1024
 KILL_GRACE_S = 2.0
 ORPHAN_PIPE_GRACE_S = 2.0
@@ -97,22 +99,27 @@ class LocalExecutor:
     def __init__(self, python: str = sys.executable) -> None:
         self.python = python
 
-    def launch(self, *, files: dict[str, str], entrypoint: str, env: dict[str, str]) -> LocalExecution:
-        """Write `files` into a fresh temp dir and start `entrypoint` there."""
+    def launch(self, *, files: dict[str, str], launch: Launch, env: dict[str, str]) -> LocalExecution:
+        """Write `files` into a fresh temp dir and start the launch's command there."""
         workdir = Path(tempfile.mkdtemp(prefix="controlroom-run-"))
-        for rel, content in files.items():
-            target = workdir / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(content)
-        (workdir / "output").mkdir(exist_ok=True)
-        base = {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
-        proc = subprocess.Popen(
-            [self.python, "-u", entrypoint],
-            cwd=workdir,
-            env={**base, "HOME": str(workdir), "PYTHONUNBUFFERED": "1", **env},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        try:
+            for rel, content in files.items():
+                target = workdir / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(content)
+            (workdir / "output").mkdir(exist_ok=True)
+            base = {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
+            argv = [self.python if arg == PYTHON else arg for arg in launch.argv]
+            proc = subprocess.Popen(
+                argv,
+                cwd=workdir,
+                env={**base, "HOME": str(workdir), "PYTHONUNBUFFERED": "1", **launch.env, **env},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
         return LocalExecution(proc, workdir)

@@ -15,7 +15,7 @@ from controlroom.commands.errors import (
     IdempotencyConflictError,
     RunNotFoundError,
 )
-from controlroom.commands.messages import Log, Progress, RunEvent, SubmitJob, Submitted
+from controlroom.commands.messages import Lineage, Log, Progress, RunEvent, SubmitJob, Submitted
 from controlroom.commands.ports import SecretBox
 from controlroom.domain.retry import RetryPolicy
 from controlroom.domain.run import Run
@@ -102,6 +102,8 @@ class RunCommands:
                         run.progress(percent=percent, message=message, now=now)
                     case Log(text=text, stream=stream):
                         run.log(text=text, stream=stream, lines=text.count("\n") + 1, now=now)
+                    case Lineage(source=source, target=target):
+                        run.record_lineage(source=source, target=target, now=now)
 
         return self._update(tenant_id, run_id, decide)
 
@@ -140,6 +142,18 @@ class RunCommands:
             lambda run: run.progress(percent=percent, message=message, now=self.clock(),
                                      attempt=attempt),
         )
+
+    def lineage(
+        self, run_id: UUID, edges: Sequence[tuple[str, str]], attempt: int | None = None
+    ) -> int:
+        """Record lineage edges (source, target) the job reported or its type implies."""
+
+        def decide(run: Run) -> None:
+            now = self.clock()
+            for source, target in edges:
+                run.record_lineage(source=source, target=target, now=now, attempt=attempt)
+
+        return self._update(None, run_id, decide)
 
     def complete(
         self, run_id: UUID, *, summary: str, exit_code: int | None, attempt: int | None = None

@@ -47,7 +47,17 @@ class Log(msgspec.Struct, frozen=True, tag_field="event_type", tag="log", kw_onl
     stream: Literal["stdout", "stderr", "system"] = "stdout"
 
 
-RunEvent = Progress | Log
+Entity = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+
+
+class Lineage(msgspec.Struct, frozen=True, tag_field="event_type", tag="lineage", kw_only=True):
+    """Record that the run read `source` and wrote `target` (URIs or schema.table)."""
+
+    source: Entity
+    target: Entity
+
+
+RunEvent = Progress | Log | Lineage
 
 
 class Submitted(msgspec.Struct, frozen=True):

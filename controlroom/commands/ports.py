@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
 
@@ -42,9 +43,50 @@ class Execution(Protocol):
         ...
 
 
+PYTHON = "{python}"
+"""Stands for the worker environment's Python interpreter in a Launch's argv."""
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a job type needs to know to plan one attempt."""
+
+    run_id: UUID
+    attempt: int
+    tenant_id: str
+    job_type: str
+    job_name: str
+    files: dict[str, str]
+    spec: dict[str, Any]
+    secrets: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to start a job: the command, extra environment, values to scrub from its output."""
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    redact: list[str] = field(default_factory=list)
+    lineage_on_success: list[tuple[str, str]] = field(default_factory=list)
+
+
+class PlanError(Exception):
+    """A job that can't be started as submitted; the run fails with `reason`."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class JobPlanner(Protocol):
+    """Turns a run into a Launch according to its job type."""
+
+    def plan(self, ctx: JobContext) -> Launch: ...
+
+
 class Executor(Protocol):
     """Starts job processes."""
 
-    def launch(
-        self, *, files: dict[str, str], entrypoint: str, env: dict[str, str]
-    ) -> Execution: ...
+    def launch(self, *, files: dict[str, str], launch: Launch, env: dict[str, str]) -> Execution: ...

@@ -12,7 +12,14 @@ from uuid import UUID
 
 from controlroom.commands.errors import RunNotFoundError
 from controlroom.commands.handlers import RunCommands
-from controlroom.commands.ports import Execution, Executor, RunQueue
+from controlroom.commands.ports import (
+    Execution,
+    Executor,
+    JobContext,
+    JobPlanner,
+    PlanError,
+    RunQueue,
+)
 from controlroom.domain.errors import DomainError
 from controlroom.domain.run import Run
 
@@ -24,6 +31,7 @@ STDERR_TAIL_LINES = 20
 MAX_ERROR_CHARS = 4000
 REDACTED = "***"
 PROGRESS_LINE = re.compile(r"^::progress\s+(\d+(?:\.\d+)?)\s*(.*)$")
+LINEAGE_LINE = re.compile(r"^::lineage\s+(\S+)\s+(\S+)\s*$")
 
 
 class Scrubber:
@@ -37,23 +45,16 @@ class Scrubber:
         return self._pattern.sub(REDACTED, text) if self._pattern else text
 
 
-def entrypoint_of(run: Run) -> str | None:
-    """`spec.entrypoint`, else the first Python file among the code files."""
-    files = [f["path"] for f in run.code.get("files", [])]
-    chosen = run.spec.get("entrypoint")
-    if chosen:
-        return chosen if chosen in files else None
-    return next((p for p in files if p.endswith(".py")), None)
-
-
 class RunWorker:
     """Thin and idempotent: a duplicate delivery finds the attempt taken and does nothing."""
 
     def __init__(
-        self, commands: RunCommands, executor: Executor, *, worker_id: str, base_url: str
+        self, commands: RunCommands, executor: Executor, planner: JobPlanner, *,
+        worker_id: str, base_url: str,
     ) -> None:
         self.commands = commands
         self.executor = executor
+        self.planner = planner
         self.worker_id = worker_id
         self.base_url = base_url
         self.stopping = threading.Event()
@@ -66,30 +67,32 @@ class RunWorker:
             log.info("skipping run %s attempt %s: %s", run_id, attempt, e)
             return
         run = self.commands.load(run_id)
-        entry = entrypoint_of(run)
-        if entry is None:
-            self.commands.fail(
-                run_id, reason="no_entrypoint", exit_code=None, attempt=attempt,
-                message="no entrypoint: set spec.entrypoint to one of the code files, "
-                "or include a .py file",
-            )
-            return
         secrets = self.commands.unseal_secrets(run)
+        files = {f["path"]: f["content"] for f in run.code.get("files", [])}
+        ctx = JobContext(
+            run_id=run_id, attempt=attempt, tenant_id=run.tenant_id, job_type=run.job_type,
+            job_name=run.job_name, files=files, spec=run.spec, secrets=secrets,
+        )
         env = {
             **secrets,
             "CONTROLROOM_URL": self.base_url,
             "CONTROLROOM_RUN_ID": str(run_id),
             "CONTROLROOM_ATTEMPT": str(attempt),
         }
-        files = {f["path"]: f["content"] for f in run.code.get("files", [])}
         try:
-            execution = self.executor.launch(files=files, entrypoint=entry, env=env)
+            plan = self.planner.plan(ctx)
+            execution = self.executor.launch(files=files, launch=plan, env=env)
+        except PlanError as e:
+            self.commands.fail(run_id, reason=e.reason, message=e.message, exit_code=None,
+                               attempt=attempt)
+            return
         except (OSError, ValueError) as e:  # files it can't lay out, an unusable env value
             self.commands.fail(run_id, reason="launch_failed", exit_code=None, attempt=attempt,
                                message=f"could not start the job: {e}")
             return
+        scrub = Scrubber([*secrets.values(), *plan.redact])
         try:
-            _Supervision(self, run, execution, Scrubber(secrets.values())).run()
+            _Supervision(self, run, execution, scrub, plan.lineage_on_success).run()
         finally:
             execution.cleanup()
 
@@ -97,7 +100,11 @@ class RunWorker:
 class _Supervision:
     """Pumps one execution's output into the log and watches for cancel and timeout."""
 
-    def __init__(self, worker: RunWorker, run: Run, execution: Execution, scrub: Scrubber) -> None:
+    def __init__(
+        self, worker: RunWorker, run: Run, execution: Execution, scrub: Scrubber,
+        lineage_on_success: list[tuple[str, str]],
+    ) -> None:
+        self.lineage_on_success = lineage_on_success
         self.commands = worker.commands
         self.stopping = worker.stopping
         self.run_id: UUID = run.id
@@ -132,6 +139,8 @@ class _Supervision:
             self.execution.kill()
             return
         if code == 0:
+            if self.lineage_on_success:
+                self.commands.lineage(self.run_id, self.lineage_on_success, self.attempt)
             self.commands.complete(
                 self.run_id, summary="exited with code 0", exit_code=0, attempt=self.attempt
             )
@@ -153,6 +162,11 @@ class _Supervision:
                 self._flush(chunks)
                 chunks, count = [], 0
                 self.commands.progress(self.run_id, min(float(m[1]), 100.0), m[2], self.attempt)
+                continue
+            if (m := LINEAGE_LINE.match(line)) is not None:
+                self._flush(chunks)
+                chunks, count = [], 0
+                self.commands.lineage(self.run_id, [(m[1], m[2])], self.attempt)
                 continue
             if stream == "stderr":
                 self.stderr_tail.append(line)

@@ -16,9 +16,10 @@ from uuid import uuid4
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controlroom.commands.worker import PROGRESS_LINE, REDACTED, Scrubber, entrypoint_of
+from controlroom.commands.worker import PROGRESS_LINE, REDACTED, Scrubber
 from controlroom.domain.retry import DEFAULT_BASE_DELAY_S, DEFAULT_MAX_DELAY_S, RetryPolicy
 from controlroom.domain.run import Run
+from controlroom.jobtypes.base import entrypoint_of as _entrypoint_of
 
 MAX_ATTEMPT = 11
 """max_retries is at most 10 at the API, so attempt 11 is the last that can fail."""
@@ -31,6 +32,11 @@ SECRET_CHARS = "abcdefgh.*+?()[]{}|^$\\"
 FILLER_CHARS = "xyz 0123\n:=-_/"
 secrets = st.text(alphabet=SECRET_CHARS, min_size=4, max_size=10)
 fillers = st.text(alphabet=FILLER_CHARS, max_size=20)
+
+
+def entrypoint_of(run: Run) -> str | None:
+    """The entrypoint the job types would pick for `run`."""
+    return _entrypoint_of([f["path"] for f in run.code.get("files", [])], run.spec)
 
 
 def run_with(files: list[str], spec: dict[str, Any] | None = None, code: dict[str, Any] | None = None) -> Run:

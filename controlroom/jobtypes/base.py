@@ -1,0 +1,36 @@
+"""What a job type is: a plan for running one attempt (validation hooks attach here too)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from controlroom.commands.ports import JobContext, Launch, PlanError
+
+
+class JobType(Protocol):
+    """A kind of job: knows how to turn a run into a process to start."""
+
+    name: str
+
+    def plan(self, ctx: JobContext) -> Launch: ...
+
+
+def entrypoint_of(files: Iterable[str], spec: dict[str, Any]) -> str | None:
+    """`spec.entrypoint` if it is one of the files, else the first Python file."""
+    paths = list(files)
+    chosen = spec.get("entrypoint")
+    if chosen:
+        return chosen if chosen in paths else None
+    return next((p for p in paths if p.endswith(".py")), None)
+
+
+def require_entrypoint(ctx: JobContext) -> str:
+    """The entrypoint, or a PlanError the run fails with."""
+    entry = entrypoint_of(ctx.files, ctx.spec)
+    if entry is None:
+        raise PlanError(
+            "no_entrypoint",
+            "no entrypoint: set spec.entrypoint to one of the code files, or include a .py file",
+        )
+    return entry
