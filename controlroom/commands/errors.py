@@ -3,6 +3,7 @@
     CommandError
      ├── RunNotFoundError          no such run for this tenant
      ├── IdempotencyConflictError  same Idempotency-Key, different request
+     ├── ConnectionNotFoundError   the tenant has no connection of that name
      └── ConcurrencyError          the run kept changing under us; retry later
 """
 
@@ -33,3 +34,11 @@ class IdempotencyConflictError(CommandError):
 
 class ConcurrencyError(CommandError):
     """Too many concurrent writers on one run; the command was not applied."""
+
+
+class ConnectionNotFoundError(CommandError):
+    """The tenant has no connection with this name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"connection {name!r} not found")
+        self.name = name

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
 from uuid import UUID
 
 
@@ -90,3 +91,33 @@ class Executor(Protocol):
     """Starts job processes."""
 
     def launch(self, *, files: dict[str, str], launch: Launch, env: dict[str, str]) -> Execution: ...
+
+
+class Connections(Protocol):
+    """A tenant's named database connections (DSNs are secrets: never log or echo them)."""
+
+    def dsn(self, tenant_id: str, name: str) -> str:
+        """The DSN of connection `name`; ConnectionNotFoundError if the tenant has none."""
+        ...
+
+    def names(self, tenant_id: str) -> list[str]:
+        """Names of the tenant's connections."""
+        ...
+
+
+class ArtifactStore(Protocol):
+    """Content-addressed bytes of artifacts."""
+
+    def put_file(self, path: Path) -> tuple[str, int]:
+        """Store a file; (sha256 hex, size)."""
+        ...
+
+    def open(self, sha256: str) -> BinaryIO:
+        """Read stored bytes; FileNotFoundError if absent."""
+        ...
+
+
+class TokenMinter(Protocol):
+    """Issues the short-lived token a job uses to report on its own run only."""
+
+    def for_run(self, tenant_id: str, run_id: UUID, ttl_s: int) -> str: ...
