@@ -10,12 +10,21 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
+from controlroom.api.problems import is_unavailable
 from controlroom.commands.handlers import RunCommands
 
 log = logging.getLogger("controlroom.api")
 T = TypeVar("T")
 
 RUN_STATUS = "run_status"
+WRITE_DEADLINE_S = 8.0
+"""A write not done by then is reported as 503; Idempotency-Key makes the retry safe."""
+BREAKER_COOLDOWN_S = 5.0
+PROBE_TIMEOUT_S = 1.0
+
+
+class DatabaseUnavailableError(ConnectionError):
+    """The database can't take writes right now."""
 
 
 class Record(Protocol):
@@ -55,10 +64,31 @@ class Deps:
         self.waiter = waiter
         self.settle_timeout_s = settle_timeout_s
         self._pool = ThreadPoolExecutor(write_threads, thread_name_prefix="controlroom-write")
+        self._broken_until = 0.0
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a (blocking) command handler off the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        """Run a (blocking) command handler off the event loop, failing fast if the DB is away.
+
+        The event store's driver retries for tens of seconds when the database is gone; after
+        one such failure, writes first probe the database (cheaply) until it answers again.
+        """
+        loop = asyncio.get_running_loop()
+        if self._broken_until > loop.time():
+            try:
+                await asyncio.wait_for(self.reads.ping(), PROBE_TIMEOUT_S)
+            except Exception:
+                raise DatabaseUnavailableError("the database is unreachable") from None
+            self._broken_until = 0.0
+        future = loop.run_in_executor(self._pool, fn, *args)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), WRITE_DEADLINE_S)
+        except TimeoutError:
+            self._broken_until = loop.time() + BREAKER_COOLDOWN_S
+            raise DatabaseUnavailableError("the database did not answer in time") from None
+        except Exception as e:
+            if is_unavailable(e):
+                self._broken_until = loop.time() + BREAKER_COOLDOWN_S
+            raise
 
     async def settle(self, position: int) -> None:
         """Read-your-writes: return once run_status shows `position` (or after a timeout)."""

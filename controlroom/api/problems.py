@@ -106,7 +106,7 @@ def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str
                      403: "Forbidden"}.get(exc.status_code, "HTTP error")
             return _problem(request, exc.status_code, title, exc.detail, headers=exc.headers)
         case _:
-            if _is_unavailable(exc):
+            if is_unavailable(exc):
                 log.warning("database unavailable: %s", type(exc).__name__)
                 return _problem(request, 503, "Service unavailable",
                                 "the database is unreachable; retry shortly",
@@ -122,7 +122,8 @@ def _litestar_errors(exc: ValidationException) -> list[dict[str, str]] | None:
     return [{"field": str(e.get("key", "")), "message": str(e.get("message", ""))} for e in extra]
 
 
-def _is_unavailable(exc: BaseException) -> bool:
+def is_unavailable(exc: BaseException) -> bool:
+    """True for errors meaning the database can't be reached right now."""
     names = {c.__name__ for c in type(exc).__mro__}
     return bool(names & {"OperationalError", "InterfaceError", "ConnectionDoesNotExistError",
                          "CannotConnectNowError", "PoolTimeout", "ConnectionRefusedError",

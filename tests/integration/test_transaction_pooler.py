@@ -8,19 +8,11 @@ worker use a direct connection, as the README tells operators to do (they need L
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-import psycopg
 import pytest
 from litestar.testing import TestClient
 
@@ -28,62 +20,23 @@ from controlroom.api.auth import ALL_SCOPES, issue_token
 from controlroom.cli import bootstrap, build_app
 from controlroom.settings import Settings
 from tests.conftest import job, wait_for_status
+from tests.pgbouncer import PGBOUNCER, Pgbouncer
 
-PGBOUNCER = shutil.which("pgbouncer", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin"]))
 pytestmark = pytest.mark.skipif(
     PGBOUNCER is None, reason="pgbouncer is not installed (CI installs it: apt-get install pgbouncer)"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
 def pooled_dsn(make_database: Callable[[], str]) -> Iterator[tuple[str, str]]:
     """(direct DSN, DSN through pgbouncer in transaction mode) for a fresh database."""
     direct = make_database()
-    parts = urlsplit(direct)
-    user = parts.username or "postgres"
-    port = _free_port()
-    conf_dir = Path(tempfile.mkdtemp(prefix="controlroom-pgbouncer-"))
-    conf_dir.chmod(0o755)
-    (conf_dir / "users.txt").write_text(f'"{user}" ""\n')
-    (conf_dir / "pgbouncer.ini").write_text(
-        "[databases]\n"
-        f"* = host={parts.hostname} port={parts.port or 5432}\n"
-        "[pgbouncer]\n"
-        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
-        f"auth_type = trust\nauth_file = {conf_dir}/users.txt\n"
-        "pool_mode = transaction\ndefault_pool_size = 3\nmax_client_conn = 200\n"
-        "ignore_startup_parameters = extra_float_digits,options\n"
-    )
-    for f in conf_dir.iterdir():
-        f.chmod(0o644)
-    cmd = [PGBOUNCER, str(conf_dir / "pgbouncer.ini")]
-    if os.geteuid() == 0:
-        cmd[1:1] = ["-u", "nobody"]  # pgbouncer refuses to run as root
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    pooled = parts._replace(netloc=f"{user}@127.0.0.1:{port}").geturl()
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            psycopg.connect(pooled, connect_timeout=1).close()
-            break
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                out = proc.stdout.read().decode() if proc.stdout else ""
-                pytest.fail(f"pgbouncer did not start: {out}")
-            time.sleep(0.1)
+    bouncer = Pgbouncer(direct)
+    bouncer.start()
     try:
-        yield direct, pooled
+        yield direct, bouncer.dsn
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        shutil.rmtree(conf_dir, ignore_errors=True)
+        bouncer.close()
 
 
 def test_submitting_and_reading_runs_through_a_transaction_pooler(
