@@ -34,6 +34,8 @@ class Services:
     env: dict[str, str]
     commands: Any
     closers: list[Any] = field(default_factory=list)
+    connections: Any = None
+    connection_store: Any = None
 
 
 def _keys(settings: Settings) -> tuple[str, str]:
@@ -69,6 +71,7 @@ def bootstrap(
         stack.callback(app.close)
         commands = RunCommands(app, AesGcmSecretBox(secret_key))
         services = Services(settings, dsn, jwt_secret, env, commands)
+        _wire_connections(services, app, AesGcmSecretBox(secret_key))
         stack.enter_context(
             _projections(services, run_worker=run_worker, run_projections=run_projections)
         )
@@ -81,10 +84,12 @@ def _projections(services: Services, *, run_worker: bool, run_projections: bool)
     from eventsourcing.projection import ProjectionRunner
 
     from controlroom.adapters.database import eventsourcing_env
+    from controlroom.adapters.leases import PostgresLeases
     from controlroom.adapters.local_executor import LocalExecutor
     from controlroom.adapters.local_queue import InProcessQueue
     from controlroom.adapters.run_index import active_runs
     from controlroom.commands.application import ControlRoom
+    from controlroom.commands.reaper import Reaper
     from controlroom.commands.worker import RunWorker, recover
     from controlroom.jobtypes import default_job_types
     from controlroom.projections.dispatch import DispatchProjection
@@ -104,41 +109,143 @@ def _projections(services: Services, *, run_worker: bool, run_projections: bool)
             application_class=ControlRoom, projection_class=projection, view_class=view, env=env,
         )
 
+    settings = services.settings
+    leases = PostgresLeases(services.dsn, pooler=settings.transaction_pooler)
     hosts = []
     if run_projections:
         hosts.append(
             ProjectionHost("run_status", services.dsn, runner(RunStatusProjection, RunStatusView))
         )
-    queue = None
+        hosts.append(_connections_host(services))
+    worker = None
     if run_worker:
-        settings = services.settings
         worker = RunWorker(
-            services.commands, LocalExecutor(), default_job_types(),
+            services.commands, LocalExecutor(), default_job_types(services.connection_store),
             worker_id=f"{socket.gethostname()}:{os.getpid()}", base_url=settings.base_url,
+            leases=leases, lease_timeout_s=settings.lease_timeout_s,
+            tokens=_run_tokens(services), artifacts=_artifact_store(settings),
         )
-        queue = InProcessQueue(worker.execute, slots=settings.worker_slots)
-        queue.start()
+    queue, dispatching = _run_queue(settings, worker, run_projections=run_projections)
+    if queue is not None and dispatching:  # the dispatcher and the reaper feed the same queue
         dispatcher = DispatchProjection.feeding(queue)
         hosts.append(ProjectionHost("dispatch", services.dsn,
                                     runner(dispatcher, PostgresTrackingRecorder)))
+        hosts.append(ProjectionHost("reaper", services.dsn, lambda: Reaper(
+            services.commands, leases, leases, queue, lease_timeout_s=settings.lease_timeout_s)))
     for host in hosts:
         host.start()
-    if queue is not None:
+    if isinstance(queue, InProcessQueue):
         recover(services.commands, queue, active_runs(services.dsn),
-                orphaned_running=services.settings.embedded)
+                orphaned_running=settings.embedded)
+    elif queue is not None and worker is not None:
+        queue.start(worker.execute, threads=settings.worker_slots)
     try:
         yield
     finally:
-        if queue is not None:
+        if isinstance(queue, InProcessQueue):
             worker.stopping.set()
             queue.stop()
+        elif worker is not None:  # dramatiq: take no more messages, then end running jobs
+            queue.stop(on_stopping=worker.stopping.set)
         for host in hosts:
             host.stop()
+        if queue is not None and not isinstance(queue, InProcessQueue):
+            queue.close()
+        leases.close()
+
+
+def _run_queue(settings: Settings, worker: Any, *, run_projections: bool) -> tuple[Any, bool]:
+    """The run queue this process needs, and whether it hosts the dispatcher and reaper.
+
+    With REDIS_URL: dramatiq on Redis, fed where the projections run and consumed where a
+    worker runs. Without: an in-process queue, fed and consumed only beside the worker.
+    """
+    from controlroom.adapters.local_queue import InProcessQueue
+
+    if settings.redis_url and (worker is not None or run_projections):
+        from controlroom.adapters.dramatiq_queue import DramatiqQueue
+
+        return DramatiqQueue(settings.redis_url, namespace=settings.redis_namespace), run_projections
+    if worker is None:
+        return None, False
+    queue = InProcessQueue(worker.execute, slots=settings.worker_slots)
+    queue.start()
+    return queue, True
+
+
+def _artifact_store(settings: Settings) -> Any:
+    from controlroom.adapters.artifact_store import LocalArtifactStore
+
+    return LocalArtifactStore(settings.data_dir / "artifacts")
+
+
+def _run_tokens(services: Services) -> Any:
+    from controlroom.adapters.run_tokens import HmacRunTokens
+
+    s = services.settings
+    return HmacRunTokens(services.jwt_secret, audience=s.jwt_audience, issuer=s.jwt_issuer)
+
+
+def _wire_connections(services: Services, app: Any, box: Any) -> None:
+    """Tenant connections: commands for the API and CLI, the store job types resolve with."""
+    from controlroom.adapters.connection_store import ConnectionStore
+    from controlroom.commands.connections import ConnectionCommands
+
+    services.connections = ConnectionCommands(app, box)
+    services.connection_store = ConnectionStore(services.dsn, box)
+
+
+def _connections_host(services: Services) -> Any:
+    """The host of the `connections` projection."""
+    from eventsourcing.projection import ProjectionRunner
+
+    from controlroom.adapters.database import eventsourcing_env
+    from controlroom.commands.application import ControlRoom
+    from controlroom.projections.connections import ConnectionsProjection, ConnectionsView
+    from controlroom.projections.host import ProjectionHost
+
+    env = {**eventsourcing_env(services.dsn, for_projection=True,
+                               pooler=services.settings.transaction_pooler),
+           "CONTROLROOM_CREATE_TABLE": "n"}
+    return ProjectionHost("connections", services.dsn, lambda: ProjectionRunner(
+        application_class=ControlRoom, projection_class=ConnectionsProjection,
+        view_class=ConnectionsView, env=env,
+    ))
+
+
+def cmd_connections(settings: Settings, args: argparse.Namespace) -> int:
+    """Set, list or delete a tenant's connections, straight against the database."""
+    from controlroom.commands.errors import ConnectionNotFoundError
+    from controlroom.domain.connection import InvalidConnectionError
+
+    with bootstrap(settings, run_worker=False, run_projections=False) as services:
+        host = _connections_host(services).start()  # standby if a running service has it
+        try:
+            if args.action == "set":
+                dsn = sys.stdin.readline().strip() if args.dsn == "-" else args.dsn
+                saved = services.connections.set(args.tenant, args.name, dsn, args.by)
+                print(f"{'created' if saved.created else 'updated'} {saved.name}: {saved.display_dsn}")
+            elif args.action == "delete":
+                services.connections.delete(args.tenant, args.name, args.by)
+                print(f"deleted {args.name}")
+            if not services.connection_store.wait_caught_up(SETTLE_TIMEOUT_S):
+                print("warning: the connections read model is behind; listings may lag",
+                      file=sys.stderr)
+            if args.action == "list":
+                for name, display, *_ in services.connection_store.listing(args.tenant):
+                    print(f"{name}\t{display}")
+        except (InvalidConnectionError, ConnectionNotFoundError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        finally:
+            host.stop()
+    return 0
 
 
 def _open_deps(services: Services) -> Any:
     @contextlib.asynccontextmanager
     async def open_deps() -> AsyncIterator[Any]:
+        from controlroom.adapters.connection_store import ConnectionReads
         from controlroom.adapters.database import behind_transaction_pooler, create_read_pool
         from controlroom.adapters.projection_waiter import ProjectionWaiter
         from controlroom.adapters.run_reads import RunReads
@@ -149,7 +256,10 @@ def _open_deps(services: Services) -> Any:
         waiter = ProjectionWaiter(services.dsn, pool, listen=not pooler)
         await waiter.start()
         deps = Deps(services.commands, RunReads(pool), waiter,
-                    write_threads=WRITE_THREADS, settle_timeout_s=SETTLE_TIMEOUT_S)
+                    write_threads=WRITE_THREADS, settle_timeout_s=SETTLE_TIMEOUT_S,
+                    artifacts=_artifact_store(services.settings),
+                    connections=services.connections, connection_reads=ConnectionReads(pool),
+                    preflight=_preflight(services))
         try:
             yield deps
         finally:
@@ -158,6 +268,14 @@ def _open_deps(services: Services) -> Any:
             await pool.close()
 
     return open_deps
+
+
+def _preflight(services: Services) -> Any:
+    """Pre-flight validation with this machine's tools and the tenants' connections."""
+    from controlroom.adapters.preflight import LocalTools, PostgresTables
+    from controlroom.validation import Preflight
+
+    return Preflight(LocalTools(), connections=services.connection_store, tables=PostgresTables())
 
 
 def build_app(services: Services) -> Any:
@@ -216,14 +334,33 @@ def cmd_background(settings: Settings, args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    worker = args.command == "worker"
+    if worker and settings.worker_processes > 1:
+        return _worker_processes(settings, args)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    worker = args.command == "worker"
     with bootstrap(settings, run_worker=worker, run_projections=not worker):
         print(f"Control Room {args.command} running (data: {settings.data_dir})", file=sys.stderr)
         done.wait()
     return 0
+
+
+def _worker_processes(settings: Settings, args: argparse.Namespace) -> int:
+    """`worker --processes N`: N single-process workers, each restarted if it dies."""
+    from controlroom.adapters.dramatiq_queue import supervise
+
+    if not settings.redis_url:
+        print("--processes needs REDIS_URL (without it, runs queue inside one process)",
+              file=sys.stderr)
+        return 2
+    env = {**os.environ, "CONTROLROOM_DATA_DIR": str(settings.data_dir),
+           "CONTROLROOM_WORKER_PROCESSES": "1"}
+    if settings.database_url:
+        env["DATABASE_URL"] = settings.database_url
+    argv = [sys.executable, "-m", "controlroom.cli", *(["-v"] if args.verbose else []),
+            "worker", "--threads", str(settings.worker_slots)]
+    return supervise(argv, env, settings.worker_processes)
 
 
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
@@ -257,12 +394,29 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--database-url", help="external Postgres (env DATABASE_URL)")
     serve.set_defaults(func=cmd_serve)
     worker = sub.add_parser("worker", help="execute queued runs (no API)")
-    worker.add_argument("--workers", type=int, dest="worker_slots", help="jobs run at once")
+    worker.add_argument("--threads", "--workers", type=int, dest="worker_slots",
+                        help="jobs each worker process runs at once (default 2)")
+    worker.add_argument("--processes", type=int, dest="worker_processes",
+                        help="worker processes (default 1; more than one needs REDIS_URL)")
     worker.add_argument("--database-url", help="external Postgres (env DATABASE_URL)")
     worker.set_defaults(func=cmd_background)
     projector = sub.add_parser("projector", help="keep the read models up to date (no API)")
     projector.add_argument("--database-url", help="external Postgres (env DATABASE_URL)")
     projector.set_defaults(func=cmd_background)
+    conns = sub.add_parser("connections", help="manage a tenant's named database connections")
+    conns.add_argument("--database-url", help="external Postgres (env DATABASE_URL)")
+    actions = conns.add_subparsers(dest="action", required=True)
+    for action, help_text in (("set", "create or replace a connection"),
+                              ("list", "list connections (passwords masked)"),
+                              ("delete", "remove a connection")):
+        a = actions.add_parser(action, help=help_text)
+        a.add_argument("--tenant", required=True)
+        a.add_argument("--by", default=os.environ.get("USER") or "cli", help="recorded as updated_by")
+        if action != "list":
+            a.add_argument("name")
+        if action == "set":
+            a.add_argument("dsn", help="postgresql://user:password@host:port/db, or - to read stdin")
+    conns.set_defaults(func=cmd_connections)
     token = sub.add_parser("token", help="print a bearer token for the API")
     token.add_argument("--tenant", required=True)
     token.add_argument("--sub", required=True, help="who the token is for")
@@ -278,7 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = from_env()
-    overrides = {k: getattr(args, k, None) for k in ("host", "port", "worker_slots")}
+    overrides = {k: getattr(args, k, None)
+                 for k in ("host", "port", "worker_slots", "worker_processes")}
     if args.data_dir:
         overrides["data_dir"] = args.data_dir
     if getattr(args, "database_url", None):

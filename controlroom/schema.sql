@@ -54,3 +54,49 @@ CREATE TABLE IF NOT EXISTS run_log_chunks (
     logged_at   timestamptz NOT NULL,
     PRIMARY KEY (run_id, position)
 );
+
+-- Artifacts' metadata (from ArtifactAdded); the bytes live in the artifact store by sha256.
+CREATE TABLE IF NOT EXISTS artifacts (
+    artifact_id   uuid PRIMARY KEY,
+    tenant_id     text        NOT NULL,
+    run_id        uuid        NOT NULL,
+    attempt       integer     NOT NULL,
+    path          text        NOT NULL,
+    size          bigint      NOT NULL,
+    sha256        text        NOT NULL,
+    content_type  text        NOT NULL,
+    created_at    timestamptz NOT NULL,
+    position      bigint      NOT NULL
+);
+CREATE INDEX IF NOT EXISTS artifacts_run ON artifacts (run_id, position, path);
+-- The run's artifacts again, as shown in its status: GET /runs/{id} stays a one-row read.
+ALTER TABLE run_status ADD COLUMN IF NOT EXISTS artifacts jsonb NOT NULL DEFAULT '[]';
+
+-- Leases on running attempts: operational state, deliberately not events — a heartbeat
+-- every few seconds per running attempt would flood the log with noise nobody replays.
+-- A worker takes the lease when it starts an attempt and renews it; the reaper fails runs
+-- whose lease expired (times are the database's clock, so machines' clocks don't matter).
+CREATE TABLE IF NOT EXISTS run_leases (
+    run_id      uuid PRIMARY KEY,
+    attempt     integer     NOT NULL,
+    worker_id   text        NOT NULL,
+    expires_at  timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS run_leases_expires ON run_leases (expires_at);
+
+-- The reaper's sweeps look only at active runs: a small partial index, whatever the history.
+CREATE INDEX IF NOT EXISTS run_status_active_updated
+    ON run_status (status, updated_at) WHERE status IN ('queued', 'running');
+
+-- Tenant connections (projection `connections`): the DSN only ever sealed, a masked display form.
+CREATE TABLE IF NOT EXISTS connections (
+    tenant_id     text        NOT NULL,
+    name          text        NOT NULL,
+    sealed_dsn    text        NOT NULL,
+    display_dsn   text        NOT NULL,
+    created_at    timestamptz NOT NULL,
+    updated_at    timestamptz NOT NULL,
+    updated_by    text        NOT NULL,
+    last_position bigint      NOT NULL,
+    PRIMARY KEY (tenant_id, name)
+);

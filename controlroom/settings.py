@@ -15,6 +15,9 @@ DEFAULT_WORKER_SLOTS = 2
 DEFAULT_TIMEOUT_S = 3600
 DEFAULT_TOKEN_TTL_S = 3600
 DEFAULT_READ_YOUR_WRITES_TIMEOUT_S = 5.0
+DEFAULT_WORKER_PROCESSES = 1
+DEFAULT_LEASE_TIMEOUT_S = 60.0
+DEFAULT_REDIS_NAMESPACE = "controlroom"
 
 
 class Settings(msgspec.Struct, kw_only=True):
@@ -33,6 +36,9 @@ class Settings(msgspec.Struct, kw_only=True):
     worker_slots: int = DEFAULT_WORKER_SLOTS
     public_url: str | None = None
     transaction_pooler: bool = False
+    worker_processes: int = DEFAULT_WORKER_PROCESSES
+    lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S
+    redis_namespace: str = DEFAULT_REDIS_NAMESPACE
 
     @property
     def embedded(self) -> bool:
@@ -68,4 +74,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         public_url=env.get("CONTROLROOM_PUBLIC_URL") or None,
         transaction_pooler=(env.get("CONTROLROOM_TRANSACTION_POOLER") or "").lower()
         in ("1", "true", "yes"),
+        worker_processes=int(env.get("CONTROLROOM_WORKER_PROCESSES") or DEFAULT_WORKER_PROCESSES),
+        lease_timeout_s=float(env.get("CONTROLROOM_LEASE_TIMEOUT_S") or DEFAULT_LEASE_TIMEOUT_S),
+        redis_namespace=env.get("CONTROLROOM_REDIS_NAMESPACE") or DEFAULT_REDIS_NAMESPACE,
     )

@@ -7,6 +7,7 @@ import os
 import queue
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from controlroom.commands.ports import PYTHON, Launch
+from controlroom.commands.ports import PYTHON, Launch, OutputFile
 
 MAX_LINE_CHARS = 64 * 1024
 KILL_GRACE_S = 2.0
@@ -88,6 +89,22 @@ class LocalExecution:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
+    def output_files(self) -> Iterator[OutputFile]:
+        """Regular files under `output/`, sorted; symlinks and special files are skipped."""
+        root = self.workdir / "output"
+        if root.is_symlink() or not root.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            dirnames.sort()
+            for name in sorted(filenames):
+                path = Path(dirpath) / name
+                try:
+                    st = path.lstat()
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    yield OutputFile(path.relative_to(root).as_posix(), path, st.st_size)
+
     def cleanup(self) -> None:
         """Remove the job's working directory."""
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -107,13 +124,15 @@ class LocalExecutor:
                 target = workdir / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(content)
-            (workdir / "output").mkdir(exist_ok=True)
+            output = workdir / "output"
+            output.mkdir(exist_ok=True)
             base = {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
             argv = [self.python if arg == PYTHON else arg for arg in launch.argv]
             proc = subprocess.Popen(
                 argv,
                 cwd=workdir,
-                env={**base, "HOME": str(workdir), "PYTHONUNBUFFERED": "1", **launch.env, **env},
+                env={**base, "HOME": str(workdir), "PYTHONUNBUFFERED": "1",
+                     "CONTROLROOM_OUTPUT_DIR": str(output), **launch.env, **env},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

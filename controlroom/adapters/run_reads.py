@@ -1,4 +1,4 @@
-"""Read-side queries over the run_status read model (asyncpg)."""
+"""Read-side queries over the run_status and artifacts read models (asyncpg)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import asyncpg
 RUN_COLUMNS = """run_id, job_type, job_name, created_by, status, attempt, max_retries, timeout_s,
     labels::text AS labels, spec::text AS spec, created_at, started_at, completed_at, updated_at,
     progress_percent, progress_message, progress_at, cancel_requested, exit_code, summary,
-    error_reason, error_message, next_attempt_at, log_lines"""
+    error_reason, error_message, next_attempt_at, log_lines, artifacts::text AS artifacts"""
 
 GET_RUN = f"SELECT {RUN_COLUMNS} FROM run_status WHERE run_id = $1 AND tenant_id = $2"
 
@@ -29,6 +29,11 @@ GET_LOG = """
 SELECT c.stream, c.text FROM run_log_chunks c
 WHERE c.run_id = $1 AND c.tenant_id = $2
 ORDER BY c.position
+"""
+
+GET_ARTIFACT = """
+SELECT artifact_id, run_id, attempt, path, size, sha256, content_type, created_at FROM artifacts
+WHERE artifact_id = $1 AND tenant_id = $2
 """
 
 RUN_EXISTS = "SELECT 1 FROM run_status WHERE run_id = $1 AND tenant_id = $2"
@@ -66,6 +71,10 @@ class RunReads:
             if await conn.fetchval(RUN_EXISTS, run_id, tenant_id) is None:
                 return None
             return await conn.fetch(GET_LOG, run_id, tenant_id)
+
+    async def artifact(self, tenant_id: str, artifact_id: UUID) -> asyncpg.Record | None:
+        """One artifact's metadata, or None if it isn't the tenant's."""
+        return await self.pool.fetchrow(GET_ARTIFACT, artifact_id, tenant_id)
 
     async def ping(self) -> None:
         """Raises if the database can't answer."""

@@ -11,9 +11,10 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
 from controlroom import __version__
-from controlroom.api import problems, routes_ops, routes_runs
+from controlroom.api import problems, routes_artifacts, routes_connections, routes_ops, routes_runs
 from controlroom.api.auth import BearerAuthMiddleware, TokenVerifier
 from controlroom.api.deps import Deps
+from controlroom.api.routes_validate import validate_job
 
 OPEN_PATHS = ["/healthz", "/readyz", "/schema", "/metrics"]
 
@@ -35,9 +36,12 @@ def create_app(
 
     return Litestar(
         route_handlers=[
-            routes_runs.submit_job, routes_runs.get_run, routes_runs.list_runs,
+            routes_runs.submit_job, validate_job, routes_runs.get_run, routes_runs.list_runs,
             routes_runs.post_events, routes_runs.cancel_run, routes_runs.get_logs,
             routes_ops.healthz, routes_ops.readyz,
+            routes_artifacts.get_artifact, routes_artifacts.get_artifact_content,
+            routes_connections.put_connection, routes_connections.list_connections,
+            routes_connections.get_connection, routes_connections.delete_connection,
         ],
         middleware=[DefineMiddleware(BearerAuthMiddleware, exclude=OPEN_PATHS)],
         exception_handlers={Exception: problems.handle},

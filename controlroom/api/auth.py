@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
+from typing import Any
+from uuid import UUID
 
 import jwt
 import msgspec
@@ -13,12 +15,14 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
+from controlroom.commands.errors import RunNotFoundError
+
 ALGORITHM = "HS256"
 ALL_SCOPES = [
     "jobs:write", "runs:read", "runs:write", "lineage:read", "lineage:write",
     "artifacts:read", "artifacts:write", "webhooks:write", "admin",
 ]
-DEFAULT_SCOPES = "jobs:write runs:read runs:write"
+DEFAULT_SCOPES = "jobs:write runs:read runs:write artifacts:read"
 CACHE_SIZE = 10_000
 CLOCK_SKEW_S = 5
 
@@ -30,6 +34,9 @@ class Principal(msgspec.Struct, frozen=True):
     tenant_id: str
     scopes: frozenset[str]
     expires_at: float
+    run_id: UUID | None = None
+    """Set for a run token: the one run it may act on (DESIGN.md §7)."""
+    attempt: int | None = None
 
 
 class TokenVerifier:
@@ -71,11 +78,26 @@ class TokenVerifier:
             tenant_id=tenant,
             scopes=frozenset(scope.split() if isinstance(scope, str) else ()),
             expires_at=float(claims["exp"]),
+            **_run_claims(claims),
         )
         self._cache[token] = principal
         if len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
         return principal
+
+
+def _run_claims(claims: dict[str, Any]) -> dict[str, Any]:
+    """The run a run token is confined to; a malformed claim makes the whole token invalid."""
+    if "run_id" not in claims:
+        return {}
+    attempt = claims.get("attempt")
+    try:
+        run_id = UUID(str(claims["run_id"]))
+    except ValueError:
+        raise NotAuthorizedException("invalid token: run_id claim is not a UUID") from None
+    if attempt is not None and (not isinstance(attempt, int) or isinstance(attempt, bool)):
+        raise NotAuthorizedException("invalid token: attempt claim is not an integer")
+    return {"run_id": run_id, "attempt": attempt}
 
 
 def issue_token(
@@ -110,13 +132,23 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=principal, auth=token)
 
 
-def requires(scope: str):
-    """Guard: the caller's token must carry `scope` (or `admin`)."""
+def requires(scope: str, *, run_token: bool = False):
+    """Guard: the caller's token must carry `scope` (or `admin`).
+
+    A run token is confined to its run: another run's id is a 404 (as if it didn't exist),
+    and routes that don't declare `run_token=True` are a 403 even for its own run.
+    """
 
     # async: Litestar would run a sync guard in a thread pool on every request
     async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         principal: Principal = connection.user
         if scope not in principal.scopes and "admin" not in principal.scopes:
             raise PermissionDeniedException(f"token lacks scope {scope!r}")
+        if principal.run_id is not None:
+            target = connection.path_params.get("run_id")
+            if target is not None and str(target) != str(principal.run_id):
+                raise RunNotFoundError(UUID(str(target)))
+            if not run_token:
+                raise PermissionDeniedException("a run token may only report on its own run")
 
     return guard

@@ -11,12 +11,16 @@ from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from controlroom.api.problems import is_unavailable
+from controlroom.commands.connections import ConnectionCommands
 from controlroom.commands.handlers import RunCommands
+from controlroom.commands.ports import ArtifactStore
+from controlroom.validation import Preflight
 
 log = logging.getLogger("controlroom.api")
 T = TypeVar("T")
 
 RUN_STATUS = "run_status"
+CONNECTIONS = "connections"
 WRITE_DEADLINE_S = 8.0
 """A write not done by then is reported as 503; Idempotency-Key makes the retry safe."""
 BREAKER_COOLDOWN_S = 5.0
@@ -43,7 +47,17 @@ class RunReadsPort(Protocol):
 
     async def log(self, tenant_id: str, run_id: UUID) -> Sequence[Record] | None: ...
 
+    async def artifact(self, tenant_id: str, artifact_id: UUID) -> Record | None: ...
+
     async def ping(self) -> None: ...
+
+
+class ConnectionReadsPort(Protocol):
+    """Tenant-scoped queries of the connections read model (display forms only)."""
+
+    async def list(self, tenant_id: str) -> Sequence[Record]: ...
+
+    async def get(self, tenant_id: str, name: str) -> Record | None: ...
 
 
 class WaiterPort(Protocol):
@@ -57,11 +71,18 @@ class Deps:
 
     def __init__(
         self, commands: RunCommands, reads: RunReadsPort, waiter: WaiterPort,
-        *, write_threads: int, settle_timeout_s: float,
+        *, write_threads: int, settle_timeout_s: float, artifacts: ArtifactStore | None = None,
+        connections: ConnectionCommands | None = None,
+        connection_reads: ConnectionReadsPort | None = None,
+        preflight: Preflight | None = None,
     ) -> None:
         self.commands = commands
         self.reads = reads
         self.waiter = waiter
+        self.artifacts = artifacts
+        self.connections = connections
+        self.connection_reads = connection_reads
+        self._preflight = preflight
         self.settle_timeout_s = settle_timeout_s
         self._pool = ThreadPoolExecutor(write_threads, thread_name_prefix="controlroom-write")
         self._broken_until = 0.0
@@ -90,11 +111,18 @@ class Deps:
                 self._broken_until = loop.time() + BREAKER_COOLDOWN_S
             raise
 
-    async def settle(self, position: int) -> None:
-        """Read-your-writes: return once run_status shows `position` (or after a timeout)."""
-        if not await self.waiter.wait(RUN_STATUS, position, self.settle_timeout_s):
-            log.warning("run_status had not reached position %s after %.1fs", position,
+    async def settle(self, position: int, projection: str = RUN_STATUS) -> None:
+        """Read-your-writes: return once `projection` shows `position` (or after a timeout)."""
+        if not await self.waiter.wait(projection, position, self.settle_timeout_s):
+            log.warning("%s had not reached position %s after %.1fs", projection, position,
                         self.settle_timeout_s)
+
+    @property
+    def preflight(self) -> Preflight:
+        """Pre-flight validation; the composition root must wire one (submit relies on it)."""
+        if self._preflight is None:
+            raise RuntimeError("no Preflight was given to Deps")
+        return self._preflight
 
     def close(self) -> None:
         """Stop the write threads."""

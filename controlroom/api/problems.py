@@ -16,9 +16,11 @@ from litestar.exceptions import (
 
 from controlroom.commands.errors import (
     ConcurrencyError,
+    ConnectionNotFoundError,
     IdempotencyConflictError,
     RunNotFoundError,
 )
+from controlroom.domain.connection import InvalidConnectionError
 from controlroom.domain.errors import DomainError
 
 log = logging.getLogger("controlroom.api")
@@ -92,6 +94,11 @@ def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str
             return _problem(request, 404, "Run not found", str(exc))
         case IdempotencyConflictError():
             return _problem(request, 409, "Idempotency-Key reused", str(exc))
+        case ConnectionNotFoundError():
+            return _problem(request, 404, "Connection not found", str(exc))
+        case InvalidConnectionError():
+            return _problem(request, 422, "Validation failed", str(exc),
+                            [{"field": exc.field, "message": exc.message}])
         case DomainError():
             return _problem(request, 409, "Conflict with the run's state", str(exc))
         case ConcurrencyError():

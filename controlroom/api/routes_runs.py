@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -12,6 +13,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from controlroom.api.auth import Principal, requires
 from controlroom.api.deps import Deps
 from controlroom.api.problems import ProblemError, from_decode_error
+from controlroom.api.routes_validate import ensure_valid
 from controlroom.api.schemas import Accepted, EventBatch, RunPage, RunView
 from controlroom.api.submission import check_storable, command, too_deep
 from controlroom.api.views import API, accepted_view, decode_cursor, encode_cursor, run_view
@@ -34,6 +36,7 @@ async def submit_job(request: Request[Principal, str, Any]) -> Response[RunView]
     """Submit a job; it is queued and a worker picks it up. Safe to retry with Idempotency-Key."""
     deps: Deps = request.app.state.deps
     cmd = command(await request.body(), request.user, request.headers.get("idempotency-key"))
+    await ensure_valid(deps, cmd)
     result = await deps.write(deps.commands.submit, cmd)
     await deps.settle(result.position)
     if result.created:
@@ -76,9 +79,10 @@ async def list_runs(
     )
 
 
-@post(f"{API}/runs/{{run_id:uuid}}/events", guards=[requires("runs:write")], status_code=202)
+@post(f"{API}/runs/{{run_id:uuid}}/events", guards=[requires("runs:write", run_token=True)],
+      status_code=202)
 async def post_events(request: Request[Principal, str, Any], run_id: FromPath[UUID]) -> Accepted:
-    """Report progress or log output for a run: one event or a list of them."""
+    """Report progress, log output or lineage for a run: one event or a list of them."""
     deps: Deps = request.app.state.deps
     body = await request.body()
     if not body:
@@ -92,7 +96,12 @@ async def post_events(request: Request[Principal, str, Any], run_id: FromPath[UU
     check_storable(msgspec.to_builtins(batch))
     events = batch if isinstance(batch, list) else [batch]
     tenant = request.user.tenant_id
-    position = await deps.write(deps.commands.record, tenant, run_id, events)
+    # A job's own token is never recorded, even if the job echoes it back.
+    redact = [request.auth] if request.user.run_id is not None else []
+    position = await deps.write(
+        partial(deps.commands.record, attempt=request.user.attempt, redact=redact),
+        tenant, run_id, events,
+    )
     await deps.settle(position)
     view = await _current(deps, tenant, run_id)
     return Accepted(run_id=str(run_id), status=view.status, accepted=len(events))

@@ -85,10 +85,29 @@ class RunError(msgspec.Struct):
 
 
 class Artifact(msgspec.Struct):
-    """A file the run produced."""
+    """A file the run produced (`path` is relative to the job's `output/` dir)."""
 
     path: str
     url: str
+    artifact_id: str
+    size: int
+    sha256: str
+    content_type: str
+    attempt: int
+
+
+class ArtifactView(msgspec.Struct):
+    """GET /api/v1/artifacts/{artifact_id} — an artifact's metadata."""
+
+    path: str
+    url: str
+    artifact_id: str
+    run_id: str
+    attempt: int
+    size: int
+    sha256: str
+    content_type: str
+    created_at: datetime
 
 
 class RunView(msgspec.Struct):

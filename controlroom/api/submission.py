@@ -88,12 +88,29 @@ def job_name_of(sub: JobSubmission) -> str:
     return f"{sub.job_type}:{sub.code.repo or 'inline'}:{entry}"
 
 
+def checked(body: bytes) -> tuple[JobSubmission, dict[str, Any]]:
+    """Decode a submission and check its paths (ProblemError if either fails)."""
+    sub, raw = decode(body)
+    _check_paths(sub)
+    return sub, raw
+
+
+def _as_schema_check(e: ProblemError) -> ProblemError:
+    """Errors of a 422 in the pre-flight form too: the schema check, at a field, no position."""
+    if e.status == 422 and e.errors:
+        e.errors = [{**err, "check": "schema", "path": err.get("field") or "body", "line": None,
+                     "column": None} for err in e.errors]
+    return e
+
+
 def command(
     body: bytes, principal: Principal, idempotency_key: str | None
 ) -> SubmitJob:
     """The SubmitJob for a request; ProblemError if the request is not acceptable."""
-    sub, raw = decode(body)
-    _check_paths(sub)
+    try:
+        sub, raw = checked(body)
+    except ProblemError as e:
+        raise _as_schema_check(e) from None
     if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
         raise invalid("Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
     spec = dict(raw.get("spec") or {})

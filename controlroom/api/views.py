@@ -12,12 +12,44 @@ from uuid import UUID
 import msgspec
 
 from controlroom.api.problems import invalid
-from controlroom.api.schemas import Progress, RunError, RunView
+from controlroom.api.schemas import Artifact, ArtifactView, Progress, RunError, RunView
 from controlroom.commands.messages import SubmitJob
 
 API = "/api/v1"
 _decode_obj = msgspec.json.Decoder(dict[str, Any])
 _decode_labels = msgspec.json.Decoder(dict[str, str])
+
+
+class _ArtifactRow(msgspec.Struct):
+    artifact_id: str
+    path: str
+    size: int
+    sha256: str
+    content_type: str
+    attempt: int
+
+
+_decode_artifacts = msgspec.json.Decoder(list[_ArtifactRow])
+
+
+def artifact_url(artifact_id: object) -> str:
+    """Where an artifact's bytes are downloaded."""
+    return f"{API}/artifacts/{artifact_id}/content"
+
+
+def _artifact(a: _ArtifactRow) -> Artifact:
+    return Artifact(path=a.path, url=artifact_url(a.artifact_id), artifact_id=a.artifact_id,
+                    size=a.size, sha256=a.sha256, content_type=a.content_type, attempt=a.attempt)
+
+
+def artifact_view(row: Mapping[str, Any]) -> ArtifactView:
+    """The public shape of one artifacts row."""
+    aid = str(row["artifact_id"])
+    return ArtifactView(
+        path=row["path"], url=artifact_url(aid), artifact_id=aid, run_id=str(row["run_id"]),
+        attempt=row["attempt"], size=row["size"], sha256=row["sha256"],
+        content_type=row["content_type"], created_at=row["created_at"],
+    )
 
 
 def run_view(row: Mapping[str, Any]) -> RunView:
@@ -34,7 +66,7 @@ def run_view(row: Mapping[str, Any]) -> RunView:
         created_at=row["created_at"],
         started_at=row["started_at"],
         completed_at=row["completed_at"],
-        artifacts=[],
+        artifacts=[_artifact(a) for a in _decode_artifacts.decode(row["artifacts"])],
         logs_url=f"{API}/runs/{run_id}/logs",
         progress=progress,
         job_name=row["job_name"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from eventsourcing.application import AggregateNotFoundError
@@ -17,6 +18,7 @@ from controlroom.commands.errors import (
 )
 from controlroom.commands.messages import Lineage, Log, Progress, RunEvent, SubmitJob, Submitted
 from controlroom.commands.ports import SecretBox
+from controlroom.commands.scrubbing import Scrubber
 from controlroom.domain.retry import RetryPolicy
 from controlroom.domain.run import Run
 
@@ -91,19 +93,25 @@ class RunCommands:
             run_id, recordings[-1].notification.id, created=True, submitted_at=run.submitted_at
         )
 
-    def record(self, tenant_id: str, run_id: UUID, events: Sequence[RunEvent]) -> int:
-        """Record progress and log events reported for a run."""
+    def record(
+        self, tenant_id: str, run_id: UUID, events: Sequence[RunEvent], *,
+        attempt: int | None = None, redact: Sequence[str] = (),
+    ) -> int:
+        """Record reported events, scrubbed of the run's secrets and `redact` (fenced by `attempt`)."""
 
         def decide(run: Run) -> None:
             now = self.clock()
+            scrub = Scrubber([*self.unseal_secrets(run).values(), *redact])
             for item in events:
                 match item:
                     case Progress(percent=percent, message=message):
-                        run.progress(percent=percent, message=message, now=now)
+                        run.progress(percent=percent, message=scrub(message), now=now,
+                                     attempt=attempt)
                     case Log(text=text, stream=stream):
-                        run.log(text=text, stream=stream, lines=text.count("\n") + 1, now=now)
+                        run.log(text=scrub(text), stream=stream, lines=text.count("\n") + 1,
+                                now=now, attempt=attempt)
                     case Lineage(source=source, target=target):
-                        run.record_lineage(source=source, target=target, now=now)
+                        run.record_lineage(source=source, target=target, now=now, attempt=attempt)
 
         return self._update(tenant_id, run_id, decide)
 
@@ -152,6 +160,18 @@ class RunCommands:
             now = self.clock()
             for source, target in edges:
                 run.record_lineage(source=source, target=target, now=now, attempt=attempt)
+
+        return self._update(None, run_id, decide)
+
+    def add_artifacts(
+        self, run_id: UUID, artifacts: Sequence[dict[str, Any]], attempt: int | None = None
+    ) -> int:
+        """Record artifacts (metadata; the bytes are already in the artifact store)."""
+
+        def decide(run: Run) -> None:
+            now = self.clock()
+            for artifact in artifacts:
+                run.add_artifact(artifact=artifact, now=now, attempt=attempt)
 
         return self._update(None, run_id, decide)
 

@@ -39,9 +39,22 @@ class Execution(Protocol):
         """Stop the job and everything it started."""
         ...
 
+    def output_files(self) -> Iterator[OutputFile]:
+        """Regular files the job wrote under its `output/` dir (symlinks are not followed)."""
+        ...
+
     def cleanup(self) -> None:
         """Remove whatever the execution left behind."""
         ...
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """A file a job left in `output/`: its path relative to that dir, where it is, its size."""
+
+    path: str
+    file: Path
+    size: int
 
 
 PYTHON = "{python}"
@@ -120,4 +133,6 @@ class ArtifactStore(Protocol):
 class TokenMinter(Protocol):
     """Issues the short-lived token a job uses to report on its own run only."""
 
-    def for_run(self, tenant_id: str, run_id: UUID, ttl_s: int) -> str: ...
+    def for_run(self, tenant_id: str, run_id: UUID, ttl_s: int, *, attempt: int | None = None) -> str:
+        """A token confined to `run_id` (and `attempt`), valid for `ttl_s` seconds."""
+        ...

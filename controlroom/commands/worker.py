@@ -12,14 +12,20 @@ from uuid import UUID
 
 from controlroom.commands.errors import RunNotFoundError
 from controlroom.commands.handlers import RunCommands
+from controlroom.commands.outputs import collect_outputs
 from controlroom.commands.ports import (
+    ArtifactStore,
     Execution,
     Executor,
     JobContext,
     JobPlanner,
     PlanError,
     RunQueue,
+    TokenMinter,
 )
+from controlroom.commands.reaper import DEFAULT_LEASE_TIMEOUT_S, LeaseKeeper, LeaseStore
+from controlroom.commands.scrubbing import REDACTED as REDACTED
+from controlroom.commands.scrubbing import Scrubber
 from controlroom.domain.errors import DomainError
 from controlroom.domain.run import Run
 
@@ -29,20 +35,12 @@ FLUSH_INTERVAL_S = 0.5
 MAX_CHUNK_LINES = 500
 STDERR_TAIL_LINES = 20
 MAX_ERROR_CHARS = 4000
-REDACTED = "***"
 PROGRESS_LINE = re.compile(r"^::progress\s+(\d+(?:\.\d+)?)\s*(.*)$")
 LINEAGE_LINE = re.compile(r"^::lineage\s+(\S+)\s+(\S+)\s*$")
-
-
-class Scrubber:
-    """Replaces known secret values in job output."""
-
-    def __init__(self, values: Iterable[str]) -> None:
-        secrets = sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)
-        self._pattern = re.compile("|".join(map(re.escape, secrets))) if secrets else None
-
-    def __call__(self, text: str) -> str:
-        return self._pattern.sub(REDACTED, text) if self._pattern else text
+RUN_TOKEN_MARGIN_S = 300
+"""A run token outlives the run's timeout by this much (flushing, artifacts, clock skew)."""
+COLLECT_OUTPUTS_ON_FAILURE = {"exit_code", "timeout"}
+"""Failed attempts whose outputs are kept too (useful for diagnosis); not cancels or shutdowns."""
 
 
 class RunWorker:
@@ -50,13 +48,19 @@ class RunWorker:
 
     def __init__(
         self, commands: RunCommands, executor: Executor, planner: JobPlanner, *,
-        worker_id: str, base_url: str,
+        worker_id: str, base_url: str, tokens: TokenMinter | None = None,
+        artifacts: ArtifactStore | None = None,
+        leases: LeaseStore | None = None, lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S,
     ) -> None:
+        self.leases = leases
+        self.lease_timeout_s = lease_timeout_s
         self.commands = commands
         self.executor = executor
         self.planner = planner
         self.worker_id = worker_id
         self.base_url = base_url
+        self.tokens = tokens
+        self.artifacts = artifacts
         self.stopping = threading.Event()
 
     def execute(self, run_id: UUID, attempt: int) -> None:
@@ -66,6 +70,16 @@ class RunWorker:
         except (DomainError, RunNotFoundError) as e:
             log.info("skipping run %s attempt %s: %s", run_id, attempt, e)
             return
+        lease = LeaseKeeper(self.leases, run_id, attempt, self.worker_id, self.lease_timeout_s)
+        if not lease.take():  # can't happen to a start's winner; the reaper fails the attempt
+            log.error("run %s attempt %s: its lease is held elsewhere; not running it", run_id, attempt)
+            return
+        try:
+            self._execute(run_id, attempt, lease)
+        finally:
+            lease.release()
+
+    def _execute(self, run_id: UUID, attempt: int, lease: LeaseKeeper) -> None:
         run = self.commands.load(run_id)
         secrets = self.commands.unseal_secrets(run)
         files = {f["path"]: f["content"] for f in run.code.get("files", [])}
@@ -79,6 +93,10 @@ class RunWorker:
             "CONTROLROOM_RUN_ID": str(run_id),
             "CONTROLROOM_ATTEMPT": str(attempt),
         }
+        if self.tokens is not None:
+            env["CONTROLROOM_TOKEN"] = self.tokens.for_run(
+                run.tenant_id, run_id, run.timeout_s + RUN_TOKEN_MARGIN_S, attempt=attempt
+            )
         try:
             plan = self.planner.plan(ctx)
             execution = self.executor.launch(files=files, launch=plan, env=env)
@@ -90,9 +108,9 @@ class RunWorker:
             self.commands.fail(run_id, reason="launch_failed", exit_code=None, attempt=attempt,
                                message=f"could not start the job: {e}")
             return
-        scrub = Scrubber([*secrets.values(), *plan.redact])
+        scrub = Scrubber([*secrets.values(), *plan.redact, env.get("CONTROLROOM_TOKEN", "")])
         try:
-            _Supervision(self, run, execution, scrub, plan.lineage_on_success).run()
+            _Supervision(self, run, execution, scrub, plan.lineage_on_success, lease).run()
         finally:
             execution.cleanup()
 
@@ -102,10 +120,12 @@ class _Supervision:
 
     def __init__(
         self, worker: RunWorker, run: Run, execution: Execution, scrub: Scrubber,
-        lineage_on_success: list[tuple[str, str]],
+        lineage_on_success: list[tuple[str, str]], lease: LeaseKeeper | None = None,
     ) -> None:
+        self.lease = lease
         self.lineage_on_success = lineage_on_success
         self.commands = worker.commands
+        self.artifacts = worker.artifacts
         self.stopping = worker.stopping
         self.run_id: UUID = run.id
         self.attempt: int = run.attempt
@@ -118,6 +138,12 @@ class _Supervision:
     def run(self) -> None:
         try:
             while (code := self._pump()) is None:
+                if self.lease is not None and not self.lease.held():
+                    # The reaper may have handed the run on: stop the job, record nothing more.
+                    log.warning("run %s attempt %s: lease lost; stopping the job",
+                                self.run_id, self.attempt)
+                    self.execution.kill()
+                    return
                 if self._cancel_requested():
                     self.execution.kill()
                     self._pump_rest()
@@ -139,6 +165,7 @@ class _Supervision:
             self.execution.kill()
             return
         if code == 0:
+            self._collect_outputs()
             if self.lineage_on_success:
                 self.commands.lineage(self.run_id, self.lineage_on_success, self.attempt)
             self.commands.complete(
@@ -149,8 +176,14 @@ class _Supervision:
             self._fail("exit_code", tail or f"exited with code {code}", code)
 
     def _fail(self, reason: str, message: str, exit_code: int | None) -> None:
+        if reason in COLLECT_OUTPUTS_ON_FAILURE:
+            self._collect_outputs()
         self.commands.fail(self.run_id, reason=reason, message=message, exit_code=exit_code,
                            attempt=self.attempt)
+
+    def _collect_outputs(self) -> None:
+        if self.artifacts is not None:
+            collect_outputs(self.commands, self.artifacts, self.execution, self.run_id, self.attempt)
 
     def _pump(self) -> int | None:
         """Record one interval's output; the exit code once the job is done."""

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from controlroom.commands.ports import JobContext, Launch, PlanError
+from controlroom.commands.errors import ConnectionNotFoundError
+from controlroom.commands.ports import Connections, JobContext, Launch, PlanError
 from controlroom.jobtypes.base import JobType
-from controlroom.jobtypes.python_entrypoint import PythonEntrypoint
+from controlroom.jobtypes.diagram_export import DiagramExport
+from controlroom.jobtypes.kb_catalog import KbCatalog
+from controlroom.jobtypes.schema_migration import SchemaMigration
+from controlroom.jobtypes.spark_etl import SparkEtl
 
 
 class JobTypes:
@@ -23,9 +27,22 @@ class JobTypes:
         return job_type.plan(ctx)
 
 
-def default_job_types() -> JobTypes:
-    """Every job type this release ships."""
-    return JobTypes({
-        name: PythonEntrypoint(name)
-        for name in ("spark_etl", "schema_migration", "diagram_export", "kb_catalog")
-    })
+class NoConnections:
+    """Stands in where no connection store is wired: every lookup misses."""
+
+    def dsn(self, tenant_id: str, name: str) -> str:
+        """Always ConnectionNotFoundError."""
+        raise ConnectionNotFoundError(name)
+
+    def names(self, tenant_id: str) -> list[str]:
+        """None."""
+        return []
+
+
+def default_job_types(connections: Connections | None = None) -> JobTypes:
+    """Every job type this release ships; `connections` resolves table URIs to DSNs."""
+    conns = connections or NoConnections()
+    types: list[JobType] = [
+        SparkEtl(conns), SchemaMigration(conns), DiagramExport(), KbCatalog(conns),
+    ]
+    return JobTypes({t.name: t for t in types})

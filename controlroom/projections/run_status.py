@@ -1,4 +1,4 @@
-"""`run_status` read model: one row per run, plus its log chunks, from the Run stream."""
+"""`run_status` read model: one row per run, plus its log chunks and artifacts, from the Run stream."""
 
 from __future__ import annotations
 
@@ -59,6 +59,15 @@ RETRY_SCHEDULED = _update(
     "cancel_requested = false, started_at = NULL, completed_at = NULL"
 )
 TOUCHED = _update("")
+ARTIFACT_ADDED = _update("artifacts = artifacts || %(shown)s")
+INSERT_ARTIFACT = """
+INSERT INTO artifacts (artifact_id, tenant_id, run_id, attempt, path, size, sha256, content_type,
+    created_at, position)
+SELECT %(artifact_id)s, tenant_id, %(run_id)s, %(attempt)s, %(path)s, %(size)s, %(sha256)s,
+    %(content_type)s, %(at)s, %(position)s
+FROM run_status WHERE run_id = %(run_id)s
+ON CONFLICT DO NOTHING
+"""
 
 
 class RunStatusView(ReadModelView):
@@ -146,7 +155,21 @@ class RunStatusProjection(Projection[RunStatusView]):
 
     @process_event.register
     def _(self, e: Run.ArtifactAdded, tracking: Tracking) -> None:
-        self.view.change(TOUCHED, tracking, run_id=e.originator_id, at=e.at)
+        a = e.artifact
+        params = {
+            "run_id": e.originator_id, "at": e.at, "position": tracking.notification_id,
+            "artifact_id": a.get("artifact_id"), "attempt": a.get("attempt", 1),
+            "path": a.get("path"), "size": a.get("size", 0), "sha256": a.get("sha256"),
+            "content_type": a.get("content_type") or "application/octet-stream",
+        }
+        # An event missing what the table requires is shown as a touch, never a stuck projection.
+        if not all(params[k] is not None for k in ("artifact_id", "path", "sha256")):
+            self.view.change(TOUCHED, tracking, **params)
+            return
+        shown = {k: params[k] for k in ("artifact_id", "path", "size", "sha256", "content_type",
+                                        "attempt")}
+        self.view.apply(tracking, [(INSERT_ARTIFACT, params),
+                                   (ARTIFACT_ADDED, {**params, "shown": Jsonb([shown])})])
 
     @process_event.register
     def _(self, e: Run.LineageEdgeRecorded, tracking: Tracking) -> None:

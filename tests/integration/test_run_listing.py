@@ -45,7 +45,8 @@ def test_runs_can_be_filtered_by_status_job_type_and_creator(
     bob = {"Authorization": f"Bearer {token(tenant, sub='bob')}"}
     a_done = submit(client, alice, job("print('ok')"))
     a_failed = submit(client, alice, job("raise SystemExit(1)", job_type="kb_catalog"))
-    b_done = submit(client, bob, job("print('ok')", job_type="schema_migration"))
+    b_done = submit(client, bob, {"job_type": "diagram_export",
+                                  "code": {"files": [{"path": "g.dot", "content": "digraph { a -> b }"}]}})
     for run_id in (a_done, a_failed, b_done):
         wait_for_status(client, run_id, alice)
 
@@ -54,7 +55,7 @@ def test_runs_can_be_filtered_by_status_job_type_and_creator(
     assert listed(client, alice, status="failed") == [a_failed]
     assert listed(client, alice, status="running") == []
     assert listed(client, alice, job_type="kb_catalog") == [a_failed]
-    assert listed(client, alice, job_type="schema_migration") == [b_done]
+    assert listed(client, alice, job_type="diagram_export") == [b_done]
     assert listed(client, bob, created_by="bob") == [b_done]
     assert set(listed(client, bob, created_by="alice")) == {a_done, a_failed}
     assert listed(client, alice, created_by="alice", status="completed", job_type="spark_etl") == [a_done]

@@ -1,0 +1,101 @@
+"""Run leases in Postgres (`run_leases`, see schema.sql) and the reaper's sweep queries.
+
+Every expiry is computed and compared with the database's clock, never a worker's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from psycopg_pool import ConnectionPool
+
+from controlroom.adapters.database import CONNECT_TIMEOUT_S, behind_transaction_pooler
+
+POOL_MAX = 4
+"""Renewals are one short UPDATE every timeout/3 per running job: a few connections suffice."""
+
+TAKE = """
+INSERT INTO run_leases (run_id, attempt, worker_id, expires_at)
+VALUES (%(run_id)s, %(attempt)s, %(worker_id)s, now() + make_interval(secs => %(ttl)s))
+ON CONFLICT (run_id) DO UPDATE
+    SET attempt = EXCLUDED.attempt, worker_id = EXCLUDED.worker_id, expires_at = EXCLUDED.expires_at
+    WHERE run_leases.attempt < EXCLUDED.attempt
+"""
+RENEW = """
+UPDATE run_leases SET expires_at = now() + make_interval(secs => %(ttl)s)
+WHERE run_id = %(run_id)s AND attempt = %(attempt)s AND worker_id = %(worker_id)s
+"""
+RELEASE = """
+DELETE FROM run_leases
+WHERE run_id = %(run_id)s AND attempt = %(attempt)s AND worker_id = %(worker_id)s
+"""
+CLAIM_EXPIRED = """
+DELETE FROM run_leases WHERE run_id IN (
+    SELECT run_id FROM run_leases WHERE expires_at < now()
+    ORDER BY expires_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+) AND expires_at < now()
+RETURNING run_id, attempt
+"""
+RUNNING_WITHOUT_LEASE = """
+SELECT s.run_id FROM run_status s
+WHERE s.status = 'running' AND s.updated_at < now() - make_interval(secs => %(age)s)
+  AND s.started_at < now() - make_interval(secs => %(age)s)
+  AND NOT EXISTS (SELECT 1 FROM run_leases l WHERE l.run_id = s.run_id AND l.attempt = s.attempt)
+ORDER BY s.updated_at LIMIT %(limit)s
+"""
+QUEUED_AND_DUE = """
+SELECT run_id, attempt FROM run_status
+WHERE status = 'queued' AND updated_at < now() - make_interval(secs => %(age)s)
+  AND coalesce(next_attempt_at, updated_at) < now() - make_interval(secs => %(age)s)
+ORDER BY updated_at LIMIT %(limit)s
+"""
+
+
+class PostgresLeases:
+    """LeaseStore and RunSweep on one small connection pool."""
+
+    def __init__(self, dsn: str, *, pooler: bool = False) -> None:
+        kwargs: dict[str, Any] = {"autocommit": True}
+        if behind_transaction_pooler(dsn, pooler):
+            kwargs["prepare_threshold"] = None
+        self._pool = ConnectionPool(
+            dsn, min_size=0, max_size=POOL_MAX, kwargs=kwargs, timeout=CONNECT_TIMEOUT_S,
+            open=True, name="leases",
+        )
+
+    def take(self, run_id: UUID, attempt: int, worker_id: str, ttl_s: float) -> bool:
+        """Take the lease for `attempt` (over any older attempt's); False if another holds it."""
+        return self._count(TAKE, run_id=run_id, attempt=attempt, worker_id=worker_id, ttl=ttl_s) == 1
+
+    def renew(self, run_id: UUID, attempt: int, worker_id: str, ttl_s: float) -> bool:
+        """Extend our lease; False once it is gone or someone else's."""
+        return self._count(RENEW, run_id=run_id, attempt=attempt, worker_id=worker_id, ttl=ttl_s) == 1
+
+    def release(self, run_id: UUID, attempt: int, worker_id: str) -> None:
+        """Drop our lease."""
+        self._count(RELEASE, run_id=run_id, attempt=attempt, worker_id=worker_id)
+
+    def claim_expired(self, limit: int) -> list[tuple[UUID, int]]:
+        """Delete expired leases, returning what they covered."""
+        return [(r[0], r[1]) for r in self._rows(CLAIM_EXPIRED, limit=limit)]
+
+    def running_without_lease(self, started_before_s: float, limit: int) -> list[UUID]:
+        """Running runs, untouched and started over `started_before_s` ago, without a lease."""
+        return [r[0] for r in self._rows(RUNNING_WITHOUT_LEASE, age=started_before_s, limit=limit)]
+
+    def queued_and_due(self, due_for_s: float, limit: int) -> list[tuple[UUID, int]]:
+        """Queued runs due (and untouched) for over `due_for_s`, oldest first."""
+        return [(r[0], r[1]) for r in self._rows(QUEUED_AND_DUE, age=due_for_s, limit=limit)]
+
+    def close(self) -> None:
+        """Close the pool."""
+        self._pool.close()
+
+    def _count(self, sql: str, **params: Any) -> int:
+        with self._pool.connection() as conn:
+            return conn.execute(sql, params).rowcount  # type: ignore[arg-type]
+
+    def _rows(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+        with self._pool.connection() as conn:
+            return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]

@@ -1,0 +1,41 @@
+"""diagram_export: Graphviz `.dot`/`.gv` sources rendered to SVG and PNG under `output/`.
+
+Mermaid sources (`.mmd`, `.mermaid`) need a headless browser to render, which a worker
+can't be assumed to have offline: they are listed as skipped in the log, never rendered.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from controlroom.commands.ports import PYTHON, JobContext, Launch, PlanError
+
+RUNNER = "controlroom.jobs.diagram_export"
+SOURCES_ENV = "CONTROLROOM_DIAGRAMS"
+SKIPPED_ENV = "CONTROLROOM_DIAGRAMS_SKIPPED"
+GRAPHVIZ_SUFFIXES = (".dot", ".gv")
+MERMAID_SUFFIXES = (".mmd", ".mermaid")
+DOT = "dot"
+
+
+@dataclass(frozen=True)
+class DiagramExport:
+    """Plans a diagram_export attempt."""
+
+    which: Callable[[str], str | None] = field(default=shutil.which)
+    name: str = "diagram_export"
+
+    def plan(self, ctx: JobContext) -> Launch:
+        """Render every Graphviz source, in path order."""
+        sources = sorted(p for p in ctx.files if p.lower().endswith(GRAPHVIZ_SUFFIXES))
+        skipped = sorted(p for p in ctx.files if p.lower().endswith(MERMAID_SUFFIXES))
+        if not sources:
+            hint = " (Mermaid can't be rendered offline here)" if skipped else ""
+            raise PlanError("no_diagrams", f"no Graphviz .dot or .gv files among the code files{hint}")
+        if self.which(DOT) is None:
+            raise PlanError("missing_tool", "Graphviz is not installed on this worker (`dot` not found)")
+        env = {SOURCES_ENV: json.dumps(sources), SKIPPED_ENV: json.dumps(skipped)}
+        return Launch(argv=[PYTHON, "-I", "-u", "-m", RUNNER], env=env)

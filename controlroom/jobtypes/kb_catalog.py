@@ -1,0 +1,48 @@
+"""kb_catalog: catalogs schemas or tables into `output/catalog.json` and `output/catalog.md`.
+
+`spec.inputs` are `<connection>://<schema>` (every table of the schema) or
+`<connection>://<schema>.<table>`. Lineage: an edge from each catalogued table
+(`schema.table`) to the catalog entity `catalog://<job_name>` (percent-encoded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controlroom.commands.ports import PYTHON, Connections, JobContext, Launch, PlanError
+from controlroom.jobtypes.tables import INPUTS_ENV, describe, entity_uri, parse_spec_uris, resolve
+
+RUNNER = "controlroom.jobs.kb_catalog"
+CATALOG_ENTITY_ENV = "CONTROLROOM_CATALOG_ENTITY"
+CATALOG_SCHEME = "catalog"
+
+
+def catalog_entity(job_name: str) -> str:
+    """The lineage entity a kb_catalog job with this name writes."""
+    return entity_uri(CATALOG_SCHEME, job_name)
+
+
+@dataclass(frozen=True)
+class KbCatalog:
+    """Plans a kb_catalog attempt."""
+
+    connections: Connections
+    name: str = "kb_catalog"
+
+    def plan(self, ctx: JobContext) -> Launch:
+        """Run the catalog runner over the resolved inputs."""
+        inputs = parse_spec_uris(ctx.spec, "inputs", table_required=False)
+        if not inputs:
+            raise PlanError("no_inputs", "spec.inputs must name what to catalog: "
+                                         "<connection>://<schema> or <connection>://<schema>.<table>")
+        for i, uri in enumerate(inputs):
+            if uri.connection is None:
+                raise PlanError("invalid_uri", f"spec.inputs[{i}]: name the connection to read, "
+                                               "as in <connection>://<schema>")
+        resolved = resolve(self.connections, ctx.tenant_id, [u.connection for u in inputs])
+        env = {
+            **resolved.env,
+            INPUTS_ENV: describe(inputs, ctx.spec["inputs"]),
+            CATALOG_ENTITY_ENV: catalog_entity(ctx.job_name),
+        }
+        return Launch(argv=[PYTHON, "-I", "-u", "-m", RUNNER], env=env, redact=resolved.redact)

@@ -1,0 +1,33 @@
+"""What validation needs from the outside world: tools on the worker and the tenant's databases.
+
+The adapters live in `controlroom.adapters.preflight`; connections come through
+`controlroom.commands.ports.Connections`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+
+class Tools(Protocol):
+    """Programs of the worker environment."""
+
+    def which(self, tool: str) -> str | None:
+        """Where `tool` is, or None if the worker doesn't have it."""
+        ...
+
+    def parse_dot(self, source: str) -> tuple[int, str] | None:
+        """Exit code and stderr of Graphviz's own parser on `source`; None if Graphviz is absent.
+
+        TimeoutError when it takes too long.
+        """
+        ...
+
+
+class Tables(Protocol):
+    """Looks tables up in a database (blocking; called off the event loop)."""
+
+    def exist(self, dsn: str, names: Sequence[tuple[str, str | None]]) -> list[bool]:
+        """Whether each (schema, table) exists (table None: the schema); raises if unreachable."""
+        ...

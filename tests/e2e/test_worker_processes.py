@@ -1,0 +1,206 @@
+"""Worker processes that die or are stopped: leases, the reaper, retries, graceful shutdown.
+
+Real `controlroom worker` processes on a real Redis; the API, the projections and the reaper
+run in this process with a 3 s lease timeout. Jobs record their pid so that a job orphaned
+by a SIGKILLed worker (jobs run in sessions of their own) is killed too, as a machine that
+died would take it along.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from controlroom.api.auth import ALL_SCOPES, issue_token
+from controlroom.cli import Services, bootstrap, build_app
+from controlroom.commands.reaper import MAX_REAP_INTERVAL_S
+from controlroom.settings import Settings
+from tests.conftest import job, wait_for_status
+from tests.worker_processes import (
+    LEASE_TIMEOUT_S,
+    Worker,
+    forget_namespace,
+    kill_group,
+    needs_redis,
+    redis_settings,
+    run_events,
+    wait_until,
+    worker_pool,
+)
+
+pytestmark = [needs_redis, pytest.mark.slow]
+RUN_TIMEOUT_S = 30.0
+REAP_WITHIN_S = LEASE_TIMEOUT_S + min(MAX_REAP_INTERVAL_S, LEASE_TIMEOUT_S / 3) + 1.0
+"""Lease expiry, the next sweep, and a second of slack for a loaded machine."""
+SHUTDOWN_WITHIN_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def settings(make_database: Callable[[], str]) -> Iterator[Settings]:
+    data_dir = Path(tempfile.mkdtemp(prefix="controlroom-workers-"))
+    s = redis_settings(make_database(), data_dir)
+    try:
+        yield s
+    finally:
+        forget_namespace(s)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def services(settings: Settings) -> Iterator[Services]:
+    with bootstrap(settings, run_worker=False) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def client(services: Services) -> Iterator[TestClient[Any]]:
+    with TestClient(build_app(services)) as c:
+        yield c
+
+
+@pytest.fixture
+def auth(services: Services, tenant: str) -> dict[str, str]:
+    token = issue_token(services.jwt_secret, tenant=tenant, sub="alice", scopes=ALL_SCOPES, ttl_s=600)
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def pids(tmp_path: Path) -> Iterator[Path]:
+    """Where jobs write their pid; whatever is listed there is killed after the test."""
+    path = tmp_path / "pids"
+    path.mkdir()
+    path.chmod(0o777)
+    yield path
+    for pidfile in path.iterdir():
+        if pidfile.read_text().strip().isdigit():
+            kill_group(int(pidfile.read_text()))
+
+
+@pytest.fixture
+def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    with worker_pool(settings, tmp_path) as start:
+        yield start
+
+
+def _long_on_first_attempt(pids: Path) -> str:
+    """Attempt 1 records its pid and sleeps; any later attempt finishes at once."""
+    return (
+        "import os, time\n"
+        "attempt = os.environ['CONTROLROOM_ATTEMPT']\n"
+        f"open(os.path.join({str(pids)!r}, 'job-' + attempt), 'w').write(str(os.getpid()))\n"
+        "print('attempt', attempt, flush=True)\n"
+        "if attempt == '1':\n"
+        "    time.sleep(120)\n"
+    )
+
+
+def _started(services: Services, run_id: str) -> list[Any]:
+    return [e for e in run_events(services, run_id) if type(e).__name__ == "RunStarted"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _pid_of(worker_id: str) -> int:
+    match = re.fullmatch(r".+:(\d+)", worker_id)
+    assert match, worker_id
+    return int(match[1])
+
+
+def test_a_killed_worker_is_reaped_and_its_retry_completes_on_another_process(
+    client: TestClient[Any], auth: dict[str, str], services: Services, pids: Path,
+    start_worker: Callable[..., Worker],
+) -> None:
+    body = job(_long_on_first_attempt(pids), max_retries=1)
+    resp = client.post("/api/v1/jobs/run", json=body, headers=auth)
+    assert resp.status_code == 202, resp.text
+    run_id = resp.json()["run_id"]
+    workers = start_worker(processes=2, threads=1)
+
+    job_pid = int(wait_until(lambda: (pids / "job-1").exists() and (pids / "job-1").read_text(),
+                             RUN_TIMEOUT_S, f"attempt 1 to start{workers.output()}"))
+    first = _started(services, run_id)
+    assert len(first) == 1 and first[0].attempt == 1
+    doomed = _pid_of(first[0].worker_id)
+    assert doomed != workers.proc.pid, "the job should run in a child of the supervisor"
+
+    kill_group(job_pid)  # as if the machine died: the worker process and its job with it
+    os.kill(doomed, signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    lost = wait_for_status(client, run_id, auth, statuses={"queued"}, timeout=REAP_WITHIN_S + 1)
+    reaped_after = time.monotonic() - killed_at
+    assert lost["error"]["reason"] == "worker_lost", lost
+    assert lost["attempt"] == 2, lost
+    assert reaped_after <= REAP_WITHIN_S, f"reaped after {reaped_after:.1f}s{workers.output()}"
+
+    run = wait_for_status(client, run_id, auth, timeout=RUN_TIMEOUT_S)
+    assert run["status"] == "completed", f"{run}{workers.output()}"
+    started = _started(services, run_id)
+    assert [e.attempt for e in started] == [1, 2]
+    assert _pid_of(started[1].worker_id) != doomed  # another worker process ran the retry
+    names = [type(e).__name__ for e in run_events(services, run_id)]
+    assert names.count("RunFailed") == 1 and names.count("RunCompleted") == 1, names
+    assert workers.terminate() == 0, workers.output()
+
+
+def test_sigterm_stops_taking_work_and_fails_the_running_attempt_as_a_shutdown(
+    client: TestClient[Any], auth: dict[str, str], services: Services, pids: Path,
+    start_worker: Callable[..., Worker],
+) -> None:
+    resp = client.post("/api/v1/jobs/run", json=job(_long_on_first_attempt(pids)), headers=auth)
+    run_id = resp.json()["run_id"]
+    worker = start_worker()
+    wait_until(lambda: (pids / "job-1").exists(), RUN_TIMEOUT_S, f"the job to start{worker.output()}")
+
+    t0 = time.monotonic()
+    code = worker.terminate(SHUTDOWN_WITHIN_S)
+    assert code == 0, f"exit {code} after {time.monotonic() - t0:.1f}s{worker.output()}"
+    run = wait_for_status(client, run_id, auth, timeout=5)
+    assert run["status"] == "failed", run
+    assert run["error"]["reason"] == "worker_shutdown", run
+
+
+def test_a_worker_that_lost_its_lease_kills_its_job_and_records_nothing_more(
+    client: TestClient[Any], auth: dict[str, str], services: Services, pids: Path,
+    start_worker: Callable[..., Worker],
+) -> None:
+    body = job(_long_on_first_attempt(pids), max_retries=1)
+    run_id = client.post("/api/v1/jobs/run", json=body, headers=auth).json()["run_id"]
+    frozen = start_worker(threads=1)
+    job_pid = int(wait_until(lambda: (pids / "job-1").exists() and (pids / "job-1").read_text(),
+                             RUN_TIMEOUT_S, f"attempt 1 to start{frozen.output()}"))
+    wait_until(lambda: "attempt 1" in client.get(f"/api/v1/runs/{run_id}/logs", headers=auth).text,
+               RUN_TIMEOUT_S, "the job's output to be recorded")  # nothing left to flush
+
+    os.kill(frozen.proc.pid, signal.SIGSTOP)  # a long pause or a partition: no renewals
+    try:
+        start_worker(threads=1)  # takes the retry the reaper schedules
+        # (not any terminal status: between RunFailed and RunRetryScheduled it reads `failed`)
+        run = wait_for_status(client, run_id, auth, statuses={"completed"},
+                              timeout=REAP_WITHIN_S + RUN_TIMEOUT_S)
+        assert run["attempt"] == 2
+    finally:
+        os.kill(frozen.proc.pid, signal.SIGCONT)
+
+    # Back, the worker's next renewal finds its lease gone: it kills the job, records nothing.
+    wait_until(lambda: not _alive(job_pid), LEASE_TIMEOUT_S + 5, f"the job to die{frozen.output()}")
+    wait_until(lambda: "lease lost" in frozen.output(), 5, f"the worker to notice{frozen.output()}")
+    names = [type(e).__name__ for e in run_events(services, run_id)]
+    assert names[-1] == "RunCompleted", names
+    assert frozen.terminate() == 0, frozen.output()

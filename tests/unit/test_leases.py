@@ -1,0 +1,116 @@
+"""LeaseKeeper and the reaper's re-sending, on a fixed clock.
+
+The store and queue here are small in-memory stand-ins: what these tests pin down is timing
+(when to renew, when an unreachable store means the lease is lost, how re-sends back off),
+which the real-process tests in tests/e2e/test_worker_processes.py can't make deterministic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
+from uuid import UUID, uuid4
+
+from controlroom.commands.reaper import LeaseKeeper, Reaper
+
+TIMEOUT_S = 30.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Store:
+    held: bool = True
+    down: bool = False
+    renewals: int = 0
+
+    def take(self, run_id: UUID, attempt: int, worker_id: str, ttl_s: float) -> bool:
+        return self.held
+
+    def renew(self, run_id: UUID, attempt: int, worker_id: str, ttl_s: float) -> bool:
+        if self.down:
+            raise OSError("database unreachable")
+        self.renewals += 1
+        return self.held
+
+
+def keeper(store: Store, clock: Clock) -> LeaseKeeper:
+    k = LeaseKeeper(store, uuid4(), 1, "host:1", TIMEOUT_S, clock=clock)  # type: ignore[arg-type]
+    assert k.take()
+    return k
+
+
+def test_a_lease_is_renewed_every_third_of_the_timeout() -> None:
+    store, clock = Store(), Clock()
+    k = keeper(store, clock)
+    clock.now += TIMEOUT_S / 3 - 1
+    assert k.held() and store.renewals == 0
+    clock.now += 1
+    assert k.held() and store.renewals == 1
+    clock.now += 1
+    assert k.held() and store.renewals == 1
+
+
+def test_a_lease_found_gone_is_lost_for_good() -> None:
+    store, clock = Store(), Clock()
+    k = keeper(store, clock)
+    store.held = False
+    clock.now += TIMEOUT_S / 3
+    assert not k.held()
+    store.held = True
+    clock.now += TIMEOUT_S / 3
+    assert not k.held()
+
+
+def test_an_unreachable_store_costs_the_lease_only_after_a_whole_timeout() -> None:
+    store, clock = Store(down=True), Clock()
+    k = keeper(store, clock)
+    clock.now += TIMEOUT_S / 3
+    assert k.held()  # a blip: the lease is still ours until it could have expired
+    clock.now += TIMEOUT_S * 2 / 3 - 0.1
+    assert k.held()
+    clock.now += 0.1
+    assert not k.held()
+
+
+def test_without_a_store_there_is_nothing_to_lose() -> None:
+    k = LeaseKeeper(None, uuid4(), 1, "host:1", TIMEOUT_S)
+    assert k.take() and k.held()
+
+
+@dataclass
+class Queue:
+    sent: list[tuple[UUID, int, datetime | None]] = field(default_factory=list)
+
+    def enqueue(self, run_id: UUID, attempt: int, not_before: datetime | None = None) -> None:
+        self.sent.append((run_id, attempt, not_before))
+
+
+def test_queued_runs_left_waiting_are_re_sent_with_a_growing_backoff() -> None:
+    run_id, clock, queue = uuid4(), Clock(), Queue()
+    run = SimpleNamespace(status="queued", attempt=1, not_before=None)
+    commands: Any = SimpleNamespace(load=lambda _: run)
+    sweep: Any = SimpleNamespace(queued_and_due=lambda *_: [(run_id, 1)])
+    reaper = Reaper(commands, None, sweep, queue, lease_timeout_s=TIMEOUT_S,  # type: ignore[arg-type]
+                    clock=clock)
+
+    def resends_at(seconds: list[float]) -> list[int]:
+        counts = []
+        for s in seconds:
+            clock.now = 1000.0 + s
+            reaper._resend(sweep.queued_and_due())
+            counts.append(len(queue.sent))
+        return counts
+
+    # at once, then after one timeout, then two more, then four more
+    assert resends_at([0, 29, 30, 89, 90, 209, 210]) == [1, 1, 2, 2, 3, 3, 4]
+    run.status = "running"
+    assert resends_at([1000]) == [4]
