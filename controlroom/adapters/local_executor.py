@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import queue
 import shutil
@@ -18,6 +19,16 @@ from pathlib import Path
 from typing import IO
 
 from controlroom.commands.ports import PYTHON, Launch, OutputFile
+
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+def _die_with_worker() -> None:
+    """In the child: SIGKILL us if the worker dies, so a crashed worker leaves no orphan job
+    running beside the retry the reaper schedules (Linux; elsewhere the lease fencing remains)."""
+    if _libc is not None:
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 MAX_LINE_CHARS = 64 * 1024
 KILL_GRACE_S = 2.0
@@ -137,6 +148,7 @@ class LocalExecutor:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
+                preexec_fn=_die_with_worker,
             )
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)

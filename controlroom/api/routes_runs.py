@@ -18,6 +18,7 @@ from controlroom.api.schemas import Accepted, EventBatch, RunPage, RunView
 from controlroom.api.submission import check_storable, command, too_deep
 from controlroom.api.views import API, accepted_view, decode_cursor, encode_cursor, run_view
 from controlroom.commands.errors import RunNotFoundError
+from controlroom.commands.handlers import idempotent_run_id
 
 StatusFilter = Literal["queued", "running", "completed", "failed", "cancelled"]
 _decode_events = msgspec.json.Decoder(EventBatch)
@@ -36,7 +37,11 @@ async def submit_job(request: Request[Principal, str, Any]) -> Response[RunView]
     """Submit a job; it is queued and a worker picks it up. Safe to retry with Idempotency-Key."""
     deps: Deps = request.app.state.deps
     cmd = command(await request.body(), request.user, request.headers.get("idempotency-key"))
-    await ensure_valid(deps, cmd)
+    replay = cmd.idempotency_key is not None and await deps.reads.get(
+        cmd.tenant_id, idempotent_run_id(cmd.tenant_id, cmd.idempotency_key)
+    ) is not None
+    if not replay:  # a retry of an accepted submission is answered even if the world changed
+        await ensure_valid(deps, cmd)
     result = await deps.write(deps.commands.submit, cmd)
     await deps.settle(result.position)
     if result.created:

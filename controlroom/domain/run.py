@@ -150,8 +150,11 @@ class Run(Aggregate):
     ) -> None:
         """The current attempt failed; schedule another while retries remain (and nobody cancelled)."""
         self._require_active("fail", attempt)
-        self._failed(reason=reason, message=message, exit_code=exit_code, at=now)
-        if retry is not None and not self.cancel_requested and self.attempt <= self.max_retries:
+        retrying = retry is not None and not self.cancel_requested and self.attempt <= self.max_retries
+        self._failed(
+            reason=reason, message=message, exit_code=exit_code, at=now, retrying=retrying
+        )
+        if retry is not None and retrying:
             delay = retry.delay(self.attempt)
             self._retry_scheduled(
                 attempt=self.attempt + 1, not_before=now + timedelta(seconds=delay), at=now
@@ -214,7 +217,10 @@ class Run(Aggregate):
         self.finished_at = at
 
     @event("RunFailed")
-    def _failed(self, reason: str, message: str, exit_code: int | None, at: datetime) -> None:
+    def _failed(
+        self, reason: str, message: str, exit_code: int | None, at: datetime,
+        retrying: bool = False,
+    ) -> None:
         self.status = FAILED
         self.finished_at = at
 

@@ -52,6 +52,10 @@ FAILED = _update(
     "status = 'failed', completed_at = %(at)s, error_reason = %(reason)s, "
     "error_message = %(message)s, exit_code = %(exit_code)s"
 )
+ATTEMPT_FAILED = _update(
+    "error_reason = %(reason)s, error_message = %(message)s, exit_code = %(exit_code)s"
+)
+"""A failure with a retry to follow: never show a transient terminal `failed`."""
 CANCEL_REQUESTED = _update("cancel_requested = true")
 CANCELLED = _update("status = 'cancelled', completed_at = %(at)s, summary = %(reason)s")
 RETRY_SCHEDULED = _update(
@@ -134,8 +138,9 @@ class RunStatusProjection(Projection[RunStatusView]):
     @process_event.register
     def _(self, e: Run.RunFailed, tracking: Tracking) -> None:
         self.view.change(
-            FAILED, tracking, run_id=e.originator_id, at=e.at, reason=e.reason,
-            message=e.message, exit_code=e.exit_code,
+            ATTEMPT_FAILED if getattr(e, "retrying", False) else FAILED, tracking,
+            run_id=e.originator_id, at=e.at, reason=e.reason, message=e.message,
+            exit_code=e.exit_code,
         )
 
     @process_event.register

@@ -448,3 +448,20 @@ def test_a_nul_byte_in_job_output_is_replaced_and_the_service_carries_on(
     assert "before\ufffdafter" in client.get(f"/api/v1/runs/{run_id}/logs", headers=auth).text
     follow_up = client.post("/api/v1/jobs/run", json=job("print('next')"), headers=auth)
     assert client.get(f"/api/v1/runs/{follow_up.json()['run_id']}", headers=auth).status_code == 200
+
+
+def test_a_retried_submission_is_replayed_even_if_it_would_no_longer_validate(
+    client: TestClient[Any], auth: dict[str, str], services: Any
+) -> None:
+    put = client.put("/api/v1/connections/warehouse", json={"dsn": services.dsn}, headers=auth)
+    assert put.status_code in (200, 201), put.text
+    body = job("print('ok')", spec={"inputs": ["warehouse://public.run_status"]})
+    headers = {**auth, "Idempotency-Key": "replay-after-change"}
+    first = client.post("/api/v1/jobs/run", json=body, headers=headers)
+    assert first.status_code == 202, first.text
+    assert client.delete("/api/v1/connections/warehouse", headers=auth).status_code in (200, 204)
+    assert client.post("/api/v1/jobs/run", json=body, headers=auth).status_code == 422
+    again = client.post("/api/v1/jobs/run", json=body, headers=headers)
+    assert again.status_code == 202, again.text
+    assert again.json()["run_id"] == first.json()["run_id"]
+    assert again.headers["Idempotent-Replayed"] == "true"

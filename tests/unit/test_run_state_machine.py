@@ -236,6 +236,7 @@ class RunMachine(RuleBasedStateMachine):
             self.refused(InvalidTransitionError, command)
         elif policy is not None and not self.cancel_requested and self.attempt <= self.max_retries:
             self.records(["RunFailed", "RunRetryScheduled"], command)
+            assert self.run.pending_events[-2].retrying  # read models never show it as final
             scheduled = self.run.pending_events[-1]
             assert scheduled.not_before == now + timedelta(seconds=policy.delay(self.attempt))
             self.attempt += 1
@@ -245,6 +246,7 @@ class RunMachine(RuleBasedStateMachine):
             assert self.run.finished_at is None
         else:
             self.records(["RunFailed"], command)
+            assert not self.run.pending_events[-1].retrying
             self.finish(FAILED)
             assert self.run.finished_at == now
 
