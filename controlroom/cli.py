@@ -36,6 +36,8 @@ class Services:
     closers: list[Any] = field(default_factory=list)
     connections: Any = None
     connection_store: Any = None
+    webhooks: Any = None
+    lineage_commands: Any = None
 
 
 def _keys(settings: Settings) -> tuple[str, str]:
@@ -55,6 +57,7 @@ def bootstrap(
     from controlroom.adapters.secretbox import AesGcmSecretBox
     from controlroom.commands.application import ControlRoom
     from controlroom.commands.handlers import RunCommands
+    from controlroom.commands.lineage import LineageCommands
 
     with contextlib.ExitStack() as stack:
         if settings.embedded:
@@ -72,6 +75,9 @@ def bootstrap(
         commands = RunCommands(app, AesGcmSecretBox(secret_key))
         services = Services(settings, dsn, jwt_secret, env, commands)
         _wire_connections(services, app, AesGcmSecretBox(secret_key))
+        _wire_webhooks(services, app, AesGcmSecretBox(secret_key))
+        stack.callback(lambda: [close() for close in reversed(services.closers)])
+        services.lineage_commands = LineageCommands(app)
         stack.enter_context(
             _projections(services, run_worker=run_worker, run_projections=run_projections)
         )
@@ -94,6 +100,7 @@ def _projections(services: Services, *, run_worker: bool, run_projections: bool)
     from controlroom.jobtypes import default_job_types
     from controlroom.projections.dispatch import DispatchProjection
     from controlroom.projections.host import ProjectionHost
+    from controlroom.projections.run_events import RunEventsProjection, RunEventsView
     from controlroom.projections.run_status import RunStatusProjection, RunStatusView
 
     env = {
@@ -117,6 +124,10 @@ def _projections(services: Services, *, run_worker: bool, run_projections: bool)
             ProjectionHost("run_status", services.dsn, runner(RunStatusProjection, RunStatusView))
         )
         hosts.append(_connections_host(services))
+        hosts.extend(_webhook_hosts(services))
+        hosts.append(ProjectionHost("run_events", services.dsn,
+                                    runner(RunEventsProjection, RunEventsView)))
+        hosts.append(_lineage_host(services))
     worker = None
     if run_worker:
         worker = RunWorker(
@@ -174,8 +185,14 @@ def _run_queue(settings: Settings, worker: Any, *, run_projections: bool) -> tup
 
 
 def _artifact_store(settings: Settings) -> Any:
+    """Files under the data dir, or an S3-compatible bucket when CONTROLROOM_ARTIFACT_STORE says so."""
     from controlroom.adapters.artifact_store import LocalArtifactStore
 
+    if settings.artifact_store:
+        from controlroom.adapters.s3_artifact_store import S3ArtifactStore
+
+        return S3ArtifactStore(settings.artifact_store, endpoint=settings.s3_endpoint,
+                               spool_dir=settings.data_dir / "artifact-spool")
     return LocalArtifactStore(settings.data_dir / "artifacts")
 
 
@@ -213,6 +230,79 @@ def _connections_host(services: Services) -> Any:
     ))
 
 
+def _lineage_host(services: Services) -> Any:
+    """The host of the `lineage` projection."""
+    from eventsourcing.projection import ProjectionRunner
+
+    from controlroom.adapters.database import eventsourcing_env
+    from controlroom.commands.application import ControlRoom
+    from controlroom.projections.host import ProjectionHost
+    from controlroom.projections.lineage import LineageProjection, LineageView
+
+    env = {**eventsourcing_env(services.dsn, for_projection=True,
+                               pooler=services.settings.transaction_pooler),
+           "CONTROLROOM_CREATE_TABLE": "n"}
+    return ProjectionHost("lineage", services.dsn, lambda: ProjectionRunner(
+        application_class=ControlRoom, projection_class=LineageProjection,
+        view_class=LineageView, env=env,
+    ))
+
+
+def _wire_webhooks(services: Services, app: Any, box: Any) -> None:
+    """Webhook secrets and subscriptions, inbound outcomes, and the SSRF guard."""
+    from types import SimpleNamespace
+
+    from controlroom.adapters.ssrf import CallbackGuard
+    from controlroom.commands.inbound import InboundOutcomes
+    from controlroom.commands.webhooks import WebhookCommands
+
+    s = services.settings.webhooks
+    services.webhooks = SimpleNamespace(
+        commands=WebhookCommands(app, box, grace_s=s.secret_grace_s),
+        outcomes=InboundOutcomes(services.commands), guard=CallbackGuard(s.callback_allowlist),
+        box=box,
+    )
+
+
+def _webhook_hosts(services: Services) -> list[Any]:
+    """The outbox projection and the delivery worker, each active in one process at a time."""
+    from eventsourcing.projection import ProjectionRunner
+
+    from controlroom.adapters.database import eventsourcing_env
+    from controlroom.adapters.webhook_delivery import HttpWebhookSender
+    from controlroom.adapters.webhook_store import PostgresDeliveryStore
+    from controlroom.commands.application import ControlRoom
+    from controlroom.commands.deliveries import DeliveryWorker
+    from controlroom.domain.webhooks import DeliveryPolicy, parse_schedule
+    from controlroom.projections.host import ProjectionHost
+    from controlroom.projections.outbox import OutboxProjection, OutboxView
+
+    settings, hooks = services.settings, services.webhooks
+    s = settings.webhooks
+    env = {**eventsourcing_env(services.dsn, for_projection=True, pooler=settings.transaction_pooler),
+           "CONTROLROOM_CREATE_TABLE": "n"}
+    outbox = OutboxProjection.linking_to(settings.base_url)
+    store = PostgresDeliveryStore(services.dsn, hooks.box)
+    sender = HttpWebhookSender(hooks.guard, timeout_s=s.timeout_s)
+    services.closers.extend([store.shutdown, sender.close])
+    policy = DeliveryPolicy(parse_schedule(s.retry_schedule)) if s.retry_schedule else DeliveryPolicy()
+    return [
+        ProjectionHost("webhooks", services.dsn, lambda: ProjectionRunner(
+            application_class=ControlRoom, projection_class=outbox, view_class=OutboxView, env=env)),
+        ProjectionHost("webhook_delivery", services.dsn, lambda: DeliveryWorker(
+            store, sender, hooks.commands, policy, concurrency=s.concurrency)),
+    ]
+
+
+def _webhook_deps(services: Services, pool: Any) -> Any:
+    """What the webhook routes need: commands, reads over `pool`, the SSRF guard."""
+    from controlroom.adapters.webhook_reads import WebhookReads
+    from controlroom.api.webhook_deps import WebhookDeps
+
+    hooks = services.webhooks
+    return WebhookDeps(hooks.commands, hooks.outcomes, WebhookReads(pool, hooks.box), hooks.guard)
+
+
 def cmd_connections(settings: Settings, args: argparse.Namespace) -> int:
     """Set, list or delete a tenant's connections, straight against the database."""
     from controlroom.commands.errors import ConnectionNotFoundError
@@ -247,6 +337,7 @@ def _open_deps(services: Services) -> Any:
     async def open_deps() -> AsyncIterator[Any]:
         from controlroom.adapters.connection_store import ConnectionReads
         from controlroom.adapters.database import behind_transaction_pooler, create_read_pool
+        from controlroom.adapters.lineage_graph import LineageGraph
         from controlroom.adapters.projection_waiter import ProjectionWaiter
         from controlroom.adapters.run_reads import RunReads
         from controlroom.api.deps import Deps
@@ -255,19 +346,41 @@ def _open_deps(services: Services) -> Any:
         pool = await create_read_pool(services.dsn, pooler=pooler)
         waiter = ProjectionWaiter(services.dsn, pool, listen=not pooler)
         await waiter.start()
+        lineage = LineageGraph(pool, waiter)
+        await lineage.start()
         deps = Deps(services.commands, RunReads(pool), waiter,
                     write_threads=WRITE_THREADS, settle_timeout_s=SETTLE_TIMEOUT_S,
                     artifacts=_artifact_store(services.settings),
                     connections=services.connections, connection_reads=ConnectionReads(pool),
-                    preflight=_preflight(services))
+                    preflight=_preflight(services), lineage=lineage,
+                    webhooks=_webhook_deps(services, pool),
+                    lineage_commands=services.lineage_commands,
+                    max_artifact_bytes=services.settings.max_artifact_bytes,
+                    events=await _event_streams(services, pool, pooler))
         try:
             yield deps
         finally:
             deps.close()
+            await deps.events.feed.stop()
+            await lineage.stop()
             await waiter.stop()
             await pool.close()
 
     return open_deps
+
+
+async def _event_streams(services: Services, pool: Any, pooler: bool) -> Any:
+    """Live run events: replay from the read model, one LISTEN connection fanned out in memory."""
+    from controlroom.adapters.event_feed import EventFeed
+    from controlroom.adapters.event_reads import EventReads
+    from controlroom.api.event_ports import EventStreams
+
+    s = services.settings
+    reads = EventReads(pool)
+    feed = EventFeed(services.dsn, reads, listen=not pooler, buffer=s.sse_buffer,
+                     heartbeat_s=s.sse_heartbeat_s)
+    await feed.start()
+    return EventStreams(reads, feed)
 
 
 def _preflight(services: Services) -> Any:
@@ -302,10 +415,24 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                   + (f" --data-dir {settings.data_dir}" if args.data_dir else ""), file=sys.stderr)
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                                 access_log=False, lifespan="on")
-        server = uvicorn.Server(config)
+        server = _server_ending_streams_first(config, app)
         with _signals_stop(server):
             server.run()  # on uvloop when installed (uvicorn's loop="auto")
     return 0
+
+
+def _server_ending_streams_first(config: Any, app: Any) -> Any:
+    """A uvicorn server that ends live event streams when it stops: it waits for open responses."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            deps = app.state.get("deps")
+            if deps is not None and deps.events is not None:
+                deps.events.close()  # their clients reconnect with Last-Event-ID
+            await super().shutdown(sockets)
+
+    return Server(config)
 
 
 @contextlib.contextmanager
@@ -376,6 +503,7 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     """The `controlroom` argument parser."""
     from controlroom.api.auth import DEFAULT_SCOPES
+    from controlroom.client.commands import add_commands as add_client_commands
 
     p = argparse.ArgumentParser(
         prog="controlroom", description="Control Room: submit jobs, watch runs, keep their lineage."
@@ -423,6 +551,7 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--scope", default=DEFAULT_SCOPES, help=f"default: {DEFAULT_SCOPES!r}")
     token.add_argument("--ttl", type=int, default=DEFAULT_TOKEN_TTL_S, help="seconds")
     token.set_defaults(func=cmd_token)
+    add_client_commands(sub)  # submit, runs watch: HTTP only (controlroom/client/)
     return p
 
 

@@ -88,6 +88,24 @@ CREATE INDEX IF NOT EXISTS run_leases_expires ON run_leases (expires_at);
 CREATE INDEX IF NOT EXISTS run_status_active_updated
     ON run_status (status, updated_at) WHERE status IN ('queued', 'running');
 
+-- Live events (projection `run_events`): each Run event as the SSE streams send it. `version` is
+-- its id on the run's stream, `position` (the log's) its id on the tenant feed; `terminal` marks
+-- the event that ends the run. API processes tail it with `WHERE position > $1`.
+CREATE TABLE IF NOT EXISTS run_events (
+    position   bigint PRIMARY KEY,
+    tenant_id  text        NOT NULL,
+    run_id     uuid        NOT NULL,
+    version    integer     NOT NULL,
+    job_type   text        NOT NULL,
+    event      text        NOT NULL,
+    type       text        NOT NULL,
+    data       jsonb       NOT NULL,
+    terminal   boolean     NOT NULL DEFAULT false,
+    at         timestamptz NOT NULL,
+    UNIQUE (run_id, version)
+);
+CREATE INDEX IF NOT EXISTS run_events_tenant_position ON run_events (tenant_id, position);
+
 -- Tenant connections (projection `connections`): the DSN only ever sealed, a masked display form.
 CREATE TABLE IF NOT EXISTS connections (
     tenant_id     text        NOT NULL,
@@ -99,4 +117,126 @@ CREATE TABLE IF NOT EXISTS connections (
     updated_by    text        NOT NULL,
     last_position bigint      NOT NULL,
     PRIMARY KEY (tenant_id, name)
+);
+
+-- Lineage (projection `lineage`). The job behind each run, for edges recorded on runs:
+CREATE TABLE IF NOT EXISTS lineage_runs (
+    run_id     uuid PRIMARY KEY,
+    tenant_id  text NOT NULL,
+    job_id     uuid NOT NULL,
+    job_name   text NOT NULL
+);
+-- One row per (tenant, source, target, job): its first and last run, when, and how often.
+-- `position` (the last event that touched the row) lets API processes catch their in-memory
+-- graph up with `WHERE position > $1`; graph walks never run in SQL.
+CREATE TABLE IF NOT EXISTS lineage_edges (
+    tenant_id         text        NOT NULL,
+    source            text        NOT NULL,
+    target            text        NOT NULL,
+    job_id            uuid        NOT NULL,
+    job_namespace     text        NOT NULL,
+    job_name          text        NOT NULL,
+    source_namespace  text,
+    target_namespace  text,
+    first_run_id      text        NOT NULL,
+    last_run_id       text        NOT NULL,
+    first_seen        timestamptz NOT NULL,
+    last_seen         timestamptz NOT NULL,
+    seen_count        bigint      NOT NULL DEFAULT 1,
+    first_position    bigint      NOT NULL,
+    position          bigint      NOT NULL,
+    PRIMARY KEY (tenant_id, source, target, job_id)
+);
+CREATE INDEX IF NOT EXISTS lineage_edges_position ON lineage_edges (position);
+
+-- Webhooks (projection `webhooks`, controlroom/projections/outbox.py). The log says *what* must be
+-- delivered: the projection writes each message and its deliveries with its tracking position.
+-- Delivery *state* (attempts, next retry, results) is operational, written by delivery workers.
+CREATE TABLE IF NOT EXISTS webhook_runs (
+    run_id      uuid PRIMARY KEY,
+    tenant_id   text        NOT NULL,
+    job_type    text        NOT NULL,
+    job_name    text        NOT NULL,
+    callbacks   jsonb       NOT NULL DEFAULT '{}',
+    attempt     integer     NOT NULL DEFAULT 1,
+    started_at  timestamptz,
+    artifacts   jsonb       NOT NULL DEFAULT '[]'
+);
+-- Every subscribable event once, per tenant: what a subscription replays from a position.
+CREATE TABLE IF NOT EXISTS webhook_events (
+    position     bigint PRIMARY KEY,
+    tenant_id    text        NOT NULL,
+    run_id       uuid,
+    event_type   text        NOT NULL,
+    occurred_at  timestamptz NOT NULL,
+    payload      jsonb       NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_events_tenant ON webhook_events (tenant_id, position);
+CREATE TABLE IF NOT EXISTS webhook_subscriptions (
+    subscription_id  uuid PRIMARY KEY,
+    tenant_id        text        NOT NULL,
+    url              text        NOT NULL,
+    events           text[]      NOT NULL,
+    status           text        NOT NULL,
+    status_reason    text,
+    created_by       text        NOT NULL,
+    created_at       timestamptz NOT NULL,
+    updated_at       timestamptz NOT NULL,
+    created_position bigint      NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_subscriptions_tenant ON webhook_subscriptions (tenant_id, created_at);
+-- Signing secrets, only ever sealed (AES-GCM, CONTROLROOM_SECRET_KEY).
+CREATE TABLE IF NOT EXISTS webhook_secrets (
+    tenant_id             text PRIMARY KEY,
+    sealed_current        text        NOT NULL,
+    sealed_previous       text,
+    previous_valid_until  timestamptz,
+    rotated_at            timestamptz NOT NULL,
+    last_position         bigint      NOT NULL
+);
+-- One row per (event, target); delivery_id (and so webhook-id) derives from both.
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    delivery_id      uuid PRIMARY KEY,
+    tenant_id        text        NOT NULL,
+    run_id           uuid,
+    position         bigint      NOT NULL,
+    event_type       text        NOT NULL,
+    target           text        NOT NULL,
+    subscription_id  uuid,
+    url              text        NOT NULL,
+    payload          jsonb       NOT NULL,
+    status           text        NOT NULL DEFAULT 'pending',
+    attempts         integer     NOT NULL DEFAULT 0,
+    schedule_base    integer     NOT NULL DEFAULT 0,
+    next_attempt_at  timestamptz,
+    last_status_code integer,
+    last_error       text,
+    created_at       timestamptz NOT NULL,
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    delivered_at     timestamptz
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due
+    ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS webhook_deliveries_run ON webhook_deliveries (run_id, position);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_subscription
+    ON webhook_deliveries (subscription_id) WHERE status = 'pending';
+CREATE TABLE IF NOT EXISTS webhook_attempts (
+    delivery_id      uuid        NOT NULL,
+    attempt          integer     NOT NULL,
+    attempted_at     timestamptz NOT NULL,
+    url              text        NOT NULL,
+    status_code      integer,
+    latency_ms       double precision NOT NULL,
+    error            text,
+    next_attempt_at  timestamptz,
+    PRIMARY KEY (delivery_id, attempt)
+);
+-- Inbound hooks seen, by webhook-id: a redelivered one is answered, not applied twice.
+CREATE TABLE IF NOT EXISTS webhook_inbound (
+    tenant_id    text        NOT NULL,
+    webhook_id   text        NOT NULL,
+    received_at  timestamptz NOT NULL DEFAULT now(),
+    status_code  integer,
+    response     jsonb,
+    PRIMARY KEY (tenant_id, webhook_id)
 );

@@ -18,6 +18,9 @@ DEFAULT_READ_YOUR_WRITES_TIMEOUT_S = 5.0
 DEFAULT_WORKER_PROCESSES = 1
 DEFAULT_LEASE_TIMEOUT_S = 60.0
 DEFAULT_REDIS_NAMESPACE = "controlroom"
+DEFAULT_MAX_ARTIFACT_BYTES = 1024**3
+DEFAULT_SSE_HEARTBEAT_S = 15.0
+DEFAULT_SSE_BUFFER = 1000
 
 
 class Settings(msgspec.Struct, kw_only=True):
@@ -39,6 +42,13 @@ class Settings(msgspec.Struct, kw_only=True):
     worker_processes: int = DEFAULT_WORKER_PROCESSES
     lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S
     redis_namespace: str = DEFAULT_REDIS_NAMESPACE
+    webhooks: WebhookSettings = msgspec.field(default_factory=lambda: WebhookSettings())
+    artifact_store: str | None = None
+    """`s3://bucket/prefix` for an S3-compatible store; unset: files under the data dir."""
+    s3_endpoint: str | None = None
+    max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES
+    sse_heartbeat_s: float = DEFAULT_SSE_HEARTBEAT_S
+    sse_buffer: int = DEFAULT_SSE_BUFFER
 
     @property
     def embedded(self) -> bool:
@@ -77,4 +87,33 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         worker_processes=int(env.get("CONTROLROOM_WORKER_PROCESSES") or DEFAULT_WORKER_PROCESSES),
         lease_timeout_s=float(env.get("CONTROLROOM_LEASE_TIMEOUT_S") or DEFAULT_LEASE_TIMEOUT_S),
         redis_namespace=env.get("CONTROLROOM_REDIS_NAMESPACE") or DEFAULT_REDIS_NAMESPACE,
+        webhooks=webhook_settings(env),
+        artifact_store=env.get("CONTROLROOM_ARTIFACT_STORE") or None,
+        s3_endpoint=env.get("CONTROLROOM_S3_ENDPOINT") or None,
+        max_artifact_bytes=int(env.get("CONTROLROOM_MAX_ARTIFACT_BYTES") or DEFAULT_MAX_ARTIFACT_BYTES),
+        sse_heartbeat_s=float(env.get("CONTROLROOM_SSE_HEARTBEAT_S") or DEFAULT_SSE_HEARTBEAT_S),
+        sse_buffer=int(env.get("CONTROLROOM_SSE_BUFFER") or DEFAULT_SSE_BUFFER),
+    )
+
+
+class WebhookSettings(msgspec.Struct, kw_only=True):
+    """Outbound webhooks: the SSRF allowlist, timeouts, retries, secret rotation."""
+
+    callback_allowlist: str = ""
+    retry_schedule: str | None = None
+    """Seconds, comma-separated (`0,5,300,…`); unset: Standard Webhooks' schedule up to 24 h."""
+    timeout_s: float = 15.0
+    secret_grace_s: float = 24 * 3600.0
+    concurrency: int = 16
+
+
+def webhook_settings(env: dict[str, str]) -> WebhookSettings:
+    """Webhook settings from `CONTROLROOM_CALLBACK_ALLOWLIST` and `CONTROLROOM_WEBHOOK_*`."""
+    default = WebhookSettings()
+    return WebhookSettings(
+        callback_allowlist=env.get("CONTROLROOM_CALLBACK_ALLOWLIST") or "",
+        retry_schedule=env.get("CONTROLROOM_WEBHOOK_RETRY_SCHEDULE") or None,
+        timeout_s=float(env.get("CONTROLROOM_WEBHOOK_TIMEOUT_S") or default.timeout_s),
+        secret_grace_s=float(env.get("CONTROLROOM_WEBHOOK_SECRET_GRACE_S") or default.secret_grace_s),
+        concurrency=int(env.get("CONTROLROOM_WEBHOOK_CONCURRENCY") or default.concurrency),
     )

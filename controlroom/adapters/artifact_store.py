@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import re
 import stat
@@ -23,7 +24,7 @@ from typing import BinaryIO
 CHUNK_BYTES = 1024 * 1024
 STALE_TMP_S = 24 * 3600
 """Temp files older than this are leftovers of a crashed write and are swept at start-up."""
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
 
 class LocalArtifactStore:
@@ -31,7 +32,7 @@ class LocalArtifactStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self._tmp = self.root / "tmp"
+        self._tmp = self.spool_dir = self.root / "tmp"
         self._tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._sweep()
 
@@ -43,9 +44,21 @@ class LocalArtifactStore:
                 raise OSError(f"{path} is not a regular file")
             return self._put(src)
 
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        """Store bytes held in memory; (sha256 hex, size)."""
+        return self._put(io.BytesIO(data))
+
+    def put_spooled(self, path: Path, sha256: str) -> None:
+        """Move a file written under `spool_dir`, whose digest is `sha256`, into place."""
+        if not SHA256_PATTERN.match(sha256):
+            raise ValueError(f"not a sha256 digest: {sha256!r}")
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+        self._place(Path(path), sha256)
+
     def open(self, sha256: str) -> BinaryIO:
         """Read stored bytes; FileNotFoundError if absent."""
-        if not _SHA256.match(sha256):
+        if not SHA256_PATTERN.match(sha256):
             raise FileNotFoundError(f"not a sha256 digest: {sha256!r}")
         return self.path_of(sha256).open("rb")
 
@@ -67,17 +80,20 @@ class LocalArtifactStore:
                 dst.flush()
                 os.fsync(dst.fileno())
             hexdigest = digest.hexdigest()
-            target = self.path_of(hexdigest)
-            if target.exists():
-                tmp.unlink()  # same content already stored
-            else:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp, target)
+            self._place(tmp, hexdigest)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             raise
         return hexdigest, size
+
+    def _place(self, tmp: Path, sha256: str) -> None:
+        target = self.path_of(sha256)
+        if target.exists():
+            tmp.unlink()  # same content already stored
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
 
     def _sweep(self) -> None:
         cutoff = time.time() - STALE_TMP_S

@@ -11,10 +11,22 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
 from controlroom import __version__
-from controlroom.api import problems, routes_artifacts, routes_connections, routes_ops, routes_runs
+from controlroom.api import (
+    artifact_uploads,
+    openlineage,
+    problems,
+    routes_artifacts,
+    routes_connections,
+    routes_events,
+    routes_lineage,
+    routes_ops,
+    routes_runs,
+)
 from controlroom.api.auth import BearerAuthMiddleware, TokenVerifier
 from controlroom.api.deps import Deps
+from controlroom.api.routes_continue import continue_run
 from controlroom.api.routes_validate import validate_job
+from controlroom.api.routes_webhooks import WEBHOOK_ROUTES
 
 OPEN_PATHS = ["/healthz", "/readyz", "/schema", "/metrics"]
 
@@ -39,9 +51,13 @@ def create_app(
             routes_runs.submit_job, validate_job, routes_runs.get_run, routes_runs.list_runs,
             routes_runs.post_events, routes_runs.cancel_run, routes_runs.get_logs,
             routes_ops.healthz, routes_ops.readyz,
+            routes_events.run_events, routes_events.tenant_events,
             routes_artifacts.get_artifact, routes_artifacts.get_artifact_content,
+            routes_lineage.lineage_graph, openlineage.post_lineage,
+            artifact_uploads.upload_artifact,
             routes_connections.put_connection, routes_connections.list_connections,
             routes_connections.get_connection, routes_connections.delete_connection,
+            *WEBHOOK_ROUTES, continue_run,
         ],
         middleware=[DefineMiddleware(BearerAuthMiddleware, exclude=OPEN_PATHS)],
         exception_handlers={Exception: problems.handle},

@@ -10,9 +10,12 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
+from controlroom.api.event_ports import EventStreams
 from controlroom.api.problems import is_unavailable
+from controlroom.api.webhook_deps import WebhookDeps
 from controlroom.commands.connections import ConnectionCommands
 from controlroom.commands.handlers import RunCommands
+from controlroom.commands.lineage import LineageCommands
 from controlroom.commands.ports import ArtifactStore
 from controlroom.validation import Preflight
 
@@ -25,6 +28,7 @@ WRITE_DEADLINE_S = 8.0
 """A write not done by then is reported as 503; Idempotency-Key makes the retry safe."""
 BREAKER_COOLDOWN_S = 5.0
 PROBE_TIMEOUT_S = 1.0
+DEFAULT_MAX_ARTIFACT_BYTES = 1024**3
 
 
 class DatabaseUnavailableError(ConnectionError):
@@ -60,6 +64,15 @@ class ConnectionReadsPort(Protocol):
     async def get(self, tenant_id: str, name: str) -> Record | None: ...
 
 
+class LineageReadsPort(Protocol):
+    """Walks of a tenant's lineage graph (None: the entity was never recorded)."""
+
+    async def query(
+        self, tenant_id: str, entity: str, *, direction: Any, depth: int, as_of: float | None,
+        max_nodes: int, max_edges: int,
+    ) -> Any: ...
+
+
 class WaiterPort(Protocol):
     """Waits for a projection to apply a log position."""
 
@@ -74,7 +87,10 @@ class Deps:
         *, write_threads: int, settle_timeout_s: float, artifacts: ArtifactStore | None = None,
         connections: ConnectionCommands | None = None,
         connection_reads: ConnectionReadsPort | None = None,
-        preflight: Preflight | None = None,
+        preflight: Preflight | None = None, events: EventStreams | None = None,
+        lineage: LineageReadsPort | None = None, lineage_commands: LineageCommands | None = None,
+        max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
+        webhooks: WebhookDeps | None = None,
     ) -> None:
         self.commands = commands
         self.reads = reads
@@ -83,6 +99,11 @@ class Deps:
         self.connections = connections
         self.connection_reads = connection_reads
         self._preflight = preflight
+        self.events = events
+        self.lineage = lineage
+        self.lineage_commands = lineage_commands
+        self.max_artifact_bytes = max_artifact_bytes
+        self.webhooks = webhooks
         self.settle_timeout_s = settle_timeout_s
         self._pool = ThreadPoolExecutor(write_threads, thread_name_prefix="controlroom-write")
         self._broken_until = 0.0

@@ -20,8 +20,10 @@ from controlroom.commands.errors import (
     IdempotencyConflictError,
     RunNotFoundError,
 )
+from controlroom.commands.webhooks import SubscriptionNotFoundError
 from controlroom.domain.connection import InvalidConnectionError
 from controlroom.domain.errors import DomainError
+from controlroom.domain.webhook_subscription import InvalidSubscriptionError
 
 log = logging.getLogger("controlroom.api")
 
@@ -99,6 +101,11 @@ def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str
         case InvalidConnectionError():
             return _problem(request, 422, "Validation failed", str(exc),
                             [{"field": exc.field, "message": exc.message}])
+        case InvalidSubscriptionError():
+            return _problem(request, 422, "Validation failed", str(exc),
+                            [{"field": exc.field, "message": exc.message}])
+        case SubscriptionNotFoundError():
+            return _problem(request, 404, "Subscription not found", str(exc))
         case DomainError():
             return _problem(request, 409, "Conflict with the run's state", str(exc))
         case ConcurrencyError():

@@ -1,4 +1,4 @@
-"""Reading artifacts: metadata and streamed bytes (uploads and listings come later)."""
+"""Reading artifacts: metadata, and the bytes streamed whole or by range (uploads: artifact_uploads)."""
 
 from __future__ import annotations
 
@@ -48,14 +48,24 @@ async def get_artifact(
 async def get_artifact_content(
     request: Request[Principal, str, Any], artifact_id: FromPath[UUID]
 ) -> Response[Any]:
-    """The artifact's bytes, streamed; `ETag` is its quoted sha256 (`If-None-Match` → 304)."""
+    """The artifact's bytes, streamed; `ETag` is its quoted sha256 (`If-None-Match` → 304).
+
+    One `Range` (`bytes=a-b`, `a-`, `-n`) is answered 206 with `Content-Range`, an
+    unsatisfiable one 416; several ranges, or an `If-Range` that no longer matches, get
+    the whole content.
+    """
     row = await _row(request, artifact_id)
-    etag = f'"{row["sha256"]}"'
+    etag, size = f'"{row["sha256"]}"', row["size"]
     if _matches(request.headers.get("if-none-match"), etag):
         return Response(None, status_code=304, headers={"ETag": etag})
     deps: Deps = request.app.state.deps
     if deps.artifacts is None:
         raise _not_found(artifact_id)
+    span = None
+    if_range = request.headers.get("if-range")
+    if if_range is None or if_range.strip() == etag:
+        span = byte_range(request.headers.get("range"), size)
+    start, end = span or (0, size - 1)
     try:
         source = await asyncio.to_thread(deps.artifacts.open, row["sha256"])
     except FileNotFoundError:
@@ -63,16 +73,51 @@ async def get_artifact_content(
         log.warning("artifact %s: bytes %s missing from the artifact store", artifact_id,
                     row["sha256"])
         raise _not_found(artifact_id) from None
+    if start:
+        await asyncio.to_thread(source.seek, start)
     name = row["path"].rsplit("/", 1)[-1]
-    return Stream(
-        _chunks(source), media_type=row["content_type"],
-        headers={
-            "ETag": etag, "Content-Length": str(row["size"]),
-            # Job output is untrusted: never rendered inline or sniffed into something else.
-            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name, safe='')}",
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+    headers = {
+        "ETag": etag, "Content-Length": str(end - start + 1), "Accept-Ranges": "bytes",
+        # Job output is untrusted: never rendered inline or sniffed into something else.
+        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name, safe='')}",
+        "X-Content-Type-Options": "nosniff",
+    }
+    if span is not None:
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    return Stream(_chunks(source, end - start + 1), media_type=row["content_type"],
+                  status_code=206 if span is not None else 200, headers=headers)
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The (first, last) byte of a single-range `Range` header; None to send everything.
+
+    Raises a 416 problem when the range can't be satisfied (RFC 9110 §14).
+    """
+    if not header:
+        return None
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None  # another unit, or several ranges: the whole representation is fine
+    first, dash, last = spec.strip().partition("-")
+    if not dash or not (first.isdigit() or last.isdigit()) or not all(
+            p.isdigit() for p in (first, last) if p):
+        return None  # syntactically invalid: ignored, as the RFC asks
+    if not first:  # a suffix: the last N bytes
+        if int(last) == 0 or size == 0:
+            raise _unsatisfiable(size)
+        return max(size - int(last), 0), size - 1
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if last and int(last) < start:
+        return None
+    if start >= size:
+        raise _unsatisfiable(size)
+    return start, end
+
+
+def _unsatisfiable(size: int) -> ProblemError:
+    return ProblemError(416, "Range not satisfiable", f"the artifact holds {size} bytes",
+                        headers={"Content-Range": f"bytes */{size}"})
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:
@@ -82,9 +127,10 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-async def _chunks(source: BinaryIO) -> AsyncIterator[bytes]:
+async def _chunks(source: BinaryIO, length: int) -> AsyncIterator[bytes]:
     try:
-        while chunk := await asyncio.to_thread(source.read, CHUNK_BYTES):
+        while length > 0 and (chunk := await asyncio.to_thread(source.read, min(CHUNK_BYTES, length))):
+            length -= len(chunk)
             yield chunk
     finally:
         source.close()

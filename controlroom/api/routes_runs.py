@@ -14,6 +14,7 @@ from controlroom.api.auth import Principal, requires
 from controlroom.api.deps import Deps
 from controlroom.api.problems import ProblemError, from_decode_error
 from controlroom.api.routes_validate import ensure_valid
+from controlroom.api.routes_webhooks import check_callbacks
 from controlroom.api.schemas import Accepted, EventBatch, RunPage, RunView
 from controlroom.api.submission import check_storable, command, too_deep
 from controlroom.api.views import API, accepted_view, decode_cursor, encode_cursor, run_view
@@ -41,6 +42,7 @@ async def submit_job(request: Request[Principal, str, Any]) -> Response[RunView]
         cmd.tenant_id, idempotent_run_id(cmd.tenant_id, cmd.idempotency_key)
     ) is not None
     if not replay:  # a retry of an accepted submission is answered even if the world changed
+        await check_callbacks(request, cmd.callbacks)
         await ensure_valid(deps, cmd)
     result = await deps.write(deps.commands.submit, cmd)
     await deps.settle(result.position)

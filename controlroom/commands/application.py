@@ -2,6 +2,7 @@
 
 from eventsourcing.application import Application
 
+from controlroom.domain.lineage import LineageJob
 from controlroom.domain.run import Run
 
 SNAPSHOT_EVERY = 50
@@ -12,4 +13,5 @@ class ControlRoom(Application):
     """Stores Run aggregates; its name prefixes the event-store tables."""
 
     name = "controlroom"
-    snapshotting_intervals = {Run: SNAPSHOT_EVERY}
+    # A job reporting OpenLineage every few minutes for years must not replay it all to append.
+    snapshotting_intervals = {Run: SNAPSHOT_EVERY, LineageJob: SNAPSHOT_EVERY}

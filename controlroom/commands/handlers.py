@@ -175,6 +175,17 @@ class RunCommands:
 
         return self._update(None, run_id, decide)
 
+    def upload_artifact(
+        self, tenant_id: str, run_id: UUID, artifact: dict[str, Any], attempt: int | None = None
+    ) -> int:
+        """Record an uploaded artifact on the tenant's run, for its current attempt."""
+
+        def decide(run: Run) -> None:
+            artifact["attempt"] = run.attempt
+            run.add_artifact(artifact=artifact, now=self.clock(), attempt=attempt)
+
+        return self._update(tenant_id, run_id, decide)
+
     def complete(
         self, run_id: UUID, *, summary: str, exit_code: int | None, attempt: int | None = None
     ) -> int:

@@ -121,12 +121,23 @@ class Connections(Protocol):
 class ArtifactStore(Protocol):
     """Content-addressed bytes of artifacts."""
 
+    spool_dir: Path
+    """Where uploads are written while they arrive (on the store's filesystem when local)."""
+
     def put_file(self, path: Path) -> tuple[str, int]:
         """Store a file; (sha256 hex, size)."""
         ...
 
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        """Store bytes held in memory (small: code files, logs); (sha256 hex, size)."""
+        ...
+
+    def put_spooled(self, path: Path, sha256: str) -> None:
+        """Store a file under `spool_dir` whose digest was computed as it arrived; consumes it."""
+        ...
+
     def open(self, sha256: str) -> BinaryIO:
-        """Read stored bytes; FileNotFoundError if absent."""
+        """Read stored bytes (seekable); FileNotFoundError if absent."""
         ...
 
 

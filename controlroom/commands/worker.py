@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Iterable
 from uuid import UUID
 
+from controlroom.commands.archive import archive_code, archive_log
 from controlroom.commands.errors import RunNotFoundError
 from controlroom.commands.handlers import RunCommands
 from controlroom.commands.outputs import collect_outputs
@@ -81,6 +82,8 @@ class RunWorker:
 
     def _execute(self, run_id: UUID, attempt: int, lease: LeaseKeeper) -> None:
         run = self.commands.load(run_id)
+        if self.artifacts is not None:
+            archive_code(self.commands, self.artifacts, run)
         secrets = self.commands.unseal_secrets(run)
         files = {f["path"]: f["content"] for f in run.code.get("files", [])}
         ctx = JobContext(
@@ -147,6 +150,7 @@ class _Supervision:
                 if self._cancel_requested():
                     self.execution.kill()
                     self._pump_rest()
+                    self._archive_log()
                     self.commands.confirm_cancelled(self.run_id, "cancelled on request", self.attempt)
                     return
                 if time.monotonic() > self.deadline:
@@ -168,6 +172,7 @@ class _Supervision:
             self._collect_outputs()
             if self.lineage_on_success:
                 self.commands.lineage(self.run_id, self.lineage_on_success, self.attempt)
+            self._archive_log()
             self.commands.complete(
                 self.run_id, summary="exited with code 0", exit_code=0, attempt=self.attempt
             )
@@ -178,8 +183,13 @@ class _Supervision:
     def _fail(self, reason: str, message: str, exit_code: int | None) -> None:
         if reason in COLLECT_OUTPUTS_ON_FAILURE:
             self._collect_outputs()
+        self._archive_log()
         self.commands.fail(self.run_id, reason=reason, message=message, exit_code=exit_code,
                            attempt=self.attempt)
+
+    def _archive_log(self) -> None:
+        if self.artifacts is not None:
+            archive_log(self.commands, self.artifacts, self.run_id, self.attempt)
 
     def _collect_outputs(self) -> None:
         if self.artifacts is not None:

@@ -61,4 +61,21 @@ def parse_uri(text: str, *, table_required: bool = True) -> TableUri:
     return TableUri(m["connection"], _identifier(m["schema"]), table)
 
 
-__all__ = ["GRAMMAR", "TableUri", "UriError", "parse_uri"]
+def lineage_entity(text: str) -> tuple[str, str | None]:
+    """(entity, namespace) that lineage keys a name by.
+
+    A table URI names entity `schema.table` in the namespace of its connection
+    (`supabase://public.orders` → `public.orders`, `supabase`), so either form finds the
+    same node. Anything else (`catalog://docs`, `s3://bucket/key`) is kept whole, its scheme
+    as namespace: it names no table, and folding it could merge unrelated things.
+    """
+    text = text.strip()
+    try:
+        uri = parse_uri(text)
+    except UriError:
+        scheme, sep, _ = text.partition("://")
+        return text, (scheme if sep and scheme else None)
+    return uri.entity, uri.connection
+
+
+__all__ = ["GRAMMAR", "TableUri", "UriError", "lineage_entity", "parse_uri"]

@@ -71,6 +71,12 @@ def served(
             thread.join(timeout=10)
 
 
+def job_outputs(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's artifacts from `output/`, without the code files and log every run keeps."""
+    return [a for a in run["artifacts"]
+            if not a["path"].startswith("code/") and a["path"] != "logs/run.log"]
+
+
 @pytest.fixture
 def http(served: tuple[Services, str]) -> Iterator[httpx.Client]:
     """A client of the served API."""
@@ -167,7 +173,7 @@ def test_a_job_using_the_sdk_reports_everything_and_its_token_stays_confined(
     names = [type(e).__name__ for e in events]
     assert names.index("ArtifactAdded") < names.index("RunCompleted")
 
-    [artifact] = run["artifacts"]
+    [artifact] = job_outputs(run)
     assert list(artifact)[:2] == ["path", "url"]
     assert artifact["path"] == "report.csv"
     assert artifact["url"] == f"{API}/artifacts/{artifact['artifact_id']}/content"
@@ -220,7 +226,7 @@ def test_files_written_to_output_become_artifacts(
     run_id = submit(http, user, OUTPUT_JOB)
     run = wait_for_status(http, run_id, user)  # type: ignore[arg-type]
     assert run["status"] == "completed", run
-    found = {a["path"]: a for a in run["artifacts"]}
+    found = {a["path"]: a for a in job_outputs(run)}
     assert sorted(found) == ["sub/blob", "sub/data.json", "summary.txt"]  # not the symlink
     assert "is not valid UTF-8" in http.get(run["logs_url"], headers=user).text
     assert found["sub/data.json"]["content_type"] == "application/json"
@@ -237,7 +243,7 @@ def test_files_written_to_output_become_artifacts(
                     headers={**user, "If-None-Match": etag}).status_code == 304
 
     listed = http.get(f"{API}/runs", headers=user).json()["runs"]
-    assert {a["path"] for a in listed[0]["artifacts"]} == set(found)
+    assert {a["path"] for a in job_outputs(listed[0])} == set(found)
 
     secret = served[0].jwt_secret
     stranger = {"Authorization": "Bearer " + issue_token(
@@ -256,7 +262,7 @@ def test_a_failed_attempt_keeps_its_outputs(
     source = "open('output/debug.log', 'w').write('what went wrong')\nraise SystemExit(2)\n"
     run = wait_for_status(http, submit(http, user, source), user)  # type: ignore[arg-type]
     assert run["status"] == "failed"
-    assert [(a["path"], a["content_type"]) for a in run["artifacts"]] == [("debug.log", "text/plain")]
+    assert [(a["path"], a["content_type"]) for a in job_outputs(run)] == [("debug.log", "text/plain")]
 
 
 def test_outputs_over_the_limits_are_skipped_with_a_log_line(
@@ -266,7 +272,7 @@ def test_outputs_over_the_limits_are_skipped_with_a_log_line(
     source = "open('output/big.bin', 'wb').write(b'x' * 101)\nopen('output/ok.txt', 'w').write('ok')\n"
     run = wait_for_status(http, submit(http, user, source), user)  # type: ignore[arg-type]
     assert run["status"] == "completed"
-    assert [a["path"] for a in run["artifacts"]] == ["ok.txt"]
+    assert [a["path"] for a in job_outputs(run)] == ["ok.txt"]
     logs = http.get(run["logs_url"], headers=user).text
     assert "output/big.bin skipped" in logs and "per-file limit" in logs
 

@@ -1,0 +1,198 @@
+"""The live tail of run_events for one API process: one LISTEN connection, fanned out in memory.
+
+The `run_events` projection NOTIFYs `controlroom_projected` (`run_events:<position>`) after
+each commit. The feed then reads the new rows once (`position > cursor`, through the read
+pool) and hands each to the subscriptions it concerns, so a thousand watchers cost one
+query per commit, not one connection or one poll loop each. A missed notification (the
+listener reconnecting) is covered by a slow poll; behind a transaction pooler, where LISTEN
+can't work, the poll is the only wake-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from uuid import UUID
+
+import asyncpg
+
+from controlroom.adapters.event_reads import EventReads
+from controlroom.adapters.subscription import TICKS_PER_HEARTBEAT, Subscription
+from controlroom.projections.run_events import PROJECTION, RunEventRow
+from controlroom.projections.view import PROJECTED_CHANNEL
+
+log = logging.getLogger("controlroom.events")
+
+DEFAULT_BUFFER = 1000
+"""Events a subscriber may have waiting before it is told to resume (5 s at 200 events/s)."""
+DEFAULT_HEARTBEAT_S = 15.0
+TAIL_BATCH = 500
+POLL_INTERVAL_S = 1.0
+"""Safety net for a missed notification while LISTEN works."""
+POOLER_POLL_INTERVAL_S = 0.1
+"""Behind a transaction pooler there is no LISTEN: one poll per process, never per client."""
+RECONNECT_S = 1.0
+MAX_LINGER_S = 0.025
+"""Longest pause between two fan-outs: events wait at most this long to be batched."""
+CONNECT_TIMEOUT_S = 5.0
+
+
+class EventFeed:
+    """Fans the read model's new rows out to per-run and per-tenant subscriptions."""
+
+    def __init__(
+        self, dsn: str, reads: EventReads, *, listen: bool = True, buffer: int = DEFAULT_BUFFER,
+        heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+    ) -> None:
+        self.dsn = dsn
+        self.reads = reads
+        self.listen = listen
+        self.buffer = buffer
+        self.heartbeat_s = heartbeat_s
+        self.poll_interval = POLL_INTERVAL_S if listen else POOLER_POLL_INTERVAL_S
+        self.cursor = 0
+        """Position of the last row dispatched: a subscription sees every later one."""
+        self._by_run: dict[UUID, set[Subscription]] = {}
+        self._by_tenant: dict[str, set[Subscription]] = {}
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Start tailing from the newest row."""
+        self.cursor = await self.reads.head()
+        self._tasks.append(asyncio.create_task(self._tail(), name="event-feed-tail"))
+        self._tasks.append(asyncio.create_task(self._ticks(), name="event-feed-heartbeat"))
+        if self.listen:
+            self._tasks.append(asyncio.create_task(self._listen(), name="event-feed-listen"))
+
+    def close(self) -> None:
+        """End every subscription (their streams finish; clients resume elsewhere)."""
+        self._closed = True
+        for subs in (*self._by_run.values(), *self._by_tenant.values()):
+            for sub in list(subs):
+                sub.end()
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Close, and stop the listener and the tail."""
+        self.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def subscribe_run(self, tenant_id: str, run_id: UUID) -> Subscription:
+        """Every later event of one run."""
+        return self._add(self._by_run, run_id, Subscription(tenant_id, run_id=run_id))
+
+    def subscribe_tenant(
+        self, tenant_id: str, *, run_id: UUID | None = None, job_type: str | None = None,
+        events: Iterable[str] | None = None,
+    ) -> Subscription:
+        """Every later event of the tenant's runs that passes the filters."""
+        sub = Subscription(tenant_id, run_id=run_id, job_type=job_type,
+                           events=frozenset(events) if events else None)
+        return self._add(self._by_tenant, tenant_id, sub)
+
+    @property
+    def subscribers(self) -> int:
+        """How many subscriptions are open (for metrics and tests)."""
+        return sum(len(s) for s in (*self._by_run.values(), *self._by_tenant.values()))
+
+    def _add(self, index: dict, key: object, sub: Subscription) -> Subscription:
+        sub.limit = self.buffer
+        sub.on_close = lambda: self._remove(index, key, sub)
+        if self._closed:
+            sub.end()
+        else:
+            index.setdefault(key, set()).add(sub)
+        return sub
+
+    @staticmethod
+    def _remove(index: dict, key: object, sub: Subscription) -> None:
+        subs = index.get(key)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del index[key]
+
+    def _dispatch(self, rows: list[RunEventRow]) -> None:
+        """Hand each subscription its rows in one push (one wake-up, one write per batch)."""
+        by_run: dict[UUID, list[RunEventRow]] = {}
+        by_tenant: dict[str, list[RunEventRow]] = {}
+        for row in rows:
+            if row.run_id in self._by_run:
+                by_run.setdefault(row.run_id, []).append(row)
+            if row.tenant_id in self._by_tenant:
+                by_tenant.setdefault(row.tenant_id, []).append(row)
+        for run_id, run_rows in by_run.items():
+            for sub in self._by_run.get(run_id, ()):
+                sub.push(run_rows if sub.tenant_id == run_rows[0].tenant_id else ())
+        for tenant_id, tenant_rows in by_tenant.items():
+            for sub in self._by_tenant.get(tenant_id, ()):
+                sub.push([r for r in tenant_rows if sub.matches(r)])
+        if rows:
+            self.cursor = rows[-1].position
+
+    async def _ticks(self) -> None:
+        """Heartbeat ticks for every subscription (one timer per process, not one per stream)."""
+        while not self._closed:
+            await asyncio.sleep(self.heartbeat_s / TICKS_PER_HEARTBEAT)
+            for subs in (*self._by_run.values(), *self._by_tenant.values()):
+                for sub in subs:
+                    sub.tick()
+
+    async def _tail(self) -> None:
+        failing = False
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            self._wake.clear()
+            try:
+                while True:
+                    rows = await self.reads.tail(self.cursor, TAIL_BATCH)
+                    started = loop.time()
+                    self._dispatch(rows)
+                    await asyncio.sleep(0)  # the streams just woken write their messages first
+                    # Adaptive batching: rest as long as that fan-out took (it's at most half
+                    # the loop's time), so many subscribers get fewer, larger writes.
+                    await asyncio.sleep(min(MAX_LINGER_S, loop.time() - started) if rows else 0)
+                    if len(rows) < TAIL_BATCH:
+                        break
+                if failing:
+                    log.info("live events: reading the read model again")
+                failing = False
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+                if not failing:
+                    log.warning("live events: cannot read the read model (%s); retrying", e)
+                failing = True
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_interval):
+                    await self._wake.wait()
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        name, _, position = payload.rpartition(":")
+        if name == PROJECTION and position.isdigit() and int(position) > self.cursor:
+            self._wake.set()
+
+    async def _listen(self) -> None:
+        while not self._closed:
+            conn = None
+            try:
+                conn = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT_S)
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await conn.add_listener(PROJECTED_CHANNEL, self._on_notify)
+                self._wake.set()  # catch up on what committed while nobody listened
+                await lost.wait()
+                log.warning("live events: LISTEN connection lost; reconnecting")
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+                log.debug("live events: LISTEN unavailable (%s); polling meanwhile", e)
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close(timeout=2)
+            await asyncio.sleep(RECONNECT_S)

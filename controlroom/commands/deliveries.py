@@ -1,0 +1,141 @@
+"""The delivery worker: claims due webhook deliveries, sends them, records each attempt.
+
+At-least-once: a claim is a lease (the delivery is due again once it lapses), so a worker that
+dies mid-send leaves the delivery to be sent again — with the same webhook-id, for receivers to
+dedupe. Claims use SKIP LOCKED, so any number of workers may run; it is hosted like the reaper.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, Protocol
+from uuid import UUID
+
+import msgspec
+
+from controlroom.domain.webhooks import DeliveryPolicy, Outcome, outcome_of, webhook_id
+
+log = logging.getLogger("controlroom.webhooks")
+
+DEFAULT_CONCURRENCY = 16
+CLAIM_MARGIN_S = 5.0
+"""A claim outlives the request timeout by this much before another worker may take it over."""
+IDLE_WAIT_S = 1.0
+"""Longest sleep without a wake-up: retries that fall due are found within this."""
+
+
+class Attempted(msgspec.Struct, frozen=True):
+    """What one attempt got: a status code, or an error without one."""
+
+    status_code: int | None
+    latency_ms: float
+    error: str | None = None
+    refused: bool = False
+
+
+class DueDelivery(msgspec.Struct, frozen=True):
+    """A claimed delivery, with the tenant's valid signing secrets (plaintext, never logged)."""
+
+    delivery_id: UUID
+    tenant_id: str
+    url: str
+    body: bytes
+    attempts: int
+    schedule_base: int
+    subscription_id: UUID | None
+    secrets: list[str]
+
+
+class DeliveryStore(Protocol):
+    """Delivery state beside the log (operational: attempts, results, next retry)."""
+
+    def claim_due(self, limit: int, lease_s: float) -> list[DueDelivery]: ...
+
+    def record(self, delivery_id: UUID, attempt: int, url: str, result: Attempted, status: str,
+               retry_in_s: float | None) -> None: ...
+
+    def wait_for_work(self, timeout_s: float) -> None: ...
+
+
+class WebhookSender(Protocol):
+    """Sends one signed webhook."""
+
+    timeout_s: float
+
+    def send(self, url: str, webhook_id: str, body: bytes, secrets: list[str]) -> Attempted: ...
+
+
+class SubscriptionDisabler(Protocol):
+    """Records that a subscription's receiver is gone."""
+
+    def disable_subscription(self, tenant_id: str, subscription_id: UUID, reason: str) -> int: ...
+
+
+class DeliveryWorker:
+    """Sends due deliveries, `concurrency` at a time; a runner for ProjectionHost."""
+
+    def __init__(
+        self, store: DeliveryStore, sender: WebhookSender, subscriptions: SubscriptionDisabler,
+        policy: DeliveryPolicy, *, concurrency: int = DEFAULT_CONCURRENCY,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store, self.sender, self.subscriptions, self.policy = store, sender, subscriptions, policy
+        self.concurrency = concurrency
+        self.rng = rng or random.Random()
+        self.is_interrupted = threading.Event()
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="controlroom-webhook")
+        self._in_flight: set[Future[None]] = set()
+
+    def __enter__(self) -> DeliveryWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.is_interrupted.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)  # an unrecorded send is resent
+
+    def run_forever(self, timeout: float) -> None:
+        """Claim and send until `timeout` passes (a runner's contract), sleeping when idle."""
+        lease = self.sender.timeout_s + CLAIM_MARGIN_S
+        free = self.concurrency - len(self._in_flight)
+        due = self.store.claim_due(free, lease) if free else []
+        for delivery in due:
+            future = self._pool.submit(self.deliver, delivery)
+            self._in_flight.add(future)
+            future.add_done_callback(self._in_flight.discard)
+        if len(due) == free and free:
+            return  # maybe more are due: claim again at once
+        if not free:
+            wait(list(self._in_flight), timeout=min(timeout, IDLE_WAIT_S), return_when=FIRST_COMPLETED)
+            return
+        self.store.wait_for_work(min(timeout, IDLE_WAIT_S))
+
+    def deliver(self, d: DueDelivery) -> None:
+        """One attempt at `d`, and what follows from it."""
+        try:
+            result = self.sender.send(d.url, webhook_id(d.delivery_id), d.body, d.secrets)
+            status, retry_in = self._decide(d, result)
+            self.store.record(d.delivery_id, d.attempts + 1, d.url, result, status, retry_in)
+            if status == Outcome.GONE and d.subscription_id is not None:
+                self.subscriptions.disable_subscription(
+                    d.tenant_id, d.subscription_id, f"{d.url} answered 410 Gone")
+        except Exception as e:  # the claim lapses and the delivery is sent again
+            log.warning("webhook delivery %s not recorded: %s: %s", d.delivery_id,
+                        type(e).__name__, e)
+
+    def _decide(self, d: DueDelivery, result: Attempted) -> tuple[str, float | None]:
+        if result.refused:
+            return Outcome.FAILED, None
+        outcome = outcome_of(result.status_code)
+        if outcome != Outcome.RETRY:
+            return outcome, None
+        failed = d.attempts + 1 - d.schedule_base
+        delay = self.policy.delay(failed, self.rng.uniform(-1.0, 1.0))
+        return ("pending", delay) if delay is not None else (Outcome.FAILED, None)
+
+
+def delivery_body(payload: dict[str, Any]) -> bytes:
+    """The bytes that are signed and sent."""
+    return msgspec.json.encode(payload)

@@ -1,0 +1,83 @@
+"""Outcomes an external runner reports (POST /webhooks/continue), recorded through the run commands.
+
+A queued run that an external runner reports on is started first (as that runner), so its
+events read like any other run's; whatever the state machine forbids — completing a cancelled
+run — raises its DomainError and nothing is recorded.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+import msgspec
+
+from controlroom.commands.errors import RunNotFoundError
+from controlroom.commands.handlers import RunCommands
+from controlroom.domain.errors import InvalidTransitionError
+from controlroom.domain.run import QUEUED, RUNNING
+
+REPORTED_FAILURE = "reported"
+"""`error.reason` of a failure an external runner reported without a reason of its own."""
+
+Status = Literal["running", "completed", "failed", "cancelled"]
+
+
+class ExternalArtifact(msgspec.Struct, frozen=True):
+    """An artifact kept elsewhere: where to fetch it."""
+
+    path: str
+    url: str
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What the runner says happened to the run's current attempt."""
+
+    status: Status
+    summary: str = ""
+    artifacts: list[ExternalArtifact] = []
+    attempt: int | None = None
+    reason: str | None = None
+    exit_code: int | None = None
+
+
+class InboundOutcomes:
+    """Applies reported outcomes with the same commands workers use."""
+
+    def __init__(self, runs: RunCommands) -> None:
+        self.runs = runs
+
+    def report(self, tenant_id: str, run_id: UUID, outcome: Outcome, *, by: str) -> int:
+        """Record `outcome` on the tenant's run; returns the position of the last event written."""
+        run = self.runs.load(run_id)
+        if run.tenant_id != tenant_id:
+            raise RunNotFoundError(run_id)
+        attempt = outcome.attempt or run.attempt
+        position = 0
+        if outcome.status == "cancelled":
+            position = self.runs.request_cancel(tenant_id, run_id, by)
+            if self.runs.load(run_id).status == RUNNING:
+                position = self.runs.confirm_cancelled(run_id, outcome.summary or f"cancelled by {by}",
+                                                       attempt=attempt)
+            return position
+        if run.status == QUEUED:
+            position = self.runs.start(run_id, attempt, f"external:{by}")
+        if outcome.status == "running":
+            if run.status not in (QUEUED, RUNNING):
+                raise InvalidTransitionError("start", run.status)
+            return position
+        if outcome.artifacts:
+            position = self.runs.add_artifacts(run_id, [_artifact(run_id, attempt, a)
+                                                        for a in outcome.artifacts], attempt=attempt)
+        if outcome.status == "completed":
+            return self.runs.complete(run_id, summary=outcome.summary, exit_code=outcome.exit_code,
+                                      attempt=attempt)
+        return self.runs.fail(run_id, reason=outcome.reason or REPORTED_FAILURE,
+                              message=outcome.summary, exit_code=outcome.exit_code, attempt=attempt)
+
+
+def _artifact(run_id: UUID, attempt: int, a: ExternalArtifact) -> dict[str, Any]:
+    """An external artifact: no bytes in our store, only where it lives."""
+    aid = uuid5(NAMESPACE_URL, f"controlroom:external-artifact:{run_id}:{attempt}:{a.path}")
+    return {"artifact_id": str(aid), "path": a.path, "url": a.url, "external": True,
+            "attempt": attempt}

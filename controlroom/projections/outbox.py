@@ -1,0 +1,174 @@
+"""`webhooks` projection: the outbox. Run events become messages, fanned out to deliveries.
+
+Each subscribable Run event becomes a row of `webhook_events` (the tenant's replayable feed)
+and one `webhook_deliveries` row per target — the run's own callback and every active
+subscription wanting it — all with the tracking position in one transaction, so a crash
+anywhere re-projects rather than loses a callback. Subscriptions and secrets are folded here
+too: fan-out then depends only on the log's order, never on another projection's progress.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+from uuid import UUID
+
+from eventsourcing.dispatch import singledispatchmethod
+from eventsourcing.persistence import Tracking
+from eventsourcing.projection import Projection
+from eventsourcing.utils import get_topic
+from psycopg.types.json import Jsonb
+
+from controlroom.domain.run import Run
+from controlroom.domain.webhook_secret import WebhookSecret
+from controlroom.domain.webhook_subscription import Subscription
+from controlroom.projections.outbox_messages import Message, RunFacts, message_for
+from controlroom.projections.view import PROJECTED_CHANNEL, ReadModelView
+
+WEBHOOKS_CHANNEL = "controlroom_webhooks"
+"""NOTIFY channel waking delivery workers when deliveries were queued."""
+
+GET_FACTS = """SELECT tenant_id, job_type, job_name, callbacks, attempt, started_at, artifacts
+FROM webhook_runs WHERE run_id = %s"""
+PUT_FACTS = """
+INSERT INTO webhook_runs (run_id, tenant_id, job_type, job_name, callbacks, attempt, started_at, artifacts)
+VALUES (%(run_id)s, %(tenant_id)s, %(job_type)s, %(job_name)s, %(callbacks)s, %(attempt)s,
+    %(started_at)s, %(artifacts)s)
+ON CONFLICT (run_id) DO UPDATE SET attempt = EXCLUDED.attempt, started_at = EXCLUDED.started_at,
+    artifacts = EXCLUDED.artifacts
+"""
+INSERT_EVENT = """
+INSERT INTO webhook_events (position, tenant_id, run_id, event_type, occurred_at, payload)
+VALUES (%(position)s, %(tenant_id)s, %(run_id)s, %(event_type)s, %(at)s, %(payload)s)
+ON CONFLICT (position) DO NOTHING
+"""
+FAN_OUT = f"""
+WITH targets (delivery_id, target, subscription_id, url) AS (
+    SELECT md5(%(position)s::text || ':' || s.subscription_id::text)::uuid, 'subscription',
+        s.subscription_id, s.url
+    FROM webhook_subscriptions s
+    WHERE s.tenant_id = %(tenant_id)s AND s.status = 'active' AND %(event_type)s = ANY(s.events)
+    UNION ALL
+    SELECT md5(%(position)s::text || ':' || %(callback)s::text)::uuid, %(callback)s::text, NULL::uuid,
+        %(callback_url)s::text
+    WHERE %(callback_url)s::text IS NOT NULL
+), queued AS (
+    INSERT INTO webhook_deliveries (delivery_id, tenant_id, run_id, position, event_type, target,
+        subscription_id, url, payload, created_at, next_attempt_at)
+    SELECT delivery_id, %(tenant_id)s, %(run_id)s, %(position)s, %(event_type)s, target,
+        subscription_id, url, %(payload)s, now(), now()
+    FROM targets
+    ON CONFLICT (delivery_id) DO NOTHING
+    RETURNING 1
+)
+SELECT pg_notify('{WEBHOOKS_CHANNEL}', '') FROM queued LIMIT 1
+"""
+PUT_SUBSCRIPTION = """
+INSERT INTO webhook_subscriptions (subscription_id, tenant_id, url, events, status, created_by,
+    created_at, updated_at, created_position)
+VALUES (%(id)s, %(tenant_id)s, %(url)s, %(events)s, 'active', %(by)s, %(at)s, %(at)s, %(position)s)
+ON CONFLICT (subscription_id) DO NOTHING
+"""
+END_SUBSCRIPTION = """
+WITH ended AS (
+    UPDATE webhook_subscriptions SET status = %(status)s, status_reason = %(reason)s,
+        updated_at = %(at)s
+    WHERE subscription_id = %(id)s
+)
+UPDATE webhook_deliveries SET status = 'cancelled', next_attempt_at = NULL, updated_at = now()
+WHERE subscription_id = %(id)s AND status = 'pending'
+"""
+PUT_SECRET = """
+INSERT INTO webhook_secrets (tenant_id, sealed_current, sealed_previous, previous_valid_until,
+    rotated_at, last_position)
+VALUES (%(tenant_id)s, %(current)s, %(previous)s, %(until)s, %(at)s, %(position)s)
+ON CONFLICT (tenant_id) DO UPDATE SET sealed_current = EXCLUDED.sealed_current,
+    sealed_previous = EXCLUDED.sealed_previous, previous_valid_until = EXCLUDED.previous_valid_until,
+    rotated_at = EXCLUDED.rotated_at, last_position = EXCLUDED.last_position
+"""
+RUN_TOPICS = tuple(get_topic(c) for c in (
+    Run.RunSubmitted, Run.RunStarted, Run.RunProgressed, Run.ArtifactAdded, Run.LineageEdgeRecorded,
+    Run.RunCompleted, Run.RunFailed, Run.RunCancelled, Run.RunRetryScheduled,
+))
+
+
+class OutboxView(ReadModelView):
+    """Writes of the outbox: run facts, messages, deliveries, subscriptions and secrets."""
+
+    projection_name = "webhooks"
+
+    def run_event(self, tracking: Tracking, run_id: UUID, event: Any, base_url: str) -> None:
+        """Fold one Run event into the run's facts; queue the message it makes, if any."""
+        with self.datastore.transaction(commit=True) as curs:
+            # Like every read model: rebuilt from the log, its tracking commits with it.
+            curs.execute("SET LOCAL synchronous_commit = off", prepare=True)
+            row = curs.execute(GET_FACTS, (run_id,), prepare=True).fetchone()
+            before = RunFacts.from_row(row) if row else None
+            facts, message = message_for(before, event, tracking.notification_id, base_url)
+            if facts is not None:
+                curs.execute(PUT_FACTS, facts.params(run_id), prepare=True)
+            if message is not None and facts is not None:
+                self._queue(curs, run_id, facts, message, tracking.notification_id)
+            self._track(curs, tracking)
+
+    def change(self, tracking: Tracking, sql: str, **params: Any) -> None:
+        """One statement with the event's position."""
+        self.apply(tracking, [(sql, {**params, "position": tracking.notification_id})])
+
+    def _queue(self, curs: Any, run_id: UUID, facts: RunFacts, message: Message, position: int) -> None:
+        params = {
+            "position": position, "tenant_id": facts.tenant_id, "run_id": run_id,
+            "event_type": message.event_type, "at": message.at, "payload": Jsonb(message.envelope),
+            "callback": message.callback, "callback_url": facts.callbacks.get(message.callback or ""),
+        }
+        curs.execute(INSERT_EVENT, params, prepare=True)
+        curs.execute(FAN_OUT, params, prepare=True)
+
+    def _track(self, curs: Any, tracking: Tracking) -> None:
+        self._insert_tracking(curs, tracking)
+        curs.execute("SELECT pg_notify(%s, %s)",
+                     (PROJECTED_CHANNEL, f"{self.projection_name}:{tracking.notification_id}"),
+                     prepare=True)
+
+
+class OutboxProjection(Projection[OutboxView]):
+    """Folds Run, Subscription and WebhookSecret events into the outbox tables."""
+
+    name = "webhooks"
+    topics = (*RUN_TOPICS, *(get_topic(c) for c in (
+        Subscription.SubscriptionCreated, Subscription.SubscriptionDeleted,
+        Subscription.SubscriptionDisabled, WebhookSecret.WebhookSecretRotated,
+    )))
+    base_url: ClassVar[str] = ""
+
+    @classmethod
+    def linking_to(cls, base_url: str) -> type[OutboxProjection]:
+        """This projection with links (run, artifacts) made absolute under `base_url`."""
+        return type(cls.__name__, (cls,), {"name": cls.name, "base_url": base_url.rstrip("/")})
+
+    @singledispatchmethod
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        """Run events go through the message rules; others only advance the position."""
+        if isinstance(domain_event, Run.Event):
+            self.view.run_event(tracking, domain_event.originator_id, domain_event, self.base_url)
+        else:
+            self.view.apply(tracking)
+
+    @process_event.register
+    def _(self, e: Subscription.SubscriptionCreated, tracking: Tracking) -> None:
+        self.view.change(tracking, PUT_SUBSCRIPTION, id=e.originator_id, tenant_id=e.tenant_id,
+                         url=e.url, events=list(e.events), by=e.created_by, at=e.created_at)
+
+    @process_event.register
+    def _(self, e: Subscription.SubscriptionDeleted, tracking: Tracking) -> None:
+        self.view.change(tracking, END_SUBSCRIPTION, id=e.originator_id, status="deleted",
+                         reason=f"deleted by {e.by}", at=e.at)
+
+    @process_event.register
+    def _(self, e: Subscription.SubscriptionDisabled, tracking: Tracking) -> None:
+        self.view.change(tracking, END_SUBSCRIPTION, id=e.originator_id, status="disabled",
+                         reason=e.reason, at=e.at)
+
+    @process_event.register
+    def _(self, e: WebhookSecret.WebhookSecretRotated, tracking: Tracking) -> None:
+        self.view.change(tracking, PUT_SECRET, tenant_id=e.tenant_id, current=e.sealed_current,
+                         previous=e.sealed_previous, until=e.previous_valid_until, at=e.at)

@@ -1,0 +1,145 @@
+"""The artifacts API: uploads (raw and multipart), metadata, ranged downloads, archives, limits.
+
+Uploads go to a run that is still active: a job that sleeps until the test cancels it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from tests.conftest import job, wait_for_status
+
+ARTIFACTS = "/api/v1/artifacts"
+SLEEPER = "import time\ntime.sleep(120)\n"
+
+
+@pytest.fixture
+def active_run(client: TestClient[Any], auth: dict[str, str]) -> Iterator[str]:
+    """A run that stays running for the test, cancelled afterwards."""
+    run_id = client.post("/api/v1/jobs/run", json=job(SLEEPER), headers=auth).json()["run_id"]
+    wait_for_status(client, run_id, auth, statuses={"running"})
+    yield run_id
+    client.post(f"/api/v1/runs/{run_id}/cancel", headers=auth)
+
+
+def upload(client: TestClient[Any], auth: dict[str, str], run_id: str, path: str, data: bytes,
+           content_type: str = "text/csv") -> Any:
+    return client.post(ARTIFACTS, params={"run_id": run_id, "path": path}, content=data,
+                       headers={**auth, "Content-Type": content_type})
+
+
+def test_a_raw_upload_is_stored_recorded_and_served(
+        client: TestClient[Any], auth: dict[str, str], active_run: str) -> None:
+    data = b"id,total\n1,9.50\n2,12.00\n"
+    r = upload(client, auth, active_run, "reports/totals.csv", data)
+    assert r.status_code == 201, r.text
+    meta = r.json()
+    assert meta["run_id"] == active_run and meta["path"] == "reports/totals.csv"
+    assert meta["size"] == len(data) and meta["sha256"] == hashlib.sha256(data).hexdigest()
+    assert meta["content_type"] == "text/csv" and meta["created_at"]
+    assert r.headers["location"] == f"{ARTIFACTS}/{meta['artifact_id']}"
+    assert client.get(f"{ARTIFACTS}/{meta['artifact_id']}", headers=auth).json() == meta
+
+    content = client.get(meta["url"], headers=auth)
+    assert content.status_code == 200 and content.content == data
+    assert content.headers["etag"] == f'"{meta["sha256"]}"'
+    assert content.headers["content-length"] == str(len(data))
+    assert content.headers["accept-ranges"] == "bytes"
+    run = client.get(f"/api/v1/runs/{active_run}", headers=auth).json()
+    assert meta["url"] in {a["url"] for a in run["artifacts"]}
+
+
+def test_range_requests(client: TestClient[Any], auth: dict[str, str], active_run: str) -> None:
+    data = bytes(range(256)) * 40
+    url = upload(client, auth, active_run, "blob.bin", data, "application/octet-stream").json()["url"]
+
+    def get(range_header: str, **extra: str) -> Any:
+        return client.get(url, headers={**auth, "Range": range_header, **extra})
+
+    r = get("bytes=100-199")
+    assert r.status_code == 206 and r.content == data[100:200]
+    assert r.headers["content-range"] == f"bytes 100-199/{len(data)}"
+    assert r.headers["content-length"] == "100"
+    assert get("bytes=10200-").content == data[10200:]
+    assert get("bytes=-16").content == data[-16:]
+    assert get("bytes=10000-99999").headers["content-range"] == f"bytes 10000-10239/{len(data)}"
+    r = get(f"bytes={len(data)}-")
+    assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{len(data)}"
+    assert r.headers["content-type"] == "application/problem+json"
+    assert get("bytes=0-1,5-6").status_code == 200  # several ranges: the whole thing
+    assert get("bytes=0-9", **{"If-Range": '"stale"'}).status_code == 200
+    etag = client.get(url, headers=auth).headers["etag"]
+    assert get("bytes=0-9", **{"If-Range": etag}).status_code == 206
+    assert client.get(url, headers={**auth, "If-None-Match": etag}).status_code == 304
+
+
+def test_a_multipart_upload_takes_its_fields_and_file_part(
+        client: TestClient[Any], auth: dict[str, str], active_run: str) -> None:
+    r = client.post(ARTIFACTS, headers=auth, data={"run_id": active_run, "path": "plots/a.svg"},
+                    files={"file": ("a.svg", b"<svg/>", "image/svg+xml")})
+    assert r.status_code == 201, r.text
+    meta = r.json()
+    assert (meta["path"], meta["content_type"], meta["size"]) == ("plots/a.svg", "image/svg+xml", 6)
+    assert client.get(meta["url"], headers=auth).content == b"<svg/>"
+    r = client.post(ARTIFACTS, headers=auth, data={"run_id": active_run, "path": "x"},
+                    files={"note": (None, b"no file here")})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "file"
+
+
+def test_refusals(client: TestClient[Any], auth: dict[str, str], active_run: str,
+                  token: Callable[..., str], tenant: str) -> None:
+    other = {"Authorization": f"Bearer {token('other-' + uuid.uuid4().hex[:6])}"}
+    meta = upload(client, auth, active_run, "mine.csv", b"a,b\n").json()
+    for headers, run_id in ((other, active_run), (auth, str(uuid.uuid4()))):
+        r = upload(client, headers, run_id, "x.csv", b"1")
+        assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+    assert client.get(f"{ARTIFACTS}/{meta['artifact_id']}", headers=other).status_code == 404
+    assert client.get(meta["url"], headers=other).status_code == 404
+    assert client.get(f"{ARTIFACTS}/{uuid.uuid4()}", headers=auth).status_code == 404
+    for path in ("", "../escape", "/abs"):
+        assert upload(client, auth, active_run, path, b"1").status_code == 422
+    reader = {"Authorization": f"Bearer {token(tenant, scopes=['artifacts:read'])}"}
+    assert upload(client, reader, active_run, "x.csv", b"1").status_code == 403
+
+    done = client.post("/api/v1/jobs/run", json=job("print(1)"), headers=auth).json()["run_id"]
+    wait_for_status(client, done, auth)
+    r = upload(client, auth, done, "late.csv", b"1")
+    assert r.status_code == 409 and "active" in r.json()["detail"]
+
+
+def test_oversize_uploads_are_413(client: TestClient[Any], auth: dict[str, str],
+                                  active_run: str) -> None:
+    deps = client.app.state.deps
+    limit, deps.max_artifact_bytes = deps.max_artifact_bytes, 1000
+    try:
+        r = upload(client, auth, active_run, "big.bin", b"x" * 1001)  # announced length
+        assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
+        chunks = iter([b"y" * 600, b"y" * 600])  # no length announced: counted as it arrives
+        r = client.post(ARTIFACTS, params={"run_id": active_run, "path": "big.bin"},
+                        content=chunks, headers=auth)
+        assert r.status_code == 413
+        assert upload(client, auth, active_run, "ok.bin", b"z" * 1000).status_code == 201
+    finally:
+        deps.max_artifact_bytes = limit
+    assert not list(deps.artifacts.spool_dir.glob("upload-*")), "spool files left behind"
+
+
+def test_code_files_and_the_full_log_are_kept(client: TestClient[Any], auth: dict[str, str]) -> None:
+    source = 'print("hello from the job")\nimport sys\nprint("to stderr", file=sys.stderr)\n'
+    body = job(source)
+    body["code"]["files"].append({"path": "lib/util.py", "content": "X = 1\n"})
+    run_id = client.post("/api/v1/jobs/run", json=body, headers=auth).json()["run_id"]
+    run = wait_for_status(client, run_id, auth)
+    by_path = {a["path"]: a for a in run["artifacts"]}
+    assert {"code/main.py", "code/lib/util.py", "logs/run.log"} <= set(by_path)
+    assert client.get(by_path["code/main.py"]["url"], headers=auth).text == source
+    assert client.get(by_path["code/lib/util.py"]["url"], headers=auth).text == "X = 1\n"
+    log = client.get(f"/api/v1/runs/{run_id}/logs", headers=auth).text
+    assert "hello from the job" in log
+    assert client.get(by_path["logs/run.log"]["url"], headers=auth).text == log
