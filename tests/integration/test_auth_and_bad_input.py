@@ -354,6 +354,10 @@ def test_a_run_id_that_is_not_a_uuid_is_a_404(
             ("POST", "/events", {"event_type": "progress", "percent": 1}),
         ):
             resp = client.request(method, f"{RUNS}/{bad_id}{suffix}", json=body, headers=auth)
+            if bad_id == ".." and suffix == "/events":
+                # the client normalises runs/../events to the tenant feed, which is GET-only
+                assert_problem(resp, 405)
+                continue
             assert_problem(resp, 404)
 
 
