@@ -104,6 +104,21 @@ def test_submit_wait_exits_1_when_the_run_fails_and_shows_its_log_as_plain_lines
     assert done.stdout.rstrip().endswith("failed")
 
 
+def test_a_retried_run_is_followed_through_its_retry_to_the_final_failure(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(job("import sys\nsys.exit(2)\n", max_retries=1)))
+    done = cli(env, "submit", str(path), "--wait", "--json")
+    assert done.returncode == 1, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    status = [(e["type"], e["data"].get("attempt"), e["data"].get("retrying"))
+              for e in lines if e.get("event") == "status"]
+    assert status == [("submitted", 1, None), ("started", 1, None), ("failed", None, True),
+                      ("retry_scheduled", 2, None), ("started", 2, None), ("failed", None, False)]
+    assert lines[-1]["event"] == "end" and lines[-1]["status"] == "failed"
+
+
 def test_runs_watch_exits_2_when_the_run_is_cancelled(env: dict[str, str], tmp_path: Path) -> None:
     submitted = cli(env, "submit", job_file(tmp_path, SLEEPER))
     assert submitted.returncode == 0, submitted.stderr
