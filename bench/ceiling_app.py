@@ -1,6 +1,6 @@
 """The ceiling for bench/api.py: a bare Litestar app doing ONE asyncpg primary-key SELECT per request.
 
-It runs on the same stack as `controlroom serve` (see cmd_serve in controlroom/cli.py): uvicorn with
+It runs on the same stack as `controlroom serve` (see cmd_serve in controlroom/cli/serving.py): uvicorn with
 log_level="warning", access_log=False, lifespan="on", started with `asyncio.run(Server.serve())`,
 and an asyncpg pool with the same settings as controlroom.adapters.database.create_read_pool.
 No auth, no middleware, no projection: whatever Control Room's GET costs above this is overhead.

@@ -240,3 +240,17 @@ CREATE TABLE IF NOT EXISTS webhook_inbound (
     response     jsonb,
     PRIMARY KEY (tenant_id, webhook_id)
 );
+
+-- Rebuild requests (controlroom/projections/rebuild.py): `controlroom projections rebuild` asks,
+-- the process hosting the projection empties its tables and replays the log, and this row
+-- reports how far it got.
+CREATE TABLE IF NOT EXISTS projection_rebuilds (
+    projection      text PRIMARY KEY,
+    state           text        NOT NULL CHECK (state IN ('requested', 'rebuilding', 'done', 'failed')),
+    requested_by    text        NOT NULL,
+    requested_at    timestamptz NOT NULL DEFAULT now(),
+    started_at      timestamptz,
+    target_position bigint,
+    finished_at     timestamptz,
+    error           text
+);

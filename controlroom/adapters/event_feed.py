@@ -60,6 +60,8 @@ class EventFeed:
         self._by_run: dict[UUID, set[Subscription]] = {}
         self._by_tenant: dict[str, set[Subscription]] = {}
         self._wake = asyncio.Event()
+        self._restart = False
+        """Set when a rebuild emptied the read model: the tail starts over from its beginning."""
         self._closed = False
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -156,6 +158,9 @@ class EventFeed:
             self._wake.clear()
             try:
                 while True:
+                    if self._restart:
+                        # Rows come back as the rebuild rewrites them; streams drop those they sent.
+                        self._restart, self.cursor = False, 0
                     rows = await self.reads.tail(self.cursor, TAIL_BATCH)
                     started = loop.time()
                     self._dispatch(rows)
@@ -181,7 +186,12 @@ class EventFeed:
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         name, _, position = payload.rpartition(":")
-        if name == PROJECTION and position.isdigit() and int(position) > self.cursor:
+        if name != PROJECTION or not position.isdigit():
+            return
+        if int(position) == 0:  # a rebuild started (projections/rebuild.py)
+            self._restart = True
+            self._wake.set()
+        elif int(position) > self.cursor:
             self._wake.set()
 
     async def _listen(self) -> None:

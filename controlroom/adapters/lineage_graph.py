@@ -61,6 +61,7 @@ class LineageGraph:
         self.graphs: dict[str, TenantGraph] = {}
         self.position = 0
         self.announced = 0
+        self.resets = 0
         self.ready = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -94,6 +95,9 @@ class LineageGraph:
     async def catch_up(self) -> None:
         """Apply every edge row changed since the last catch-up."""
         async with self._lock:
+            resets = self._resets()
+            if resets != self.resets:  # a rebuild emptied lineage_edges: reload as it refills
+                self.graphs, self.position, self.announced, self.resets = {}, 0, 0, resets
             start, newest = self.position, self.position
             announced = self._announced()
             async with self.pool.acquire() as conn, conn.transaction(
@@ -110,6 +114,10 @@ class LineageGraph:
                     await asyncio.sleep(0)  # let requests through between batches
             self.position = newest
             self.announced = max(self.announced, announced)
+
+    def _resets(self) -> int:
+        resets = getattr(self.waiter, "resets", None)
+        return resets.get(PROJECTION, 0) if resets else 0
 
     def _announced(self) -> int:
         positions = getattr(self.waiter, "positions", None)

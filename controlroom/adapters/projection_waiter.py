@@ -28,6 +28,8 @@ class ProjectionWaiter:
         self.listen = listen
         self.poll_interval = POLL_INTERVAL_S if listen else POOLER_POLL_INTERVAL_S
         self.positions: dict[str, int] = {}
+        self.resets: dict[str, int] = {}
+        """How often each projection was seen to start over (a rebuild): holders of state reload."""
         self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self._conn: asyncpg.Connection | None = None
 
@@ -50,7 +52,15 @@ class ProjectionWaiter:
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         name, _, position = payload.rpartition(":")
-        self._advance(name, int(position))
+        if position == "0":
+            self._reset(name)
+        else:
+            self._advance(name, int(position))
+
+    def _reset(self, name: str) -> None:
+        """A rebuild emptied the projection: it has applied nothing until it says otherwise."""
+        self.positions[name] = 0
+        self.resets[name] = self.resets.get(name, 0) + 1
 
     def _advance(self, name: str, position: int) -> None:
         if position <= self.positions.get(name, 0):
@@ -65,6 +75,8 @@ class ProjectionWaiter:
             f"SELECT notification_id FROM {name}_tracking WHERE application_name = $1",
             APPLICATION_NAME,
         )
+        if (position or 0) < self.positions.get(name, 0):
+            self._reset(name)  # a rebuild started while no notification reached us
         if position is not None:
             self._advance(name, position)
 

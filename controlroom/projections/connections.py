@@ -30,6 +30,7 @@ class ConnectionsView(ReadModelView):
     """Writes for the connections table."""
 
     projection_name = "connections"
+    tables = ("connections",)
 
     def change(self, sql: str, tracking: Tracking, **params: Any) -> None:
         """Apply one statement with the event's position filled in."""

@@ -11,6 +11,8 @@ from typing import Any
 import psycopg
 from eventsourcing.projection import ProjectionRunner
 
+from controlroom.projections.rebuild import Rebuild
+
 log = logging.getLogger("controlroom.projections")
 
 STANDBY_RETRY_S = 2.0
@@ -24,14 +26,19 @@ def lock_key(name: str) -> int:
 
 
 class ProjectionHost:
-    """Runs `make_runner()` while holding the projection's lock; restarts it after errors."""
+    """Runs `make_runner()` while holding the projection's lock; restarts it after errors.
+
+    With a `rebuild`, it also carries out the rebuilds asked of this projection (rebuild.py).
+    """
 
     def __init__(
-        self, name: str, dsn: str, make_runner: Callable[[], ProjectionRunner[Any, Any]]
+        self, name: str, dsn: str, make_runner: Callable[[], ProjectionRunner[Any, Any]],
+        *, rebuild: Rebuild | None = None,
     ) -> None:
         self.name = name
         self.dsn = dsn
         self.make_runner = make_runner
+        self.rebuild = rebuild
         self.active = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"projection-{name}", daemon=True)
@@ -67,15 +74,36 @@ class ProjectionHost:
 
     def _serve(self, lock_conn: psycopg.Connection[Any]) -> None:
         try:
-            with self.make_runner() as runner:
-                self.runner = runner
-                self.active.set()
-                log.info("projection %s: active", self.name)
-                while not self._stop.is_set():
-                    runner.run_forever(timeout=1.0)
-                    if runner.is_interrupted.is_set():
-                        raise RuntimeError("runner stopped")
-                    lock_conn.execute("SELECT 1")  # lost the lock's session? then step down
+            while not self._stop.is_set():
+                if self.rebuild is not None and self.rebuild.pending(lock_conn):
+                    self._reset(lock_conn, self.rebuild)
+                self._run(lock_conn)
         finally:
             self.runner = None
             self._stop.wait(RESTART_BACKOFF_S)
+
+    def _run(self, lock_conn: psycopg.Connection[Any]) -> None:
+        """Run the projection until stopped, or until a rebuild is asked for."""
+        with self.make_runner() as runner:
+            self.runner = runner
+            self.active.set()
+            log.info("projection %s: active", self.name)
+            while not self._stop.is_set():
+                runner.run_forever(timeout=1.0)
+                if runner.is_interrupted.is_set():
+                    raise RuntimeError("runner stopped")
+                # Also proves the lock's session is alive: if it is gone, step down.
+                if self.rebuild is None:
+                    lock_conn.execute("SELECT 1")
+                elif self.rebuild.pending(lock_conn):
+                    return
+
+    def _reset(self, lock_conn: psycopg.Connection[Any], rebuild: Rebuild) -> None:
+        try:
+            target = rebuild.reset(lock_conn)
+        except psycopg.OperationalError:
+            raise  # the database is away: the request stays pending for the next holder
+        except Exception as e:
+            rebuild.failed(lock_conn, e)
+            raise
+        log.warning("projection %s: rebuilding from the log, up to position %d", self.name, target)

@@ -72,6 +72,7 @@ class LineageView(ReadModelView):
     """Writes for the lineage_runs and lineage_edges tables."""
 
     projection_name = "lineage"
+    tables = ("lineage_runs", "lineage_edges")
 
     def run_submitted(self, tracking: Tracking, **params: Any) -> None:
         """Remember which tenant and job a run belongs to."""

@@ -64,6 +64,7 @@ class RunEventsView(ReadModelView):
     """Writes run_events rows."""
 
     projection_name = PROJECTION
+    tables = ("run_events",)
 
     def record(self, tracking: Tracking, e: Any, event: str, data: dict[str, Any], *,
                terminal: bool = False, first: dict[str, str] | None = None) -> None:

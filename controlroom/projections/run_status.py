@@ -75,9 +75,10 @@ ON CONFLICT DO NOTHING
 
 
 class RunStatusView(ReadModelView):
-    """Writes for the run_status and run_log_chunks tables."""
+    """Writes for the run_status, run_log_chunks and artifacts tables."""
 
     projection_name = "run_status"
+    tables = ("run_status", "run_log_chunks", "artifacts")
 
     def change(self, sql: str, tracking: Tracking, **params: Any) -> None:
         """Apply one statement with the event's run id and position filled in."""

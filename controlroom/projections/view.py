@@ -18,6 +18,8 @@ class ReadModelView(PostgresTrackingRecorder):
     """A tracking recorder whose writes are exactly-once and announce themselves."""
 
     projection_name = ""
+    tables: tuple[str, ...] = ()
+    """The read-model tables it alone writes: what a rebuild empties (none: not rebuildable)."""
 
     def apply(self, tracking: Tracking, statements: Sequence[Statement] = ()) -> None:
         """Run `statements`, record `tracking` and notify waiters, in one transaction."""

@@ -1,0 +1,7 @@
+"""`python -m controlroom.cli`."""
+
+import sys
+
+from controlroom.cli.entry import main
+
+sys.exit(main())

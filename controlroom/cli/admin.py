@@ -1,0 +1,87 @@
+"""Operator commands: background processes, tenant connections, tokens."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+
+from controlroom.cli.hosts import read_model_hosts
+from controlroom.cli.wiring import bootstrap, keys
+from controlroom.settings import Settings
+
+SETTLE_TIMEOUT_S = 5.0
+"""How long `connections` waits for the read model to show a change."""
+
+
+def cmd_connections(settings: Settings, args: argparse.Namespace) -> int:
+    """Set, list or delete a tenant's connections, straight against the database."""
+    from controlroom.commands.errors import ConnectionNotFoundError
+    from controlroom.domain.connection import InvalidConnectionError
+
+    with bootstrap(settings, run_worker=False, run_projections=False) as services:
+        host = read_model_hosts(services)["connections"].start()  # standby if a running service has it
+        try:
+            if args.action == "set":
+                dsn = sys.stdin.readline().strip() if args.dsn == "-" else args.dsn
+                saved = services.connections.set(args.tenant, args.name, dsn, args.by)
+                print(f"{'created' if saved.created else 'updated'} {saved.name}: {saved.display_dsn}")
+            elif args.action == "delete":
+                services.connections.delete(args.tenant, args.name, args.by)
+                print(f"deleted {args.name}")
+            if not services.connection_store.wait_caught_up(SETTLE_TIMEOUT_S):
+                print("warning: the connections read model is behind; listings may lag",
+                      file=sys.stderr)
+            if args.action == "list":
+                for name, display, *_ in services.connection_store.listing(args.tenant):
+                    print(f"{name}\t{display}")
+        except (InvalidConnectionError, ConnectionNotFoundError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        finally:
+            host.stop()
+    return 0
+
+
+def cmd_background(settings: Settings, args: argparse.Namespace) -> int:
+    """Run only the worker, or only the projections, until interrupted."""
+    worker = args.command == "worker"
+    if worker and settings.worker_processes > 1:
+        return _worker_processes(settings, args)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    with bootstrap(settings, run_worker=worker, run_projections=not worker):
+        print(f"Control Room {args.command} running (data: {settings.data_dir})", file=sys.stderr)
+        done.wait()
+    return 0
+
+
+def _worker_processes(settings: Settings, args: argparse.Namespace) -> int:
+    """`worker --processes N`: N single-process workers, each restarted if it dies."""
+    from controlroom.adapters.dramatiq_queue import supervise
+
+    if not settings.redis_url:
+        print("--processes needs REDIS_URL (without it, runs queue inside one process)",
+              file=sys.stderr)
+        return 2
+    env = {**os.environ, "CONTROLROOM_DATA_DIR": str(settings.data_dir),
+           "CONTROLROOM_WORKER_PROCESSES": "1"}
+    if settings.database_url:
+        env["DATABASE_URL"] = settings.database_url
+    argv = [sys.executable, "-m", "controlroom.cli", *(["-v"] if args.verbose else []),
+            "worker", "--threads", str(settings.worker_slots)]
+    return supervise(argv, env, settings.worker_processes)
+
+
+def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    """Print a signed token."""
+    from controlroom.api.auth import issue_token
+
+    secret, _ = keys(settings)
+    print(issue_token(secret, tenant=args.tenant, sub=args.sub, scopes=args.scope.split(),
+                      ttl_s=args.ttl, audience=settings.jwt_audience, issuer=settings.jwt_issuer))
+    return 0
+

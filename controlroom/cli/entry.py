@@ -1,0 +1,89 @@
+"""The `controlroom` command: its arguments, and which module carries out each."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+import msgspec
+
+from controlroom.cli.admin import cmd_background, cmd_connections, cmd_token
+from controlroom.cli.serving import cmd_serve
+from controlroom.settings import DEFAULT_TOKEN_TTL_S, from_env
+
+
+def parser() -> argparse.ArgumentParser:
+    """The `controlroom` argument parser."""
+    from controlroom.api.auth import DEFAULT_SCOPES
+    from controlroom.client.commands import add_commands as add_client_commands
+
+    p = argparse.ArgumentParser(
+        prog="controlroom", description="Control Room: submit jobs, watch runs, keep their lineage."
+    )
+    p.add_argument("--data-dir", help="data directory (env CONTROLROOM_DATA_DIR)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the API, projections and an in-process worker")
+    serve.add_argument("--host", help="interface to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument("--workers", type=int, dest="worker_slots",
+                       help="jobs run at once by the in-process worker (default 2)")
+    serve.add_argument("--no-worker", action="store_true", help="don't execute jobs here")
+    serve.add_argument("--no-projections", action="store_true",
+                       help="leave the read models to `controlroom projector` processes")
+    serve.add_argument("--database-url", help="external Postgres (env DATABASE_URL)")
+    serve.set_defaults(func=cmd_serve)
+    worker = sub.add_parser("worker", help="execute queued runs (no API)")
+    worker.add_argument("--threads", "--workers", type=int, dest="worker_slots",
+                        help="jobs each worker process runs at once (default 2)")
+    worker.add_argument("--processes", type=int, dest="worker_processes",
+                        help="worker processes (default 1; more than one needs REDIS_URL)")
+    worker.add_argument("--database-url", help="external Postgres (env DATABASE_URL)")
+    worker.set_defaults(func=cmd_background)
+    projector = sub.add_parser("projector", help="keep the read models up to date (no API)")
+    projector.add_argument("--database-url", help="external Postgres (env DATABASE_URL)")
+    projector.set_defaults(func=cmd_background)
+    conns = sub.add_parser("connections", help="manage a tenant's named database connections")
+    conns.add_argument("--database-url", help="external Postgres (env DATABASE_URL)")
+    actions = conns.add_subparsers(dest="action", required=True)
+    for action, help_text in (("set", "create or replace a connection"),
+                              ("list", "list connections (passwords masked)"),
+                              ("delete", "remove a connection")):
+        a = actions.add_parser(action, help=help_text)
+        a.add_argument("--tenant", required=True)
+        a.add_argument("--by", default=os.environ.get("USER") or "cli", help="recorded as updated_by")
+        if action != "list":
+            a.add_argument("name")
+        if action == "set":
+            a.add_argument("dsn", help="postgresql://user:password@host:port/db, or - to read stdin")
+    conns.set_defaults(func=cmd_connections)
+    token = sub.add_parser("token", help="print a bearer token for the API")
+    token.add_argument("--tenant", required=True)
+    token.add_argument("--sub", required=True, help="who the token is for")
+    token.add_argument("--scope", default=DEFAULT_SCOPES, help=f"default: {DEFAULT_SCOPES!r}")
+    token.add_argument("--ttl", type=int, default=DEFAULT_TOKEN_TTL_S, help="seconds")
+    token.set_defaults(func=cmd_token)
+    add_client_commands(sub)  # submit, runs watch: HTTP only (controlroom/client/)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `controlroom` command."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = from_env()
+    overrides = {k: getattr(args, k, None)
+                 for k in ("host", "port", "worker_slots", "worker_processes")}
+    if args.data_dir:
+        overrides["data_dir"] = args.data_dir
+    if getattr(args, "database_url", None):
+        overrides["database_url"] = args.database_url
+    settings = msgspec.structs.replace(
+        settings, **{k: v for k, v in overrides.items() if v is not None}
+    )
+    settings.data_dir = Path(settings.data_dir)
+    return int(args.func(settings, args))
+

@@ -1,0 +1,151 @@
+"""`controlroom serve`: the API over running services."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from controlroom.cli.wiring import Services, artifact_store, bootstrap
+from controlroom.settings import Settings
+
+SETTLE_TIMEOUT_S = 5.0
+WRITE_THREADS = 3
+"""Appends serialise on the event-store lock; more threads only add GIL contention."""
+
+
+def _webhook_deps(services: Services, pool: Any) -> Any:
+    """What the webhook routes need: commands, reads over `pool`, the SSRF guard."""
+    from controlroom.adapters.webhook_reads import WebhookReads
+    from controlroom.api.webhook_deps import WebhookDeps
+
+    hooks = services.webhooks
+    return WebhookDeps(hooks.commands, hooks.outcomes, WebhookReads(pool, hooks.box), hooks.guard)
+
+
+def _open_deps(services: Services) -> Any:
+    @contextlib.asynccontextmanager
+    async def open_deps() -> AsyncIterator[Any]:
+        from controlroom.adapters.connection_store import ConnectionReads
+        from controlroom.adapters.database import behind_transaction_pooler, create_read_pool
+        from controlroom.adapters.lineage_graph import LineageGraph
+        from controlroom.adapters.projection_waiter import ProjectionWaiter
+        from controlroom.adapters.run_reads import RunReads
+        from controlroom.api.deps import Deps
+
+        pooler = behind_transaction_pooler(services.dsn, services.settings.transaction_pooler)
+        pool = await create_read_pool(services.dsn, pooler=pooler)
+        waiter = ProjectionWaiter(services.dsn, pool, listen=not pooler)
+        await waiter.start()
+        lineage = LineageGraph(pool, waiter)
+        await lineage.start()
+        deps = Deps(services.commands, RunReads(pool), waiter,
+                    write_threads=WRITE_THREADS, settle_timeout_s=SETTLE_TIMEOUT_S,
+                    artifacts=artifact_store(services.settings),
+                    connections=services.connections, connection_reads=ConnectionReads(pool),
+                    preflight=_preflight(services), lineage=lineage,
+                    webhooks=_webhook_deps(services, pool),
+                    lineage_commands=services.lineage_commands,
+                    max_artifact_bytes=services.settings.max_artifact_bytes,
+                    events=await _event_streams(services, pool, pooler))
+        try:
+            yield deps
+        finally:
+            deps.close()
+            await deps.events.feed.stop()
+            await lineage.stop()
+            await waiter.stop()
+            await pool.close()
+
+    return open_deps
+
+
+async def _event_streams(services: Services, pool: Any, pooler: bool) -> Any:
+    """Live run events: replay from the read model, one LISTEN connection fanned out in memory."""
+    from controlroom.adapters.event_feed import EventFeed
+    from controlroom.adapters.event_reads import EventReads
+    from controlroom.api.event_ports import EventStreams
+
+    s = services.settings
+    reads = EventReads(pool)
+    feed = EventFeed(services.dsn, reads, listen=not pooler, buffer=s.sse_buffer,
+                     heartbeat_s=s.sse_heartbeat_s)
+    await feed.start()
+    return EventStreams(reads, feed)
+
+
+def _preflight(services: Services) -> Any:
+    """Pre-flight validation with this machine's tools and the tenants' connections."""
+    from controlroom.adapters.preflight import LocalTools, PostgresTables
+    from controlroom.validation import Preflight
+
+    return Preflight(LocalTools(), connections=services.connection_store, tables=PostgresTables())
+
+
+def build_app(services: Services) -> Any:
+    """The Litestar app over running services."""
+    from controlroom.api.app import create_app
+    from controlroom.api.auth import TokenVerifier
+
+    s = services.settings
+    verifier = TokenVerifier(services.jwt_secret, audience=s.jwt_audience, issuer=s.jwt_issuer)
+    return create_app(verifier, _open_deps(services), max_body_bytes=s.max_body_bytes)
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the API (with projections and an in-process worker)."""
+    import uvicorn
+
+    with bootstrap(settings, run_worker=not args.no_worker,
+                   run_projections=not args.no_projections) as services:
+        app = build_app(services)
+        print(f"Control Room listening on {settings.base_url}  (data: {settings.data_dir})",
+              file=sys.stderr)
+        if settings.jwt_secret is None:
+            print("Get a token:  controlroom token --tenant default --sub $USER"
+                  + (f" --data-dir {settings.data_dir}" if args.data_dir else ""), file=sys.stderr)
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                                access_log=False, lifespan="on")
+        server = _server_ending_streams_first(config, app)
+        with _signals_stop(server):
+            server.run()  # on uvloop when installed (uvicorn's loop="auto")
+    return 0
+
+
+def _server_ending_streams_first(config: Any, app: Any) -> Any:
+    """A uvicorn server that ends live event streams when it stops: it waits for open responses."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            deps = app.state.get("deps")
+            if deps is not None and deps.events is not None:
+                deps.events.close()  # their clients reconnect with Last-Event-ID
+            await super().shutdown(sockets)
+
+    return Server(config)
+
+
+@contextlib.contextmanager
+def _signals_stop(server: Any) -> Iterator[None]:
+    """SIGTERM/SIGINT stop `server` and then let the caller's teardown run.
+
+    After its graceful shutdown uvicorn re-raises the signal that stopped it; under the
+    default handlers that killed the process (exit -15) before the worker, projections
+    and embedded PostgreSQL were stopped. This handler turns that re-raise into a no-op
+    (and covers a signal arriving before uvicorn installs its own handlers).
+    """
+
+    def stop(signum: int, frame: Any) -> None:
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+

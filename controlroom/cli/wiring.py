@@ -1,0 +1,188 @@
+"""The composition root: the services a process holds, started and stopped together."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from controlroom.cli.hosts import dispatch_hosts, read_model_hosts, webhook_hosts
+from controlroom.settings import Settings
+
+log = logging.getLogger("controlroom")
+
+
+@dataclass
+class Services:
+    """Everything a running Control Room process holds."""
+
+    settings: Settings
+    dsn: str
+    jwt_secret: str
+    env: dict[str, str]
+    commands: Any
+    closers: list[Any] = field(default_factory=list)
+    connections: Any = None
+    connection_store: Any = None
+    webhooks: Any = None
+    lineage_commands: Any = None
+
+
+def keys(settings: Settings) -> tuple[str, str]:
+    from controlroom.adapters.keys import load_or_create
+
+    jwt_secret = settings.jwt_secret or load_or_create(settings.data_dir, "jwt_secret")
+    secret_key = settings.secret_key or load_or_create(settings.data_dir, "secret_key")
+    return jwt_secret, secret_key
+
+
+@contextlib.contextmanager
+def bootstrap(
+    settings: Settings, *, run_worker: bool = True, run_projections: bool = True
+) -> Iterator[Services]:
+    """Start the database (if embedded), the write side, projections and the worker."""
+    from controlroom.adapters.database import apply_schema, eventsourcing_env, redact
+    from controlroom.adapters.secretbox import AesGcmSecretBox
+    from controlroom.commands.application import ControlRoom
+    from controlroom.commands.handlers import RunCommands
+    from controlroom.commands.lineage import LineageCommands
+
+    with contextlib.ExitStack() as stack:
+        if settings.embedded:
+            from controlroom.adapters.embedded_postgres import EmbeddedPostgres
+
+            dsn = stack.enter_context(EmbeddedPostgres(settings.data_dir)).dsn
+        else:
+            dsn = settings.database_url or ""
+        log.info("database: %s", redact(dsn))
+        apply_schema(dsn)
+        jwt_secret, secret_key = keys(settings)
+        env = eventsourcing_env(dsn, pooler=settings.transaction_pooler)
+        app = ControlRoom(env=env)
+        stack.callback(app.close)
+        commands = RunCommands(app, AesGcmSecretBox(secret_key))
+        services = Services(settings, dsn, jwt_secret, env, commands)
+        _wire_connections(services, app, AesGcmSecretBox(secret_key))
+        _wire_webhooks(services, app, AesGcmSecretBox(secret_key))
+        stack.callback(lambda: [close() for close in reversed(services.closers)])
+        services.lineage_commands = LineageCommands(app)
+        stack.enter_context(
+            _projections(services, run_worker=run_worker, run_projections=run_projections)
+        )
+        yield services
+
+
+@contextlib.contextmanager
+def _projections(services: Services, *, run_worker: bool, run_projections: bool) -> Iterator[None]:
+    from controlroom.adapters.leases import PostgresLeases
+    from controlroom.adapters.local_executor import LocalExecutor
+    from controlroom.adapters.local_queue import InProcessQueue
+    from controlroom.adapters.run_index import active_runs
+    from controlroom.commands.worker import RunWorker, recover
+    from controlroom.jobtypes import default_job_types
+
+    settings = services.settings
+    leases = PostgresLeases(services.dsn, pooler=settings.transaction_pooler)
+    hosts = []
+    if run_projections:
+        hosts.extend(read_model_hosts(services).values())
+        hosts.extend(webhook_hosts(services))
+    worker = None
+    if run_worker:
+        worker = RunWorker(
+            services.commands, LocalExecutor(), default_job_types(services.connection_store),
+            worker_id=f"{socket.gethostname()}:{os.getpid()}", base_url=settings.base_url,
+            leases=leases, lease_timeout_s=settings.lease_timeout_s,
+            tokens=run_tokens(services), artifacts=artifact_store(settings),
+        )
+    queue, dispatching = _run_queue(settings, worker, run_projections=run_projections)
+    if queue is not None and dispatching:  # the dispatcher and the reaper feed the same queue
+        hosts.extend(dispatch_hosts(services, queue, leases))
+    for host in hosts:
+        host.start()
+    if isinstance(queue, InProcessQueue):
+        recover(services.commands, queue, active_runs(services.dsn),
+                orphaned_running=settings.embedded)
+    elif queue is not None and worker is not None:
+        queue.start(worker.execute, threads=settings.worker_slots)
+    try:
+        yield
+    finally:
+        if isinstance(queue, InProcessQueue):
+            worker.stopping.set()
+            queue.stop()
+        elif worker is not None:  # dramatiq: take no more messages, then end running jobs
+            queue.stop(on_stopping=worker.stopping.set)
+        for host in hosts:
+            host.stop()
+        if queue is not None and not isinstance(queue, InProcessQueue):
+            queue.close()
+        leases.close()
+
+
+def _run_queue(settings: Settings, worker: Any, *, run_projections: bool) -> tuple[Any, bool]:
+    """The run queue this process needs, and whether it hosts the dispatcher and reaper.
+
+    With REDIS_URL: dramatiq on Redis, fed where the projections run and consumed where a
+    worker runs. Without: an in-process queue, fed and consumed only beside the worker.
+    """
+    from controlroom.adapters.local_queue import InProcessQueue
+
+    if settings.redis_url and (worker is not None or run_projections):
+        from controlroom.adapters.dramatiq_queue import DramatiqQueue
+
+        return DramatiqQueue(settings.redis_url, namespace=settings.redis_namespace), run_projections
+    if worker is None:
+        return None, False
+    queue = InProcessQueue(worker.execute, slots=settings.worker_slots)
+    queue.start()
+    return queue, True
+
+
+def artifact_store(settings: Settings) -> Any:
+    """Files under the data dir, or an S3-compatible bucket when CONTROLROOM_ARTIFACT_STORE says so."""
+    from controlroom.adapters.artifact_store import LocalArtifactStore
+
+    if settings.artifact_store:
+        from controlroom.adapters.s3_artifact_store import S3ArtifactStore
+
+        return S3ArtifactStore(settings.artifact_store, endpoint=settings.s3_endpoint,
+                               spool_dir=settings.data_dir / "artifact-spool")
+    return LocalArtifactStore(settings.data_dir / "artifacts")
+
+
+def run_tokens(services: Services) -> Any:
+    from controlroom.adapters.run_tokens import HmacRunTokens
+
+    s = services.settings
+    return HmacRunTokens(services.jwt_secret, audience=s.jwt_audience, issuer=s.jwt_issuer)
+
+
+def _wire_connections(services: Services, app: Any, box: Any) -> None:
+    """Tenant connections: commands for the API and CLI, the store job types resolve with."""
+    from controlroom.adapters.connection_store import ConnectionStore
+    from controlroom.commands.connections import ConnectionCommands
+
+    services.connections = ConnectionCommands(app, box)
+    services.connection_store = ConnectionStore(services.dsn, box)
+
+
+def _wire_webhooks(services: Services, app: Any, box: Any) -> None:
+    """Webhook secrets and subscriptions, inbound outcomes, and the SSRF guard."""
+    from types import SimpleNamespace
+
+    from controlroom.adapters.ssrf import CallbackGuard
+    from controlroom.commands.inbound import InboundOutcomes
+    from controlroom.commands.webhooks import WebhookCommands
+
+    s = services.settings.webhooks
+    services.webhooks = SimpleNamespace(
+        commands=WebhookCommands(app, box, grace_s=s.secret_grace_s),
+        outcomes=InboundOutcomes(services.commands), guard=CallbackGuard(s.callback_allowlist),
+        box=box,
+    )
+
