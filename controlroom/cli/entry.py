@@ -9,6 +9,7 @@ from pathlib import Path
 
 import msgspec
 
+from controlroom.cli import projections
 from controlroom.cli.admin import cmd_background, cmd_connections, cmd_token
 from controlroom.cli.serving import cmd_serve
 from controlroom.settings import DEFAULT_TOKEN_TTL_S, from_env
@@ -65,6 +66,7 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--scope", default=DEFAULT_SCOPES, help=f"default: {DEFAULT_SCOPES!r}")
     token.add_argument("--ttl", type=int, default=DEFAULT_TOKEN_TTL_S, help="seconds")
     token.set_defaults(func=cmd_token)
+    projections.add_command(sub)
     add_client_commands(sub)  # submit, runs watch: HTTP only (controlroom/client/)
     return p
 

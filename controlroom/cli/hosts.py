@@ -47,7 +47,8 @@ def read_model_hosts(services: Services) -> dict[str, ProjectionHost]:
     return {
         projection.name: ProjectionHost(projection.name, services.dsn,
                                         _runner(services, projection, view),
-                                        rebuild=Rebuild(projection.name, view.tables))
+                                        rebuild=Rebuild(projection.name, view.tables,
+                                                        tuple(projection.topics)))
         for projection, view in pairs
     }
 

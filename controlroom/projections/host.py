@@ -107,3 +107,16 @@ class ProjectionHost:
             rebuild.failed(lock_conn, e)
             raise
         log.warning("projection %s: rebuilding from the log, up to position %d", self.name, target)
+
+
+def holder(conn: psycopg.Connection[Any], name: str) -> str | None:
+    """Who hosts projection `name` now ("pid 123 from 10.0.0.5"), None if nobody does."""
+    key = lock_key(name)
+    row = conn.execute(
+        "SELECT a.pid, coalesce(host(a.client_addr), 'local socket') FROM pg_locks l "
+        "JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND l.granted "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid AND l.objsubid = 1",
+        (key >> 32, key & 0xFFFFFFFF),
+    ).fetchone()
+    return f"pid {row[0]} from {row[1]}" if row else None

@@ -28,6 +28,17 @@ MIGRATION_ROW = "__migration__"
 """The tracking table's own marker row, written by the event store library: never ours to delete."""
 
 
+def log_head(conn: psycopg.Connection[Any], topics: tuple[str, ...] = ()) -> int:
+    """The newest position in the log (of events with these topics, if given); 0 if none."""
+    query = sql.SQL("SELECT coalesce(max(notification_id), 0) FROM {}").format(
+        sql.Identifier(LOG_TABLE))
+    if topics:
+        row = conn.execute(query + sql.SQL(" WHERE topic = ANY(%s)"), (list(topics),)).fetchone()
+    else:
+        row = conn.execute(query).fetchone()
+    return int(row[0]) if row else 0
+
+
 @dataclass(frozen=True)
 class Progress:
     """How a rebuild stands."""
@@ -48,6 +59,8 @@ class Rebuild:
 
     projection: str
     tables: tuple[str, ...]
+    topics: tuple[str, ...] = ()
+    """The events it subscribes to (all when empty): its position only moves on those."""
 
     @property
     def tracking_table(self) -> str:
@@ -84,9 +97,7 @@ class Rebuild:
             if self.position(conn):
                 conn.execute(sql.SQL("DELETE FROM {} WHERE application_name <> %s").format(
                     sql.Identifier(self.tracking_table)), (MIGRATION_ROW,))
-            row = conn.execute(sql.SQL("SELECT coalesce(max(notification_id), 0) FROM {}").format(
-                sql.Identifier(LOG_TABLE))).fetchone()
-            target = int(row[0]) if row else 0
+            target = log_head(conn, self.topics)
             conn.execute(
                 "UPDATE projection_rebuilds SET state = %s, started_at = clock_timestamp(), "
                 "target_position = %s, finished_at = NULL, error = NULL WHERE projection = %s",
