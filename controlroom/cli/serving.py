@@ -101,7 +101,13 @@ def build_app(services: Services) -> Any:
     from controlroom.api.auth import TokenVerifier
 
     s = services.settings
-    verifier = TokenVerifier(services.jwt_secret, audience=s.jwt_audience, issuer=s.jwt_issuer)
+    jwks = None
+    if s.jwks_url:
+        from controlroom.adapters.jwks import JwksKeys
+
+        jwks = JwksKeys(s.jwks_url)
+    verifier = TokenVerifier(services.jwt_secret, audience=s.jwt_audience, issuer=s.jwt_issuer,
+                             jwks=jwks)
     return create_app(verifier, _open_deps(services), max_body_bytes=s.max_body_bytes)
 
 
