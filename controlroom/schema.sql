@@ -119,6 +119,23 @@ CREATE TABLE IF NOT EXISTS connections (
     PRIMARY KEY (tenant_id, name)
 );
 
+-- API keys (projection `api_keys`): only the key's SHA-256 and last four characters.
+CREATE TABLE IF NOT EXISTS api_keys (
+    id            uuid        PRIMARY KEY,
+    tenant_id     text        NOT NULL,
+    name          text        NOT NULL,
+    key_hash      text        NOT NULL UNIQUE,
+    last4         text        NOT NULL,
+    scopes        text[]      NOT NULL,
+    created_by    text        NOT NULL,
+    created_at    timestamptz NOT NULL,
+    expires_at    timestamptz,
+    revoked_at    timestamptz,
+    revoked_by    text,
+    last_position bigint      NOT NULL
+);
+CREATE INDEX IF NOT EXISTS api_keys_by_tenant ON api_keys (tenant_id, created_at);
+
 -- Lineage (projection `lineage`). The job behind each run, for edges recorded on runs:
 CREATE TABLE IF NOT EXISTS lineage_runs (
     run_id     uuid PRIMARY KEY,

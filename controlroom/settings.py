@@ -32,6 +32,8 @@ class Settings(msgspec.Struct, kw_only=True):
     jwt_secret: str | None = None
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
+    jwks_url: str | None = None
+    """Where RS256/ES256 signing keys are published; unset: only HS256 tokens."""
     secret_key: str | None = None
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
@@ -76,6 +78,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         jwt_secret=env.get("CONTROLROOM_JWT_SECRET") or None,
         jwt_audience=env.get("CONTROLROOM_JWT_AUDIENCE") or None,
         jwt_issuer=env.get("CONTROLROOM_JWT_ISSUER") or None,
+        jwks_url=env.get("CONTROLROOM_JWKS_URL") or None,
         secret_key=env.get("CONTROLROOM_SECRET_KEY") or None,
         host=env.get("CONTROLROOM_HOST") or DEFAULT_HOST,
         port=int(env.get("CONTROLROOM_PORT") or DEFAULT_PORT),

@@ -1,11 +1,18 @@
-"""Bearer-token authentication (JWT, HS256 pinned) and per-route scope guards."""
+"""Bearer-token authentication (JWTs with pinned algorithms, API keys) and per-route scope guards.
+
+HS256 tokens are checked with the server's secret; with a JWKS configured, RS256 and ES256
+tokens are checked with the key their `kid` names. The header's `alg` only picks which of
+those pinned paths applies: `none`, other algorithms and a key of another type are a 401.
+`cr_…` bearers are API keys, looked up by hash (api_key_auth.py).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import jwt
@@ -15,16 +22,20 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
+from controlroom.api.problems import ProblemError
 from controlroom.commands.errors import RunNotFoundError
+from controlroom.domain.api_key import PREFIX as API_KEY_PREFIX
+from controlroom.domain.scopes import ALL_SCOPES as _ALL_SCOPES
+from controlroom.domain.scopes import DEFAULT_SCOPES as _DEFAULT_SCOPES
 
 ALGORITHM = "HS256"
-ALL_SCOPES = [
-    "jobs:write", "runs:read", "runs:write", "lineage:read", "lineage:write",
-    "artifacts:read", "artifacts:write", "webhooks:write", "admin",
-]
-DEFAULT_SCOPES = "jobs:write runs:read runs:write artifacts:read"
+ASYMMETRIC_ALGORITHMS = ("RS256", "ES256")
+"""Accepted only with a key from the JWKS, whose own type must match."""
+ALL_SCOPES = list(_ALL_SCOPES)
+DEFAULT_SCOPES = " ".join(_DEFAULT_SCOPES)
 CACHE_SIZE = 10_000
 CLOCK_SKEW_S = 5
+MAX_KID_CHARS = 200
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -39,25 +50,93 @@ class Principal(msgspec.Struct, frozen=True):
     attempt: int | None = None
 
 
+class SigningKeysPort(Protocol):
+    """The JWKS: public keys by `kid` (PyJWK objects).
+
+    `cached` never does I/O; `fetch` may block on the JWKS URL (never on the event loop),
+    returns None for a kid the set doesn't have, and raises ConnectionError if the set
+    can't be had at all.
+    """
+
+    def cached(self, kid: str) -> Any | None: ...
+
+    def fetch(self, kid: str) -> Any | None: ...
+
+
 class TokenVerifier:
     """Verifies JWTs; caches good ones until they expire (verification dominates a GET)."""
 
-    def __init__(self, secret: str, *, audience: str | None = None, issuer: str | None = None):
+    def __init__(self, secret: str, *, audience: str | None = None, issuer: str | None = None,
+                 jwks: SigningKeysPort | None = None):
         self._secret = secret
         self._audience = audience
         self._issuer = issuer
+        self._jwks = jwks
         self._cache: OrderedDict[str, Principal] = OrderedDict()
 
-    def verify(self, token: str) -> Principal:
-        """The token's principal; NotAuthorizedException if it isn't valid now."""
-        cached = self._cache.get(token)
-        if cached is not None and cached.expires_at > time.time():
+    async def verify_async(self, token: str) -> Principal:
+        """Like `verify`; a JWKS fetch (an unknown or stale kid) happens in a thread."""
+        cached = self._cached(token)
+        if cached is not None:
             return cached
+        alg, kid = self._header(token)
+        jwk = None
+        if alg in ASYMMETRIC_ALGORITHMS and self._jwks is not None:
+            jwk = self._jwks.cached(kid) or await asyncio.to_thread(self._fetch, kid)
+        return self._decode(token, alg, jwk)
+
+    def verify(self, token: str) -> Principal:
+        """The token's principal; NotAuthorizedException if it isn't valid now (may block on the JWKS)."""
+        cached = self._cached(token)
+        if cached is not None:
+            return cached
+        alg, kid = self._header(token)
+        jwk = None
+        if alg in ASYMMETRIC_ALGORITHMS and self._jwks is not None:
+            jwk = self._jwks.cached(kid) or self._fetch(kid)
+        return self._decode(token, alg, jwk)
+
+    def _cached(self, token: str) -> Principal | None:
+        cached = self._cache.get(token)
+        return cached if cached is not None and cached.expires_at > time.time() else None
+
+    def _header(self, token: str) -> tuple[str, str]:
+        """The token's (alg, kid), unverified: they only choose among the pinned paths."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as e:
+            raise NotAuthorizedException(f"invalid token: {e}") from None
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg == ALGORITHM:
+            return alg, ""
+        if alg not in ASYMMETRIC_ALGORITHMS or self._jwks is None:
+            accepted = [ALGORITHM, *(ASYMMETRIC_ALGORITHMS if self._jwks else ())]
+            raise NotAuthorizedException(
+                f"invalid token: algorithm {str(alg)[:20]!r} is not accepted (only {', '.join(accepted)})")
+        if not isinstance(kid, str) or not kid or len(kid) > MAX_KID_CHARS:
+            raise NotAuthorizedException("invalid token: an RS256/ES256 token needs a kid header")
+        return alg, kid
+
+    def _fetch(self, kid: str) -> Any:
+        assert self._jwks is not None
+        try:
+            jwk = self._jwks.fetch(kid)
+        except ConnectionError:
+            raise ProblemError(503, "Service unavailable",
+                               "the token signing keys (JWKS) could not be fetched; retry shortly",
+                               headers={"Retry-After": "5"}) from None
+        if jwk is None:
+            raise NotAuthorizedException(f"invalid token: unknown signing key {kid!r}")
+        return jwk
+
+    def _decode(self, token: str, alg: str, jwk: Any | None) -> Principal:
+        if jwk is not None and getattr(jwk, "algorithm_name", None) != alg:
+            raise NotAuthorizedException(f"invalid token: {alg} does not match the type of its key")
         try:
             claims = jwt.decode(
                 token,
-                self._secret,
-                algorithms=[ALGORITHM],
+                self._secret if jwk is None else jwk.key,
+                algorithms=[alg],
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=CLOCK_SKEW_S,
@@ -127,9 +206,21 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise NotAuthorizedException("Authorization header must be 'Bearer <token>'")
-        verifier: TokenVerifier = connection.app.state.verifier
-        principal = verifier.verify(token.strip())
+        principal = await authenticate(connection.app, token.strip())
         return AuthenticationResult(user=principal, auth=token)
+
+
+async def authenticate(app: Any, token: str) -> Principal:
+    """The principal of a bearer token: an API key (`cr_…`) or a JWT."""
+    if token.startswith(API_KEY_PREFIX):
+        deps = app.state.get("deps")
+        keys = getattr(deps, "api_keys", None)
+        if keys is None:
+            raise NotAuthorizedException("API keys are not accepted by this server")
+        principal: Principal = await keys.verifier.verify(token)
+        return principal
+    verifier: TokenVerifier = app.state.verifier
+    return await verifier.verify_async(token)
 
 
 def requires(scope: str, *, run_token: bool = False):

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
+from controlroom.api.api_key_auth import ApiKeyDeps
 from controlroom.api.event_ports import EventStreams
 from controlroom.api.problems import is_unavailable
 from controlroom.api.webhook_deps import WebhookDeps
@@ -24,6 +25,7 @@ T = TypeVar("T")
 
 RUN_STATUS = "run_status"
 CONNECTIONS = "connections"
+API_KEYS = "api_keys"
 WRITE_DEADLINE_S = 8.0
 """A write not done by then is reported as 503; Idempotency-Key makes the retry safe."""
 BREAKER_COOLDOWN_S = 5.0
@@ -90,7 +92,7 @@ class Deps:
         preflight: Preflight | None = None, events: EventStreams | None = None,
         lineage: LineageReadsPort | None = None, lineage_commands: LineageCommands | None = None,
         max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
-        webhooks: WebhookDeps | None = None,
+        webhooks: WebhookDeps | None = None, api_keys: ApiKeyDeps | None = None,
     ) -> None:
         self.commands = commands
         self.reads = reads
@@ -104,6 +106,7 @@ class Deps:
         self.lineage_commands = lineage_commands
         self.max_artifact_bytes = max_artifact_bytes
         self.webhooks = webhooks
+        self.api_keys = api_keys
         self.settle_timeout_s = settle_timeout_s
         self._pool = ThreadPoolExecutor(write_threads, thread_name_prefix="controlroom-write")
         self._broken_until = 0.0

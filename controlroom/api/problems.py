@@ -15,12 +15,14 @@ from litestar.exceptions import (
 )
 
 from controlroom.commands.errors import (
+    ApiKeyNotFoundError,
     ConcurrencyError,
     ConnectionNotFoundError,
     IdempotencyConflictError,
     RunNotFoundError,
 )
 from controlroom.commands.webhooks import SubscriptionNotFoundError
+from controlroom.domain.api_key import InvalidApiKeyError
 from controlroom.domain.connection import InvalidConnectionError
 from controlroom.domain.errors import DomainError
 from controlroom.domain.webhook_subscription import InvalidSubscriptionError
@@ -99,6 +101,11 @@ def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str
         case ConnectionNotFoundError():
             return _problem(request, 404, "Connection not found", str(exc))
         case InvalidConnectionError():
+            return _problem(request, 422, "Validation failed", str(exc),
+                            [{"field": exc.field, "message": exc.message}])
+        case ApiKeyNotFoundError():
+            return _problem(request, 404, "API key not found", str(exc))
+        case InvalidApiKeyError():
             return _problem(request, 422, "Validation failed", str(exc),
                             [{"field": exc.field, "message": exc.message}])
         case InvalidSubscriptionError():

@@ -16,7 +16,7 @@ from litestar import Request, Response, post
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from controlroom.api.auth import Principal, TokenVerifier
+from controlroom.api.auth import Principal, authenticate
 from controlroom.api.deps import Deps
 from controlroom.api.problems import ProblemError, from_decode_error, invalid
 from controlroom.api.routes_webhooks import webhooks_of
@@ -46,12 +46,11 @@ def _report(raw: bytes) -> tuple[UUID, ContinueReport]:
         raise invalid("run_id", "must be a UUID") from None
 
 
-def _bearer(request: Request[Any, Any, Any], header: str, run_id: UUID) -> Principal:
+async def _bearer(request: Request[Any, Any, Any], header: str, run_id: UUID) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise NotAuthorizedException("Authorization header must be 'Bearer <token>'")
-    verifier: TokenVerifier = request.app.state.verifier
-    principal = verifier.verify(token.strip())
+    principal = await authenticate(request.app, token.strip())
     if SCOPE not in principal.scopes and "admin" not in principal.scopes:
         raise PermissionDeniedException(f"token lacks scope {SCOPE!r}")
     if principal.run_id is not None and principal.run_id != run_id:
@@ -85,7 +84,7 @@ async def continue_run(request: Request[Any, Any, Any]) -> Response[ContinueAcce
     header = request.headers.get("authorization")
     run_id, report = _report(raw)
     if header:
-        principal = _bearer(request, header, run_id)
+        principal = await _bearer(request, header, run_id)
         tenant, by = principal.tenant_id, principal.sub
     else:
         tenant, by = await _signed_tenant(hooks, request, raw, run_id), "webhook"

@@ -45,6 +45,46 @@ def cmd_connections(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api_keys(settings: Settings, args: argparse.Namespace) -> int:
+    """Create, list or revoke a tenant's API keys, straight against the database."""
+    from uuid import UUID
+
+    from controlroom.commands.errors import ApiKeyNotFoundError
+    from controlroom.domain.api_key import InvalidApiKeyError
+
+    with bootstrap(settings, run_worker=False, run_projections=False) as services:
+        host = read_model_hosts(services)["api_keys"].start()  # standby if a running service has it
+        try:
+            if args.action == "create":
+                scopes = args.scope.split() if args.scope is not None else None
+                issued = services.api_keys.issue(args.tenant, args.name, scopes,
+                                                 args.expires_in_days, args.by)
+                print(f"created API key {issued.id} ({issued.name}); it is shown only now:",
+                      file=sys.stderr)
+                print(issued.key)
+            elif args.action == "revoke":
+                try:
+                    key_id = UUID(args.id)
+                except ValueError:
+                    raise ApiKeyNotFoundError(args.id) from None
+                services.api_keys.revoke(args.tenant, key_id, args.by)
+                print(f"revoked {key_id}")
+            if not services.api_key_store.wait_caught_up(SETTLE_TIMEOUT_S):
+                print("warning: the api_keys read model is behind; listings may lag", file=sys.stderr)
+            if args.action == "list":
+                for key_id, name, scopes, last4, by, created, expires in \
+                        services.api_key_store.listing(args.tenant):
+                    until = expires.isoformat() if expires else "never"
+                    print(f"{key_id}\t{name}\t…{last4}\t{' '.join(scopes)}\t{by}\t"
+                          f"{created.isoformat()}\texpires {until}")
+        except (InvalidApiKeyError, ApiKeyNotFoundError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        finally:
+            host.stop()
+    return 0
+
+
 def cmd_background(settings: Settings, args: argparse.Namespace) -> int:
     """Run only the worker, or only the projections, until interrupted."""
     worker = args.command == "worker"

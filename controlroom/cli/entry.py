@@ -6,11 +6,12 @@ import argparse
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
 from controlroom.cli import projections
-from controlroom.cli.admin import cmd_background, cmd_connections, cmd_token
+from controlroom.cli.admin import cmd_api_keys, cmd_background, cmd_connections, cmd_token
 from controlroom.cli.serving import cmd_serve
 from controlroom.settings import DEFAULT_TOKEN_TTL_S, from_env
 
@@ -60,6 +61,7 @@ def parser() -> argparse.ArgumentParser:
         if action == "set":
             a.add_argument("dsn", help="postgresql://user:password@host:port/db, or - to read stdin")
     conns.set_defaults(func=cmd_connections)
+    _add_api_keys(sub, DEFAULT_SCOPES)
     token = sub.add_parser("token", help="print a bearer token for the API")
     token.add_argument("--tenant", required=True)
     token.add_argument("--sub", required=True, help="who the token is for")
@@ -69,6 +71,25 @@ def parser() -> argparse.ArgumentParser:
     projections.add_command(sub)
     add_client_commands(sub)  # submit, runs watch: HTTP only (controlroom/client/)
     return p
+
+
+def _add_api_keys(sub: Any, default_scopes: str) -> None:
+    keys = sub.add_parser("api-keys", help="manage a tenant's API keys (for headless clients)")
+    keys.add_argument("--database-url", help="external Postgres (env DATABASE_URL)")
+    actions = keys.add_subparsers(dest="action", required=True)
+    for action, help_text in (("create", "issue a key and print it (shown only once)"),
+                              ("list", "list live keys (never the key itself)"),
+                              ("revoke", "revoke a key")):
+        a = actions.add_parser(action, help=help_text)
+        a.add_argument("--tenant", required=True)
+        a.add_argument("--by", default=os.environ.get("USER") or "cli", help="recorded as created_by")
+        if action == "create":
+            a.add_argument("--name", required=True)
+            a.add_argument("--scope", help=f"space-separated (default {default_scopes!r})")
+            a.add_argument("--expires-in-days", type=int, help="default: never")
+        if action == "revoke":
+            a.add_argument("id", help="the key's id (from `list`)")
+    keys.set_defaults(func=cmd_api_keys)
 
 
 def main(argv: list[str] | None = None) -> int:

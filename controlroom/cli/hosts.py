@@ -35,6 +35,7 @@ def _runner(services: Services, projection: Any, view: Any) -> Callable[[], Any]
 
 def read_model_hosts(services: Services) -> dict[str, ProjectionHost]:
     """The hosts of the read models that can be rebuilt from the log, by projection name."""
+    from controlroom.projections.api_keys import ApiKeysProjection, ApiKeysView
     from controlroom.projections.connections import ConnectionsProjection, ConnectionsView
     from controlroom.projections.host import ProjectionHost
     from controlroom.projections.lineage import LineageProjection, LineageView
@@ -43,7 +44,8 @@ def read_model_hosts(services: Services) -> dict[str, ProjectionHost]:
     from controlroom.projections.run_status import RunStatusProjection, RunStatusView
 
     pairs = ((RunStatusProjection, RunStatusView), (ConnectionsProjection, ConnectionsView),
-             (RunEventsProjection, RunEventsView), (LineageProjection, LineageView))
+             (RunEventsProjection, RunEventsView), (LineageProjection, LineageView),
+             (ApiKeysProjection, ApiKeysView))
     return {
         projection.name: ProjectionHost(projection.name, services.dsn,
                                         _runner(services, projection, view),

@@ -50,7 +50,8 @@ def _open_deps(services: Services) -> Any:
                     webhooks=_webhook_deps(services, pool),
                     lineage_commands=services.lineage_commands,
                     max_artifact_bytes=services.settings.max_artifact_bytes,
-                    events=await _event_streams(services, pool, pooler))
+                    events=await _event_streams(services, pool, pooler),
+                    api_keys=_api_key_deps(services, pool))
         try:
             yield deps
         finally:
@@ -61,6 +62,15 @@ def _open_deps(services: Services) -> Any:
             await pool.close()
 
     return open_deps
+
+
+def _api_key_deps(services: Services, pool: Any) -> Any:
+    """API keys: commands, reads over `pool`, and the verifier bearer `cr_…` keys go through."""
+    from controlroom.adapters.api_key_store import ApiKeyReads
+    from controlroom.api.api_key_auth import ApiKeyDeps, ApiKeyVerifier
+
+    reads = ApiKeyReads(pool)
+    return ApiKeyDeps(services.api_keys, reads, ApiKeyVerifier(reads))
 
 
 async def _event_streams(services: Services, pool: Any, pooler: bool) -> Any:
@@ -91,7 +101,13 @@ def build_app(services: Services) -> Any:
     from controlroom.api.auth import TokenVerifier
 
     s = services.settings
-    verifier = TokenVerifier(services.jwt_secret, audience=s.jwt_audience, issuer=s.jwt_issuer)
+    jwks = None
+    if s.jwks_url:
+        from controlroom.adapters.jwks import JwksKeys
+
+        jwks = JwksKeys(s.jwks_url)
+    verifier = TokenVerifier(services.jwt_secret, audience=s.jwt_audience, issuer=s.jwt_issuer,
+                             jwks=jwks)
     return create_app(verifier, _open_deps(services), max_body_bytes=s.max_body_bytes)
 
 

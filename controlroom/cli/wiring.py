@@ -30,6 +30,8 @@ class Services:
     connection_store: Any = None
     webhooks: Any = None
     lineage_commands: Any = None
+    api_keys: Any = None
+    api_key_store: Any = None
 
 
 def keys(settings: Settings) -> tuple[str, str]:
@@ -67,6 +69,7 @@ def bootstrap(
         commands = RunCommands(app, AesGcmSecretBox(secret_key))
         services = Services(settings, dsn, jwt_secret, env, commands)
         _wire_connections(services, app, AesGcmSecretBox(secret_key))
+        _wire_api_keys(services, app)
         _wire_webhooks(services, app, AesGcmSecretBox(secret_key))
         stack.callback(lambda: [close() for close in reversed(services.closers)])
         services.lineage_commands = LineageCommands(app)
@@ -169,6 +172,15 @@ def _wire_connections(services: Services, app: Any, box: Any) -> None:
 
     services.connections = ConnectionCommands(app, box)
     services.connection_store = ConnectionStore(services.dsn, box)
+
+
+def _wire_api_keys(services: Services, app: Any) -> None:
+    """API keys: commands for the API and CLI, blocking reads for the CLI."""
+    from controlroom.adapters.api_key_store import ApiKeyStore
+    from controlroom.commands.api_keys import ApiKeyCommands
+
+    services.api_keys = ApiKeyCommands(app)
+    services.api_key_store = ApiKeyStore(services.dsn)
 
 
 def _wire_webhooks(services: Services, app: Any, box: Any) -> None:

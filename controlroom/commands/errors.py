@@ -4,6 +4,7 @@
      ├── RunNotFoundError          no such run for this tenant
      ├── IdempotencyConflictError  same Idempotency-Key, different request
      ├── ConnectionNotFoundError   the tenant has no connection of that name
+     ├── ApiKeyNotFoundError       the tenant has no live API key with that id
      └── ConcurrencyError          the run kept changing under us; retry later
 """
 
@@ -42,3 +43,11 @@ class ConnectionNotFoundError(CommandError):
     def __init__(self, name: str) -> None:
         super().__init__(f"connection {name!r} not found")
         self.name = name
+
+
+class ApiKeyNotFoundError(CommandError):
+    """The tenant has no live API key with this id."""
+
+    def __init__(self, key_id: object) -> None:
+        super().__init__(f"API key {key_id} not found")
+        self.key_id = str(key_id)

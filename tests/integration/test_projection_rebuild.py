@@ -238,7 +238,7 @@ def test_with_no_service_running_the_cli_rebuilds_on_its_own(
                              monkeypatch=monkeypatch, capsys=capsys)
     assert code == 0, err
     assert [line.split(":")[0] for line in out.splitlines()] == [
-        "run_status", "connections", "run_events", "lineage"]
+        "run_status", "connections", "run_events", "lineage", "api_keys"]
     with psycopg.connect(services.dsn) as conn:
         assert conn.execute(query).fetchall() == before
         # Nobody hosts the projections once the command has ended.

@@ -1,0 +1,80 @@
+"""Command handlers for API keys: make a key, record only its hash, show it once."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from datetime import datetime
+from uuid import UUID, uuid4
+
+import msgspec
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError
+
+from controlroom.commands.application import ControlRoom
+from controlroom.commands.errors import ApiKeyNotFoundError
+from controlroom.commands.handlers import Clock, utcnow
+from controlroom.domain.api_key import PREFIX, ApiKey, ApiKeyRevokedError
+
+KEY_BYTES = 32
+
+
+def new_key() -> str:
+    """A fresh key: the prefix and 32 random bytes, URL-safe base64."""
+    return PREFIX + secrets.token_urlsafe(KEY_BYTES)
+
+
+class IssuedApiKey(msgspec.Struct, frozen=True):
+    """A key just issued: the only place the key itself ever appears."""
+
+    position: int
+    id: UUID
+    key: str
+    name: str
+    scopes: list[str]
+    last4: str
+    created_by: str
+    created_at: datetime
+    expires_at: datetime | None
+
+
+class ApiKeyCommands:
+    """Every change to a tenant's API keys goes through here."""
+
+    def __init__(self, app: ControlRoom, *, clock: Clock = utcnow,
+                 make_key: Callable[[], str] = new_key) -> None:
+        self.app = app
+        self.clock = clock
+        self.make_key = make_key
+
+    def issue(self, tenant_id: str, name: str, scopes: list[str] | None,
+              expires_in_days: int | None, by: str) -> IssuedApiKey:
+        """A new key for `tenant_id`; InvalidApiKeyError naming a bad field."""
+        key = self.make_key()
+        api_key = ApiKey.issue(key_id=uuid4(), tenant_id=tenant_id, name=name, scopes=scopes,
+                               key=key, by=by, now=self.clock(), expires_in_days=expires_in_days)
+        position = self.app.save(api_key)[-1].notification.id
+        return IssuedApiKey(position, api_key.id, key, api_key.name, api_key.scopes,
+                            api_key.last4, by, api_key.created_at, api_key.expires_at)
+
+    def revoke(self, tenant_id: str, key_id: UUID, by: str) -> int:
+        """Revoke a key; ApiKeyNotFoundError if the tenant has no live key `key_id`."""
+        while True:
+            api_key = self._load(tenant_id, key_id)
+            try:
+                api_key.revoke(by=by, now=self.clock())
+            except ApiKeyRevokedError:
+                raise ApiKeyNotFoundError(key_id) from None
+            try:
+                return self.app.save(api_key)[-1].notification.id
+            except IntegrityError:
+                continue  # revoked concurrently: the next pass says so
+
+    def _load(self, tenant_id: str, key_id: UUID) -> ApiKey:
+        try:
+            api_key: ApiKey = self.app.repository.get(key_id)
+        except AggregateNotFoundError:
+            raise ApiKeyNotFoundError(key_id) from None
+        if not isinstance(api_key, ApiKey) or api_key.tenant_id != tenant_id:
+            raise ApiKeyNotFoundError(key_id)  # another tenant's key is not there
+        return api_key
