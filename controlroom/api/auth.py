@@ -74,8 +74,11 @@ class TokenVerifier:
         self._jwks = jwks
         self._cache: OrderedDict[str, Principal] = OrderedDict()
 
-    async def verify_async(self, token: str) -> Principal:
-        """Like `verify`; a JWKS fetch (an unknown or stale kid) happens in a thread."""
+    async def verify(self, token: str) -> Principal:
+        """The token's principal; NotAuthorizedException if it isn't valid now.
+
+        A JWKS fetch (an unknown or stale kid) happens in a thread, off the event loop.
+        """
         cached = self._cached(token)
         if cached is not None:
             return cached
@@ -83,17 +86,6 @@ class TokenVerifier:
         jwk = None
         if alg in ASYMMETRIC_ALGORITHMS and self._jwks is not None:
             jwk = self._jwks.cached(kid) or await asyncio.to_thread(self._fetch, kid)
-        return self._decode(token, alg, jwk)
-
-    def verify(self, token: str) -> Principal:
-        """The token's principal; NotAuthorizedException if it isn't valid now (may block on the JWKS)."""
-        cached = self._cached(token)
-        if cached is not None:
-            return cached
-        alg, kid = self._header(token)
-        jwk = None
-        if alg in ASYMMETRIC_ALGORITHMS and self._jwks is not None:
-            jwk = self._jwks.cached(kid) or self._fetch(kid)
         return self._decode(token, alg, jwk)
 
     def _cached(self, token: str) -> Principal | None:
@@ -220,7 +212,7 @@ async def authenticate(app: Any, token: str) -> Principal:
         principal: Principal = await keys.verifier.verify(token)
         return principal
     verifier: TokenVerifier = app.state.verifier
-    return await verifier.verify_async(token)
+    return await verifier.verify(token)
 
 
 def requires(scope: str, *, run_token: bool = False):

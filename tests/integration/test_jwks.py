@@ -203,7 +203,7 @@ def test_unknown_kids_never_cause_a_fetch_per_request_and_a_rotated_in_key_is_pi
     try:
         verifier = TokenVerifier("unused-secret", audience=AUDIENCE, issuer=ISSUER,
                                  jwks=JwksKeys(served.url, cooldown_s=1.0))
-        verify = lambda token: asyncio.run(verifier.verify_async(token))  # noqa: E731
+        verify = lambda token: asyncio.run(verifier.verify(token))  # noqa: E731
         assert verify(signed(RSA_KEY, "RS256", "rsa-1", claims(tenant))).sub == "ci-bot"
         assert served.fetches == 1
         for i in range(50):
@@ -229,7 +229,7 @@ def test_an_unreachable_jwks_is_a_503_and_the_last_good_keys_keep_serving(tenant
     try:
         verifier = TokenVerifier("unused-secret", audience=AUDIENCE, issuer=ISSUER,
                                  jwks=JwksKeys(served.url, lifespan_s=0.5, cooldown_s=0.2))
-        verify = lambda token: asyncio.run(verifier.verify_async(token))  # noqa: E731
+        verify = lambda token: asyncio.run(verifier.verify(token))  # noqa: E731
         with pytest.raises(ProblemError) as refused:
             verify(signed(RSA_KEY, "RS256", "rsa-1", claims(tenant)))
         assert refused.value.status == 503 and "JWKS" in refused.value.detail
