@@ -22,10 +22,12 @@ import httpx
 import pytest
 import uvicorn
 from kubernetes import client as k8s_client
+from litestar.testing import TestClient
 
 from controlroom.api.auth import ALL_SCOPES, issue_token
 from controlroom.cli import bootstrap, build_app
 from controlroom.settings import KubernetesSettings, Settings
+from tests.conftest import job
 from tests.kubernetes_fake import FakeKubernetes
 
 PENDING_TIMEOUT_S = 3.0
@@ -223,3 +225,19 @@ def test_a_run_asking_for_the_local_executor_runs_locally_beside_a_kubernetes_de
     assert run["status"] == "completed"
     assert "on the worker itself" in api.get(f"/api/v1/runs/{run_id}/logs").text
     assert not [j for j in cluster.bodies("jobs") if run_id in json.dumps(j)]
+
+
+def test_a_deployment_without_kubernetes_refuses_runs_asking_for_it_before_they_run(
+    client: TestClient[Any], auth: dict[str, str]
+) -> None:
+    body = job("print(1)\n", spec={"description": "x", "executor": "kubernetes"})
+    report = client.post("/api/v1/jobs/validate", json=body, headers=auth).json()
+    assert report["valid"] is False
+    deps = next(c for c in report["checks"] if c["name"] == "dependencies")
+    assert deps["errors"][0]["path"] == "spec.executor"
+    assert "CONTROLROOM_K8S_NAMESPACE" in deps["errors"][0]["message"]
+    refused = client.post("/api/v1/jobs/run", json=body, headers=auth)
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["field"] == "spec.executor"
+    unknown = job("print(1)\n", spec={"description": "x", "executor": "nomad"})
+    assert client.post("/api/v1/jobs/run", json=unknown, headers=auth).status_code == 422
