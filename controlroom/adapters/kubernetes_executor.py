@@ -218,7 +218,7 @@ class KubernetesExecution:
             return None
         self._checked_at = now
         try:
-            job = self.x.batch.read_namespaced_job_status(
+            job = self.x.batch.read_namespaced_job(
                 self.name, self.x.namespace, _request_timeout=API_TIMEOUT_S)
         except ApiException as e:
             if e.status == 404:
