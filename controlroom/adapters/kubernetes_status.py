@@ -22,7 +22,7 @@ class Outcome:
 
 def failed(job: Any, pod: Any) -> Outcome:
     """The outcome of a failed Job (`V1Job`), with its pod (`V1Pod` or None)."""
-    condition = next((c for c in job.status.conditions or ()
+    condition = next((c for c in (job.status.conditions if job.status else None) or ()
                       if c.type == "Failed" and c.status == "True"), None)
     ended = _terminated(pod)
     if condition is not None and condition.reason == "DeadlineExceeded":
@@ -41,7 +41,7 @@ def failed(job: Any, pod: Any) -> Outcome:
 
 def pending_reason(pod: Any) -> str:
     """Why a pod is still Pending: an image or config problem, the scheduler's verdict, or none."""
-    if pod is None:
+    if pod is None or pod.status is None:
         return ("no pod was created (a quota or an admission policy may refuse it; "
                 "`kubectl describe job` tells)")
     for status in pod.status.container_statuses or ():
@@ -56,7 +56,7 @@ def pending_reason(pod: Any) -> str:
 
 
 def _terminated(pod: Any) -> Any:
-    if pod is None:
+    if pod is None or pod.status is None:
         return None
     for status in pod.status.container_statuses or ():
         if status.state is not None and status.state.terminated is not None:
@@ -71,6 +71,6 @@ def _condition_text(condition: Any) -> str:
 
 
 def _pod_text(pod: Any) -> str:
-    if pod is None or not (pod.status.reason or pod.status.message):
+    if pod is None or pod.status is None or not (pod.status.reason or pod.status.message):
         return ""
     return "pod " + ": ".join(t for t in (pod.status.reason, pod.status.message) if t)
