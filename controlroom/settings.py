@@ -21,6 +21,8 @@ DEFAULT_REDIS_NAMESPACE = "controlroom"
 DEFAULT_MAX_ARTIFACT_BYTES = 1024**3
 DEFAULT_SSE_HEARTBEAT_S = 15.0
 DEFAULT_SSE_BUFFER = 1000
+EXECUTORS = ("local", "kubernetes")
+DEFAULT_EXECUTOR = "local"
 
 
 class Settings(msgspec.Struct, kw_only=True):
@@ -51,6 +53,14 @@ class Settings(msgspec.Struct, kw_only=True):
     max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES
     sse_heartbeat_s: float = DEFAULT_SSE_HEARTBEAT_S
     sse_buffer: int = DEFAULT_SSE_BUFFER
+    executor: str = DEFAULT_EXECUTOR
+    """Where runs without `spec.executor` run: `local` or `kubernetes`."""
+    k8s: KubernetesSettings = msgspec.field(default_factory=lambda: KubernetesSettings())
+
+    @property
+    def executors(self) -> tuple[str, ...]:
+        """The executors this deployment offers (Kubernetes once a namespace is configured)."""
+        return EXECUTORS if self.k8s.namespace else ("local",)
 
     @property
     def embedded(self) -> bool:
@@ -96,6 +106,54 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         max_artifact_bytes=int(env.get("CONTROLROOM_MAX_ARTIFACT_BYTES") or DEFAULT_MAX_ARTIFACT_BYTES),
         sse_heartbeat_s=float(env.get("CONTROLROOM_SSE_HEARTBEAT_S") or DEFAULT_SSE_HEARTBEAT_S),
         sse_buffer=int(env.get("CONTROLROOM_SSE_BUFFER") or DEFAULT_SSE_BUFFER),
+        executor=executor_setting(env),
+        k8s=kubernetes_settings(env),
+    )
+
+
+def executor_setting(env: dict[str, str]) -> str:
+    """`CONTROLROOM_EXECUTOR`, checked: `local` (default) or `kubernetes`."""
+    value = (env.get("CONTROLROOM_EXECUTOR") or DEFAULT_EXECUTOR).strip().lower()
+    if value not in EXECUTORS:
+        raise ValueError(f"CONTROLROOM_EXECUTOR must be one of {', '.join(EXECUTORS)}, not {value!r}")
+    return value
+
+
+class KubernetesSettings(msgspec.Struct, kw_only=True):
+    """Kubernetes Jobs: where they run, with which image and resources, how long they may wait."""
+
+    namespace: str | None = None
+    """Unset: no Kubernetes executor."""
+    image: str = "controlroom:latest"
+    """The project's image (`docker build -t controlroom .`): Python with controlroom installed."""
+    service_account: str | None = None
+    cpu: str = "1"
+    memory: str = "1Gi"
+    cpu_limit: str | None = None
+    """Unset: the request (`cpu`)."""
+    memory_limit: str | None = None
+    """Unset: the request (`memory`)."""
+    pending_timeout_s: float = 300.0
+    """A pod not running this long after its Job was created fails the run with the reason."""
+    ttl_after_finished_s: int = 3600
+    context: str | None = None
+    """A kubeconfig context; unset: in-cluster config, else the kubeconfig's current context."""
+
+
+def kubernetes_settings(env: dict[str, str]) -> KubernetesSettings:
+    """Kubernetes settings from `CONTROLROOM_K8S_*`."""
+    default = KubernetesSettings()
+    return KubernetesSettings(
+        namespace=env.get("CONTROLROOM_K8S_NAMESPACE") or None,
+        image=env.get("CONTROLROOM_K8S_IMAGE") or default.image,
+        service_account=env.get("CONTROLROOM_K8S_SERVICE_ACCOUNT") or None,
+        cpu=env.get("CONTROLROOM_K8S_CPU") or default.cpu,
+        memory=env.get("CONTROLROOM_K8S_MEMORY") or default.memory,
+        cpu_limit=env.get("CONTROLROOM_K8S_CPU_LIMIT") or None,
+        memory_limit=env.get("CONTROLROOM_K8S_MEMORY_LIMIT") or None,
+        pending_timeout_s=float(env.get("CONTROLROOM_K8S_PENDING_TIMEOUT_S") or default.pending_timeout_s),
+        ttl_after_finished_s=int(env.get("CONTROLROOM_K8S_TTL_S") or default.ttl_after_finished_s),
+        context=env.get("CONTROLROOM_K8S_CONTEXT") or None,
     )
 
 

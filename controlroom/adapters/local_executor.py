@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from controlroom.commands.ports import PYTHON, Launch, OutputFile
+from controlroom.commands.ports import PYTHON, Attempt, Launch, OutputFile
 
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
@@ -120,6 +120,10 @@ class LocalExecution:
         """Remove the job's working directory."""
         shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def failure(self) -> None:
+        """None: a local process always ends with an exit code of its own."""
+        return None
+
 
 class LocalExecutor:
     """Launches Python entrypoints with the worker's own interpreter."""
@@ -127,7 +131,10 @@ class LocalExecutor:
     def __init__(self, python: str = sys.executable) -> None:
         self.python = python
 
-    def launch(self, *, files: dict[str, str], launch: Launch, env: dict[str, str]) -> LocalExecution:
+    def launch(
+        self, *, files: dict[str, str], launch: Launch, env: dict[str, str],
+        attempt: Attempt | None = None,
+    ) -> LocalExecution:
         """Write `files` into a fresh temp dir and start the launch's command there."""
         workdir = Path(tempfile.mkdtemp(prefix="controlroom-run-"))
         try:

@@ -43,6 +43,8 @@ class Spec(msgspec.Struct):
     secrets: dict[Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = {}
     inputs: list[str] = []
     outputs: list[str] = []
+    executor: Literal["local", "kubernetes"] | None = None
+    """Where to run it; unset: the deployment's default (`CONTROLROOM_EXECUTOR`)."""
 
 
 class Callbacks(msgspec.Struct, forbid_unknown_fields=True):

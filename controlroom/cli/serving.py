@@ -92,7 +92,9 @@ def _preflight(services: Services) -> Any:
     from controlroom.adapters.preflight import LocalTools, PostgresTables
     from controlroom.validation import Preflight
 
-    return Preflight(LocalTools(), connections=services.connection_store, tables=PostgresTables())
+    s = services.settings
+    return Preflight(LocalTools(), connections=services.connection_store, tables=PostgresTables(),
+                     executors=s.executors, default_executor=s.executor)
 
 
 def build_app(services: Services) -> Any:

@@ -44,9 +44,14 @@ def keys(settings: Settings) -> tuple[str, str]:
 
 @contextlib.contextmanager
 def bootstrap(
-    settings: Settings, *, run_worker: bool = True, run_projections: bool = True
+    settings: Settings, *, run_worker: bool = True, run_projections: bool = True,
+    kube_client: Any = None,
 ) -> Iterator[Services]:
-    """Start the database (if embedded), the write side, projections and the worker."""
+    """Start the database (if embedded), the write side, projections and the worker.
+
+    `kube_client`: a `kubernetes.client.ApiClient` for the Kubernetes executor instead of the
+    in-cluster or kubeconfig configuration.
+    """
     from controlroom.adapters.database import apply_schema, eventsourcing_env, redact
     from controlroom.adapters.secretbox import AesGcmSecretBox
     from controlroom.commands.application import ControlRoom
@@ -73,16 +78,17 @@ def bootstrap(
         _wire_webhooks(services, app, AesGcmSecretBox(secret_key))
         stack.callback(lambda: [close() for close in reversed(services.closers)])
         services.lineage_commands = LineageCommands(app)
-        stack.enter_context(
-            _projections(services, run_worker=run_worker, run_projections=run_projections)
-        )
+        stack.enter_context(_projections(
+            services, run_worker=run_worker, run_projections=run_projections, kube_client=kube_client
+        ))
         yield services
 
 
 @contextlib.contextmanager
-def _projections(services: Services, *, run_worker: bool, run_projections: bool) -> Iterator[None]:
+def _projections(
+    services: Services, *, run_worker: bool, run_projections: bool, kube_client: Any = None
+) -> Iterator[None]:
     from controlroom.adapters.leases import PostgresLeases
-    from controlroom.adapters.local_executor import LocalExecutor
     from controlroom.adapters.local_queue import InProcessQueue
     from controlroom.adapters.run_index import active_runs
     from controlroom.commands.worker import RunWorker, recover
@@ -97,7 +103,7 @@ def _projections(services: Services, *, run_worker: bool, run_projections: bool)
     worker = None
     if run_worker:
         worker = RunWorker(
-            services.commands, LocalExecutor(), default_job_types(services.connection_store),
+            services.commands, executor(settings, kube_client), default_job_types(services.connection_store),
             worker_id=f"{socket.gethostname()}:{os.getpid()}", base_url=settings.base_url,
             leases=leases, lease_timeout_s=settings.lease_timeout_s,
             tokens=run_tokens(services), artifacts=artifact_store(settings),
@@ -144,6 +150,30 @@ def _run_queue(settings: Settings, worker: Any, *, run_projections: bool) -> tup
     queue = InProcessQueue(worker.execute, slots=settings.worker_slots)
     queue.start()
     return queue, True
+
+
+NO_KUBERNETES = ("Kubernetes is not configured on this worker: set CONTROLROOM_K8S_NAMESPACE "
+                 "(see the README, Kubernetes Jobs)")
+
+
+def executor(settings: Settings, kube_client: Any = None) -> Any:
+    """Local processes, and Kubernetes Jobs once a namespace is configured; per run's spec.executor."""
+    from controlroom.adapters.local_executor import LocalExecutor
+    from controlroom.adapters.routing_executor import RoutingExecutor
+
+    executors: dict[str, Any] = {"local": LocalExecutor()}
+    unavailable = {"kubernetes": NO_KUBERNETES}
+    if settings.k8s.namespace:
+        from controlroom.adapters.kubernetes_executor import KubernetesExecutor, api_client
+
+        try:
+            client = kube_client or api_client(settings.k8s.context)
+        except Exception as e:  # no in-cluster service account and no usable kubeconfig
+            log.error("Kubernetes executor unavailable: %s", e)
+            unavailable["kubernetes"] = f"this worker could not load a Kubernetes configuration: {e}"
+        else:
+            executors["kubernetes"] = KubernetesExecutor(client, settings.k8s)
+    return RoutingExecutor(executors, settings.executor, unavailable)
 
 
 def artifact_store(settings: Settings) -> Any:

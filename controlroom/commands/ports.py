@@ -47,6 +47,11 @@ class Execution(Protocol):
         """Remove whatever the execution left behind."""
         ...
 
+    def failure(self) -> tuple[str, str] | None:
+        """(reason, message) when the job ended for a reason of the platform's rather than an
+        exit code of its own (never scheduled, stopped at a deadline), else None."""
+        ...
+
 
 @dataclass(frozen=True)
 class OutputFile:
@@ -100,10 +105,24 @@ class JobPlanner(Protocol):
     def plan(self, ctx: JobContext) -> Launch: ...
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """Which attempt a launch runs, where the run asked to run it, and for how long at most."""
+
+    run_id: UUID
+    attempt: int
+    timeout_s: int | None = None
+    executor: str | None = None
+    """`spec.executor` (`local`, `kubernetes`); None: the worker's default."""
+
+
 class Executor(Protocol):
     """Starts job processes."""
 
-    def launch(self, *, files: dict[str, str], launch: Launch, env: dict[str, str]) -> Execution: ...
+    def launch(
+        self, *, files: dict[str, str], launch: Launch, env: dict[str, str],
+        attempt: Attempt | None = None,
+    ) -> Execution: ...
 
 
 class Connections(Protocol):

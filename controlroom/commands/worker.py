@@ -16,6 +16,7 @@ from controlroom.commands.handlers import RunCommands
 from controlroom.commands.outputs import collect_outputs
 from controlroom.commands.ports import (
     ArtifactStore,
+    Attempt,
     Execution,
     Executor,
     JobContext,
@@ -102,7 +103,9 @@ class RunWorker:
             )
         try:
             plan = self.planner.plan(ctx)
-            execution = self.executor.launch(files=files, launch=plan, env=env)
+            where = Attempt(run_id, attempt, timeout_s=run.timeout_s,
+                            executor=_executor_of(run.spec))
+            execution = self.executor.launch(files=files, launch=plan, env=env, attempt=where)
         except PlanError as e:
             self.commands.fail(run_id, reason=e.reason, message=e.message, exit_code=None,
                                attempt=attempt)
@@ -176,6 +179,8 @@ class _Supervision:
             self.commands.complete(
                 self.run_id, summary="exited with code 0", exit_code=0, attempt=self.attempt
             )
+        elif (failure := self.execution.failure()) is not None:
+            self._fail(failure[0], self.scrub(failure[1])[-MAX_ERROR_CHARS:], None)
         else:
             tail = "\n".join(self.stderr_tail)[-MAX_ERROR_CHARS:]
             self._fail("exit_code", tail or f"exited with code {code}", code)
@@ -236,6 +241,11 @@ class _Supervision:
 
     def _cancel_requested(self) -> bool:
         return self.commands.load(self.run_id).cancel_requested
+
+
+def _executor_of(spec: dict[str, object]) -> str | None:
+    value = spec.get("executor")
+    return value if isinstance(value, str) else None
 
 
 def recover(

@@ -6,6 +6,7 @@ import ast
 import importlib.util
 import posixpath
 import sys
+from collections.abc import Collection
 
 from controlroom.validation.imports import Imported, imports_of, local_modules
 from controlroom.validation.model import Findings, Job
@@ -59,3 +60,17 @@ def check(job: Job, rules: JobRules, trees: dict[str, ast.Module], tools: Tools,
             found.error(path, message, imp.line, imp.column)
         else:
             found.error("job_type", message)
+
+
+EXECUTOR = "spec.executor"
+
+
+def executor(job: Job, available: Collection[str], default: str, found: Findings) -> None:
+    """An error when the job would run on an executor the deployment does not have."""
+    chosen = job.executor or default
+    if chosen in available:
+        return
+    how = "set CONTROLROOM_K8S_NAMESPACE" if chosen == "kubernetes" else "configure it"
+    which = "" if job.executor else " (the default executor, CONTROLROOM_EXECUTOR)"
+    found.error(EXECUTOR, f"{chosen}{which} is not configured on this deployment: {how}; "
+                f"available: {', '.join(sorted(available))}")

@@ -60,6 +60,8 @@ class Job:
     """`spec.target` as given (a connection name, if it is valid)."""
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
+    executor: str | None = None
+    """`spec.executor`: where the job asked to run."""
 
     @classmethod
     def of(cls, job_type: str, files: Iterable[Mapping[str, Any]], spec: Mapping[str, Any]) -> Job:
@@ -71,6 +73,7 @@ class Job:
             target=spec.get("target"),
             inputs=tuple(spec.get("inputs") or ()),
             outputs=tuple(spec.get("outputs") or ()),
+            executor=spec.get("executor"),
         )
 
     def with_suffix(self, *suffixes: str) -> list[SourceFile]:

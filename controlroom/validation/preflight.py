@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from controlroom.commands.ports import Connections
 from controlroom.validation import dependencies, schema
@@ -27,8 +27,11 @@ class Preflight:
     """Validates jobs against the worker's tools and the tenant's connections and databases."""
 
     def __init__(self, tools: Tools, *, connections: Connections | None = None,
-                 tables: Tables | None = None, lookup_timeout_s: float = LOOKUP_TIMEOUT_S) -> None:
+                 tables: Tables | None = None, lookup_timeout_s: float = LOOKUP_TIMEOUT_S,
+                 executors: Collection[str] = ("local",), default_executor: str = "local") -> None:
         self.tools = tools
+        self.executors = tuple(executors)
+        self.default_executor = default_executor
         self.connections = connections
         self.tables = tables
         self.lookup_timeout_s = lookup_timeout_s
@@ -57,6 +60,7 @@ class Preflight:
             if parser_of(f.path) == "sql":
                 sql_errors(f, syntax)
         dependencies.check(job, rules, trees, self.tools, deps)
+        dependencies.executor(job, self.executors, self.default_executor, deps)
         return schema.shape(job, rules, shape)
 
     async def _dot(self, files: list[SourceFile], syntax: Findings) -> None:
