@@ -97,9 +97,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_in_thread(app: Any) -> Iterator[str]:
-    """Serve `app` with uvicorn on a free port in a thread; yields its base URL."""
-    port = free_port()
+def serve_in_thread(app: Any, port: int | None = None) -> Iterator[str]:
+    """Serve `app` with uvicorn on `port` (else a free one) in a thread; yields its base URL."""
+    port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import asyncpg
 import psycopg
 from eventsourcing.utils import get_topic
 
+from controlroom.adapters.read_model_sync import wait_caught_up
 from controlroom.domain.api_key import ApiKey
 
 CONNECT_TIMEOUT_S = 5
-WAIT_POLL_S = 0.05
 VIEW_COLUMNS = "id, name, scopes, last4, created_by, created_at, expires_at"
 LIST = (f"SELECT {VIEW_COLUMNS} FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL "
         "ORDER BY created_at, id")
 LIST_SYNC = LIST.replace("$1", "%s")
 BY_HASH = ("SELECT id, tenant_id, scopes, expires_at FROM api_keys "
            "WHERE key_hash = $1 AND revoked_at IS NULL")
-APPLIED = "SELECT notification_id FROM api_keys_tracking WHERE application_name = 'controlroom'"
-HEAD = "SELECT max(notification_id) FROM controlroom_events WHERE topic = ANY(%s)"
 TOPICS = [get_topic(ApiKey.ApiKeyIssued), get_topic(ApiKey.ApiKeyRevoked)]
 
 
@@ -56,20 +53,5 @@ class ApiKeyStore:
 
     def wait_caught_up(self, timeout_s: float) -> bool:
         """True once the api_keys read model reflects every API key event."""
-        deadline = time.monotonic() + timeout_s
         with self._connect() as conn:
-            head = conn.execute(HEAD, (TOPICS,)).fetchone()
-            target = (head[0] if head else None) or 0
-            while time.monotonic() < deadline:
-                if not target or _applied(conn) >= target:
-                    return True
-                time.sleep(WAIT_POLL_S)
-        return False
-
-
-def _applied(conn: psycopg.Connection[Any]) -> int:
-    try:
-        row = conn.execute(APPLIED).fetchone()  # type: ignore[arg-type]
-    except psycopg.errors.UndefinedTable:  # the projection has never run yet
-        return 0
-    return int(row[0]) if row else 0
+            return wait_caught_up(conn, "api_keys", TOPICS, timeout_s)

@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import asyncpg
 import psycopg
 from eventsourcing.utils import get_topic
 
+from controlroom.adapters.read_model_sync import wait_caught_up
 from controlroom.commands.connections import DSN_KEY
 from controlroom.commands.errors import ConnectionNotFoundError
 from controlroom.commands.ports import SecretBox
 from controlroom.domain.connection import Connection
 
 CONNECT_TIMEOUT_S = 5
-WAIT_POLL_S = 0.05
 VIEW_COLUMNS = "name, display_dsn, created_at, updated_at, updated_by"
 GET_SEALED = "SELECT sealed_dsn FROM connections WHERE tenant_id = %s AND name = %s"
 LIST_SYNC = f"SELECT {VIEW_COLUMNS} FROM connections WHERE tenant_id = %s ORDER BY name"
 LIST = f"SELECT {VIEW_COLUMNS} FROM connections WHERE tenant_id = $1 ORDER BY name"
 GET = f"SELECT {VIEW_COLUMNS} FROM connections WHERE tenant_id = $1 AND name = $2"
-APPLIED = "SELECT notification_id FROM connections_tracking WHERE application_name = 'controlroom'"
-HEAD = "SELECT max(notification_id) FROM controlroom_events WHERE topic = ANY(%s)"
 TOPICS = [get_topic(Connection.ConnectionSet), get_topic(Connection.ConnectionDeleted)]
 
 
@@ -60,23 +57,8 @@ class ConnectionStore:
 
     def wait_caught_up(self, timeout_s: float) -> bool:
         """True once the connections read model reflects every connection event."""
-        deadline = time.monotonic() + timeout_s
         with self._connect() as conn:
-            head = conn.execute(HEAD, (TOPICS,)).fetchone()
-            target = (head[0] if head else None) or 0
-            while time.monotonic() < deadline:
-                if not target or _applied(conn) >= target:
-                    return True
-                time.sleep(WAIT_POLL_S)
-        return False
-
-
-def _applied(conn: psycopg.Connection[Any]) -> int:
-    try:
-        row = conn.execute(APPLIED).fetchone()  # type: ignore[arg-type]
-    except psycopg.errors.UndefinedTable:  # the projection has never run yet
-        return 0
-    return int(row[0]) if row else 0
+            return wait_caught_up(conn, "connections", TOPICS, timeout_s)
 
 
 class ConnectionReads:

@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 
 from controlroom.cli.hosts import read_model_hosts
-from controlroom.cli.wiring import bootstrap, keys
+from controlroom.cli.wiring import Services, bootstrap, keys
 from controlroom.settings import Settings
 
 SETTLE_TIMEOUT_S = 5.0
 """How long `connections` waits for the read model to show a change."""
+
+
+@contextlib.contextmanager
+def _beside_read_model(settings: Settings, projection: str) -> Iterator[Services]:
+    """The services, with `projection` hosted here unless a running service hosts it already.
+
+    So a change made from the command line shows in listings even with nothing else running.
+    """
+    with bootstrap(settings, run_worker=False, run_projections=False) as services:
+        host = read_model_hosts(services)[projection].start()
+        try:
+            yield services
+        finally:
+            host.stop()
 
 
 def cmd_connections(settings: Settings, args: argparse.Namespace) -> int:
@@ -21,8 +37,7 @@ def cmd_connections(settings: Settings, args: argparse.Namespace) -> int:
     from controlroom.commands.errors import ConnectionNotFoundError
     from controlroom.domain.connection import InvalidConnectionError
 
-    with bootstrap(settings, run_worker=False, run_projections=False) as services:
-        host = read_model_hosts(services)["connections"].start()  # standby if a running service has it
+    with _beside_read_model(settings, "connections") as services:
         try:
             if args.action == "set":
                 dsn = sys.stdin.readline().strip() if args.dsn == "-" else args.dsn
@@ -40,8 +55,6 @@ def cmd_connections(settings: Settings, args: argparse.Namespace) -> int:
         except (InvalidConnectionError, ConnectionNotFoundError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
-        finally:
-            host.stop()
     return 0
 
 
@@ -52,8 +65,7 @@ def cmd_api_keys(settings: Settings, args: argparse.Namespace) -> int:
     from controlroom.commands.errors import ApiKeyNotFoundError
     from controlroom.domain.api_key import InvalidApiKeyError
 
-    with bootstrap(settings, run_worker=False, run_projections=False) as services:
-        host = read_model_hosts(services)["api_keys"].start()  # standby if a running service has it
+    with _beside_read_model(settings, "api_keys") as services:
         try:
             if args.action == "create":
                 scopes = args.scope.split() if args.scope is not None else None
@@ -80,8 +92,6 @@ def cmd_api_keys(settings: Settings, args: argparse.Namespace) -> int:
         except (InvalidApiKeyError, ApiKeyNotFoundError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
-        finally:
-            host.stop()
     return 0
 
 

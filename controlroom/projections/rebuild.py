@@ -39,6 +39,18 @@ def log_head(conn: psycopg.Connection[Any], topics: tuple[str, ...] = ()) -> int
     return int(row[0]) if row else 0
 
 
+def tracked_position(conn: psycopg.Connection[Any], projection: str) -> int:
+    """Where projection `projection` has got to in the log (0 before it ever ran)."""
+    table = f"{projection}_tracking"  # named so by the event store library
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+    if not (row and row[0]):
+        return 0
+    row = conn.execute(sql.SQL(
+        "SELECT coalesce(max(notification_id), 0) FROM {} WHERE application_name <> %s"
+    ).format(sql.Identifier(table)), (MIGRATION_ROW,)).fetchone()
+    return int(row[0]) if row else 0
+
+
 @dataclass(frozen=True)
 class Progress:
     """How a rebuild stands."""
@@ -69,13 +81,7 @@ class Rebuild:
 
     def position(self, conn: psycopg.Connection[Any]) -> int:
         """The projection's tracking position (0 before its first event, or before it ever ran)."""
-        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (self.tracking_table,)).fetchone()
-        if not (row and row[0]):
-            return 0
-        row = conn.execute(sql.SQL(
-            "SELECT coalesce(max(notification_id), 0) FROM {} WHERE application_name <> %s"
-        ).format(sql.Identifier(self.tracking_table)), (MIGRATION_ROW,)).fetchone()
-        return int(row[0]) if row else 0
+        return tracked_position(conn, self.projection)
 
     def pending(self, conn: psycopg.Connection[Any]) -> bool:
         """True when a rebuild was asked for and has not started; finishes a caught-up one."""

@@ -262,7 +262,7 @@ def test_the_cli_creates_lists_and_revokes_keys_and_revocation_reaches_the_api_w
     assert seen.status_code == 200 and seen.json()["api_keys"][0]["id"] == key_id
 
     assert main([*cli, "revoke", "--tenant", tenant, key_id]) == 0
-    deadline = time.monotonic() + CACHE_TTL_S + 2
+    deadline = time.monotonic() + CACHE_TTL_S + 5  # plus the read model's lag on a loaded machine
     while client.get(RUNS, headers=bearer(key)).status_code == 200:
         assert time.monotonic() < deadline, "a key revoked by the CLI still works"
         time.sleep(0.2)

@@ -11,8 +11,6 @@ port, in a thread) because the pod uploads its outputs over HTTP with its run to
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from kubernetes import client as k8s_client
 from litestar.testing import TestClient
 
@@ -29,6 +26,7 @@ from controlroom.cli import bootstrap, build_app
 from controlroom.settings import KubernetesSettings, Settings
 from tests.conftest import job
 from tests.kubernetes_fake import FakeKubernetes
+from tests.live_events import free_port, serve_in_thread
 
 PENDING_TIMEOUT_S = 3.0
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -44,13 +42,6 @@ print("::progress 100 written", flush=True)
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[FakeKubernetes]:
     with FakeKubernetes() as fake:
@@ -62,7 +53,7 @@ def api(
     make_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory, cluster: FakeKubernetes
 ) -> Iterator[httpx.Client]:
     """A client of an API really listening, whose worker runs jobs on the fake cluster by default."""
-    port = _free_port()
+    port = free_port()  # the jobs reach the API here, so it is known before it starts
     secret = "k8s-secret-" + uuid.uuid4().hex
     settings = Settings(
         database_url=make_database(), data_dir=tmp_path_factory.mktemp("k8s-data"),
@@ -71,23 +62,12 @@ def api(
                                pending_timeout_s=PENDING_TIMEOUT_S),
     )
     kube = k8s_client.ApiClient(k8s_client.Configuration(host=cluster.url))
-    with bootstrap(settings, kube_client=kube) as services:
-        server = uvicorn.Server(uvicorn.Config(build_app(services), host="127.0.0.1", port=port,
-                                               log_level="warning", lifespan="on"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.05)
+    with bootstrap(settings, kube_client=kube) as services, \
+            serve_in_thread(build_app(services), port) as url:
         token = issue_token(services.jwt_secret, tenant="acme", sub="alice", scopes=ALL_SCOPES, ttl_s=600)
-        try:
-            with httpx.Client(base_url=settings.base_url, timeout=30,
-                              headers={"Authorization": f"Bearer {token}"}) as http:
-                yield http
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
+        with httpx.Client(base_url=url, timeout=30,
+                          headers={"Authorization": f"Bearer {token}"}) as http:
+            yield http
 
 
 def submit(api: httpx.Client, source: str, **spec: Any) -> str:

@@ -6,9 +6,6 @@ is served for real (uvicorn on a free port, in a thread) over its own database.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -16,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from openlineage.client import OpenLineageClient
 from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
 from openlineage.client.transport.http import (
@@ -30,38 +26,20 @@ from controlroom.api.auth import ALL_SCOPES, issue_token
 from controlroom.cli import bootstrap, build_app
 from controlroom.domain.lineage import job_id
 from controlroom.settings import Settings
+from tests.live_events import serve_in_thread
 
 PRODUCER = "https://github.com/OpenLineage/OpenLineage/tree/1.54.0/client/python"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
 def served(make_database: Callable[[], str],
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """(base url, JWT secret) of an API really listening."""
-    port = _free_port()
     settings = Settings(database_url=make_database(), data_dir=tmp_path_factory.mktemp("ol-data"),
-                        jwt_secret="ol-secret-" + uuid.uuid4().hex, port=port)
-    with bootstrap(settings, run_worker=False) as services:
-        server = uvicorn.Server(uvicorn.Config(build_app(services), host="127.0.0.1", port=port,
-                                               log_level="warning", lifespan="on"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.05)
-        try:
-            yield settings.base_url, services.jwt_secret
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
+                        jwt_secret="ol-secret-" + uuid.uuid4().hex)
+    with bootstrap(settings, run_worker=False) as services, \
+            serve_in_thread(build_app(services)) as url:
+        yield url, services.jwt_secret
 
 
 def _client(url: str, token: str, **config: Any) -> OpenLineageClient:
