@@ -130,6 +130,17 @@ def job(source: str, *, job_type: str = "spark_etl", **extra: Any) -> dict[str, 
     return body
 
 
+def wait_until(check: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll `check` until it returns something truthy, failing after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
 def wait_for_status(
     client: TestClient[Any], run_id: str, headers: dict[str, str], *,
     statuses: set[str] = TERMINAL, timeout: float = 30.0,

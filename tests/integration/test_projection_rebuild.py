@@ -10,7 +10,6 @@ something to repair that a user can see through the API.
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,7 +21,7 @@ import pytest
 from controlroom.api.auth import ALL_SCOPES, issue_token
 from controlroom.cli import Services, bootstrap, build_app, main
 from controlroom.settings import Settings
-from tests.conftest import job
+from tests.conftest import job, wait_until
 from tests.integration.test_lineage_graph import ol_event
 from tests.live_events import Message, serve_in_thread, sse
 
@@ -82,13 +81,7 @@ def post(http: httpx.Client, run_id: str, *events: dict[str, Any]) -> None:
 
 
 def eventually(check: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+    return wait_until(check, timeout=WAIT_S, what=what)
 
 
 def seen_by_a_user(http: httpx.Client, run_ids: list[str]) -> list[Any]:
@@ -157,7 +150,8 @@ def test_a_live_stream_misses_and_repeats_nothing_across_a_rebuild(
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    eventually(lambda: received, "the stream to replay the submission")
+    eventually(lambda: received,
+               "the stream to replay the submission")
     for i in range(20):
         post(http, run_id, {"event_type": "progress", "percent": i, "message": f"before {i}"})
     code, _, err = cli("rebuild", "run_events")
@@ -189,11 +183,13 @@ def test_the_lineage_graph_in_a_running_api_shows_the_rebuilt_model(
             first_run_id, last_run_id, first_seen, last_seen, first_position, position)
         VALUES ('{tenant}', 'bogus.orders', 'mart.orders', gen_random_uuid(), 'x', 'x', 'r', 'r',
                 now(), now(), 1000000000, 1000000000)""")
-    eventually(lambda: upstream() == {"raw.orders", "bogus.orders"}, "the API to load the bad row")
+    eventually(lambda: upstream() == {"raw.orders", "bogus.orders"},
+               "the API to load the bad row")
 
     code, _, err = cli("rebuild", "lineage")
     assert code == 0, err
-    eventually(lambda: upstream() == {"raw.orders"}, "the API to drop what the log never said")
+    eventually(lambda: upstream() == {"raw.orders"},
+               "the API to drop what the log never said")
 
 
 @pytest.mark.parametrize(("args", "says"), [
@@ -228,7 +224,7 @@ def test_with_no_service_running_the_cli_rebuilds_on_its_own(
         run_ids = [submit(http) for _ in range(5)]
         assert http.post(f"{API}/runs/{run_ids[0]}/cancel").status_code == 202
         eventually(lambda: http.get(f"{API}/runs/{run_ids[0]}").json()["status"] == "cancelled",
-                   "the cancellation")
+               "the cancellation")
     query = "SELECT run_id, status FROM run_status ORDER BY run_id"
     with psycopg.connect(services.dsn, autocommit=True) as conn:
         before = conn.execute(query).fetchall()

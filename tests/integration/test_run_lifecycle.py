@@ -21,7 +21,7 @@ from litestar.testing import TestClient
 
 from controlroom.adapters.local_executor import PASSTHROUGH_ENV
 from controlroom.cli import Services
-from tests.conftest import job, wait_for_status
+from tests.conftest import job, wait_for_status, wait_until
 
 PROBLEM_JSON = "application/problem+json"
 SUBMIT = "/api/v1/jobs/run"
@@ -34,17 +34,6 @@ def submit(client: TestClient[Any], auth: dict[str, str], body: dict[str, Any]) 
     resp = client.post(SUBMIT, json=body, headers=auth)
     assert resp.status_code == 202, resp.text
     return str(resp.json()["run_id"])
-
-
-def wait_until(check: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll `check` until it returns something truthy, failing after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def gated(gate: Path, before: str = "", after: str = "") -> str:
