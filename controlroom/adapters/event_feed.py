@@ -1,11 +1,12 @@
 """The live tail of run_events for one API process: one LISTEN connection, fanned out in memory.
 
 The `run_events` projection NOTIFYs `controlroom_projected` (`run_events:<position>`) after
-each commit. The feed then reads the new rows once (`position > cursor`, through the read
-pool) and hands each to the subscriptions it concerns, so a thousand watchers cost one
-query per commit, not one connection or one poll loop each. A missed notification (the
-listener reconnecting) is covered by a slow poll; behind a transaction pooler, where LISTEN
-can't work, the poll is the only wake-up.
+each commit; the process's one listener (projected_listener.py) passes it on. The feed then
+reads the new rows once (`position > cursor`, through the read pool) and hands each to the
+subscriptions it concerns, so a thousand watchers cost one query per commit, not one
+connection or one poll loop each. A missed notification (the listener reconnecting) is
+covered by a slow poll; behind a transaction pooler, where LISTEN can't work, the poll is
+the only wake-up.
 """
 
 from __future__ import annotations
@@ -17,12 +18,10 @@ from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-
 from controlroom.adapters.event_reads import EventReads
+from controlroom.adapters.projected_listener import ProjectedListener
 from controlroom.adapters.subscription import TICKS_PER_HEARTBEAT, Subscription
 from controlroom.projections.run_events import PROJECTION, RunEventRow
-from controlroom.projections.view import PROJECTED_CHANNEL
 
 log = logging.getLogger("controlroom.events")
 
@@ -34,10 +33,8 @@ POLL_INTERVAL_S = 1.0
 """Safety net for a missed notification while LISTEN works."""
 POOLER_POLL_INTERVAL_S = 0.1
 """Behind a transaction pooler there is no LISTEN: one poll per process, never per client."""
-RECONNECT_S = 1.0
 MAX_LINGER_S = 0.05
 """Longest pause between two fan-outs: the most an event waits to be batched with others."""
-CONNECT_TIMEOUT_S = 5.0
 
 Index = dict[Any, set[Subscription]]
 
@@ -46,15 +43,13 @@ class EventFeed:
     """Fans the read model's new rows out to per-run and per-tenant subscriptions."""
 
     def __init__(
-        self, dsn: str, reads: EventReads, *, listen: bool = True, buffer: int = DEFAULT_BUFFER,
+        self, reads: EventReads, listener: ProjectedListener, *, buffer: int = DEFAULT_BUFFER,
         heartbeat_s: float = DEFAULT_HEARTBEAT_S,
     ) -> None:
-        self.dsn = dsn
         self.reads = reads
-        self.listen = listen
         self.buffer = buffer
         self.heartbeat_s = heartbeat_s
-        self.poll_interval = POLL_INTERVAL_S if listen else POOLER_POLL_INTERVAL_S
+        self.poll_interval = POLL_INTERVAL_S if listener.enabled else POOLER_POLL_INTERVAL_S
         self.cursor = 0
         """Position of the last row dispatched: a subscription sees every later one."""
         self._by_run: dict[UUID, set[Subscription]] = {}
@@ -64,14 +59,14 @@ class EventFeed:
         """Set when a rebuild emptied the read model: the tail starts over from its beginning."""
         self._closed = False
         self._tasks: list[asyncio.Task[None]] = []
+        # Woken on (re)connection too: catch up on what committed while nobody listened.
+        listener.subscribe(self._announced, on_connect=self._wake.set)
 
     async def start(self) -> None:
         """Start tailing from the newest row."""
         self.cursor = await self.reads.head()
         self._tasks.append(asyncio.create_task(self._tail(), name="event-feed-tail"))
         self._tasks.append(asyncio.create_task(self._ticks(), name="event-feed-heartbeat"))
-        if self.listen:
-            self._tasks.append(asyncio.create_task(self._listen(), name="event-feed-listen"))
 
     def close(self) -> None:
         """End every subscription (their streams finish; clients resume elsewhere)."""
@@ -184,31 +179,11 @@ class EventFeed:
                 async with asyncio.timeout(self.poll_interval):
                     await self._wake.wait()
 
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        name, _, position = payload.rpartition(":")
-        if name != PROJECTION or not position.isdigit():
+    def _announced(self, name: str, position: int) -> None:
+        if name != PROJECTION:
             return
-        if int(position) == 0:  # a rebuild started (projections/rebuild.py)
+        if position == 0:  # a rebuild started (projections/rebuild.py)
             self._restart = True
             self._wake.set()
-        elif int(position) > self.cursor:
+        elif position > self.cursor:
             self._wake.set()
-
-    async def _listen(self) -> None:
-        while not self._closed:
-            conn = None
-            try:
-                conn = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT_S)
-                lost = asyncio.Event()
-                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await conn.add_listener(PROJECTED_CHANNEL, self._on_notify)
-                self._wake.set()  # catch up on what committed while nobody listened
-                await lost.wait()
-                log.warning("live events: LISTEN connection lost; reconnecting")
-            except Exception as e:  # polling covers for it until LISTEN works again
-                log.debug("live events: LISTEN unavailable (%s); polling meanwhile", e)
-            finally:
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close(timeout=2)
-            await asyncio.sleep(RECONNECT_S)

@@ -1,16 +1,12 @@
-"""Read-your-writes: wait until a projection has applied a position (LISTEN + polling)."""
+"""Read-your-writes: wait until a projection has applied a position (announcements + polling)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 
 import asyncpg
 
-from controlroom.projections.view import PROJECTED_CHANNEL
-
-log = logging.getLogger("controlroom.waiter")
+from controlroom.adapters.projected_listener import ProjectedListener
 
 POLL_INTERVAL_S = 0.25
 """Fallback when a notification is missed (e.g. while the listener reconnects)."""
@@ -20,42 +16,22 @@ APPLICATION_NAME = "controlroom"
 
 
 class ProjectionWaiter:
-    """One LISTEN connection per process, fanned out to every waiting request."""
+    """Every waiting request woken by the process's one listener (polling covers its gaps)."""
 
-    def __init__(self, dsn: str, pool: asyncpg.Pool, *, listen: bool = True) -> None:
-        self.dsn = dsn
+    def __init__(self, pool: asyncpg.Pool, listener: ProjectedListener) -> None:
         self.pool = pool
-        self.listen = listen
-        self.poll_interval = POLL_INTERVAL_S if listen else POOLER_POLL_INTERVAL_S
+        self.poll_interval = POLL_INTERVAL_S if listener.enabled else POOLER_POLL_INTERVAL_S
         self.positions: dict[str, int] = {}
         self.resets: dict[str, int] = {}
         """How often each projection was seen to start over (a rebuild): holders of state reload."""
         self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
-        self._conn: asyncpg.Connection | None = None
+        listener.subscribe(self._announced)
 
-    async def start(self) -> None:
-        """Open the listener; waiting still works (by polling) if it can't."""
-        if not self.listen:
-            return
-        try:
-            self._conn = await asyncpg.connect(self.dsn, timeout=5)
-            await self._conn.add_listener(PROJECTED_CHANNEL, self._on_notify)
-        except (TimeoutError, OSError, asyncpg.PostgresError) as e:
-            log.warning("LISTEN unavailable, falling back to polling: %s", e)
-            self._conn = None
-
-    async def stop(self) -> None:
-        """Close the listener."""
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close(timeout=2)
-
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        name, _, position = payload.rpartition(":")
-        if position == "0":
+    def _announced(self, name: str, position: int) -> None:
+        if position == 0:
             self._reset(name)
         else:
-            self._advance(name, int(position))
+            self._advance(name, position)
 
     def _reset(self, name: str) -> None:
         """A rebuild emptied the projection: it has applied nothing until it says otherwise."""

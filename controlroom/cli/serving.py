@@ -32,14 +32,15 @@ def _open_deps(services: Services) -> Any:
         from controlroom.adapters.connection_store import ConnectionReads
         from controlroom.adapters.database import behind_transaction_pooler, create_read_pool
         from controlroom.adapters.lineage_graph import LineageGraph
+        from controlroom.adapters.projected_listener import ProjectedListener
         from controlroom.adapters.projection_waiter import ProjectionWaiter
         from controlroom.adapters.run_reads import RunReads
         from controlroom.api.deps import Deps
 
         pooler = behind_transaction_pooler(services.dsn, services.settings.transaction_pooler)
         pool = await create_read_pool(services.dsn, pooler=pooler)
-        waiter = ProjectionWaiter(services.dsn, pool, listen=not pooler)
-        await waiter.start()
+        listener = ProjectedListener(services.dsn, enabled=not pooler)
+        waiter = ProjectionWaiter(pool, listener)
         lineage = LineageGraph(pool, waiter)
         await lineage.start()
         deps = Deps(services.commands, RunReads(pool), waiter,
@@ -50,15 +51,16 @@ def _open_deps(services: Services) -> Any:
                     webhooks=_webhook_deps(services, pool),
                     lineage_commands=services.lineage_commands,
                     max_artifact_bytes=services.settings.max_artifact_bytes,
-                    events=await _event_streams(services, pool, pooler),
+                    events=await _event_streams(services, pool, listener),
                     api_keys=_api_key_deps(services, pool))
+        await listener.start()  # after every subscriber: each catches up when it connects
         try:
             yield deps
         finally:
             deps.close()
+            await listener.stop()
             await deps.events.feed.stop()
             await lineage.stop()
-            await waiter.stop()
             await pool.close()
 
     return open_deps
@@ -73,16 +75,15 @@ def _api_key_deps(services: Services, pool: Any) -> Any:
     return ApiKeyDeps(services.api_keys, reads, ApiKeyVerifier(reads))
 
 
-async def _event_streams(services: Services, pool: Any, pooler: bool) -> Any:
-    """Live run events: replay from the read model, one LISTEN connection fanned out in memory."""
+async def _event_streams(services: Services, pool: Any, listener: Any) -> Any:
+    """Live run events: replay from the read model, then what the process's listener announces."""
     from controlroom.adapters.event_feed import EventFeed
     from controlroom.adapters.event_reads import EventReads
     from controlroom.api.event_ports import EventStreams
 
     s = services.settings
     reads = EventReads(pool)
-    feed = EventFeed(services.dsn, reads, listen=not pooler, buffer=s.sse_buffer,
-                     heartbeat_s=s.sse_heartbeat_s)
+    feed = EventFeed(reads, listener, buffer=s.sse_buffer, heartbeat_s=s.sse_heartbeat_s)
     await feed.start()
     return EventStreams(reads, feed)
 
