@@ -96,7 +96,7 @@ def main() -> None:
     finally:
         asyncio.run(_admin(args.database_url, f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)"))
     print(f"\nlog: {head:,} events ({args.runs:,} runs x {args.events + 3}); "
-          f"`projections rebuild --all` wall time {wall:.1f} s (the four replay side by side)\n")
+          f"`projections rebuild --all` wall time {wall:.1f} s (all replaying side by side)\n")
     print(f"{'projection':<12} {'positions':>10} {'seconds':>8} {'per second':>11}")
     for name, (positions, seconds) in found.items():
         print(f"{name:<12} {positions:>10,} {seconds:>8.1f} {positions / seconds:>11,.0f}")

@@ -11,7 +11,8 @@ from typing import Any
 import psycopg
 from eventsourcing.projection import ProjectionRunner
 
-from controlroom.projections.rebuild import Rebuild
+from controlroom.projections.rebuild import Rebuild, log_head
+from controlroom.projections.view import BATCH_EVENTS, ReadModelView
 
 log = logging.getLogger("controlroom.projections")
 
@@ -84,19 +85,35 @@ class ProjectionHost:
 
     def _run(self, lock_conn: psycopg.Connection[Any]) -> None:
         """Run the projection until stopped, or until a rebuild is asked for."""
-        with self.make_runner() as runner:
-            self.runner = runner
-            self.active.set()
-            log.info("projection %s: active", self.name)
-            while not self._stop.is_set():
-                runner.run_forever(timeout=1.0)
-                if runner.is_interrupted.is_set():
-                    raise RuntimeError("runner stopped")
-                # Also proves the lock's session is alive: if it is gone, step down.
-                if self.rebuild is None:
-                    lock_conn.execute("SELECT 1")
-                elif self.rebuild.pending(lock_conn):
-                    return
+        catch_up_to = self._far_behind(lock_conn)
+        runner = self.make_runner()
+        view = getattr(runner, "view", None)
+        if isinstance(view, ReadModelView):
+            view.catch_up_to = catch_up_to
+        try:
+            with runner:
+                self.runner = runner
+                self.active.set()
+                log.info("projection %s: active", self.name)
+                while not self._stop.is_set():
+                    runner.run_forever(timeout=1.0)
+                    if runner.is_interrupted.is_set():
+                        raise RuntimeError("runner stopped")
+                    # Also proves the lock's session is alive: if it is gone, step down.
+                    if self.rebuild is None:
+                        lock_conn.execute("SELECT 1")
+                    elif self.rebuild.pending(lock_conn):
+                        return
+        finally:
+            if isinstance(view, ReadModelView):
+                view.abandon_batch()  # its runner has stopped: nothing else will end it
+
+    def _far_behind(self, lock_conn: psycopg.Connection[Any]) -> int:
+        """The log position to catch up to in batches, 0 when the projection is (nearly) live."""
+        if self.rebuild is None:
+            return 0
+        head = log_head(lock_conn, self.rebuild.topics)
+        return head if head - self.rebuild.position(lock_conn) > BATCH_EVENTS else 0
 
     def _reset(self, lock_conn: psycopg.Connection[Any], rebuild: Rebuild) -> None:
         try:

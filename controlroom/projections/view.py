@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
+from psycopg import Cursor
 
 PROJECTED_CHANNEL = "controlroom_projected"
 """NOTIFY channel telling API processes a projection reached a position."""
 
 Statement = tuple[str, Sequence[Any] | dict[str, Any]]
+BATCH_EVENTS = 500
+"""Events that share one transaction while a view catches up on old news (a rebuild, a
+projector back after downtime); one transaction each once it is live."""
 
 
 class ReadModelView(PostgresTrackingRecorder):
@@ -21,20 +26,68 @@ class ReadModelView(PostgresTrackingRecorder):
     tables: tuple[str, ...] = ()
     """The read-model tables it alone writes: what a rebuild empties (none: not rebuildable)."""
 
+    catch_up_to = 0
+    """Events up to this position are caught up on in batches (set by whoever starts the view)."""
+    _batch: contextlib.ExitStack | None = None
+    _batch_cursor: Any = None
+    _batched = 0
+
     def apply(self, tracking: Tracking, statements: Sequence[Statement] = ()) -> None:
-        """Run `statements`, record `tracking` and notify waiters, in one transaction."""
-        with self.datastore.transaction(commit=True) as curs:
+        """Run `statements`, record `tracking` and notify waiters, in one transaction.
+
+        While catching up, BATCH_EVENTS events share that transaction, and only the last one's
+        tracking and notification are written: a crash still rolls rows and position back together.
+        """
+        if self._batch is None and tracking.notification_id >= self.catch_up_to:
+            with self.datastore.transaction(commit=True) as curs:
+                self._write(curs, statements)
+                self._done(curs, tracking)
+            return
+        curs = self._batch_cursor if self._batch is not None else self._begin_batch()
+        try:
+            self._write(curs, statements)
+            self._batched += 1
+            if self._batched >= BATCH_EVENTS or tracking.notification_id >= self.catch_up_to:
+                self._done(curs, tracking)
+                self._end_batch()
+        except BaseException:
+            self.abandon_batch()
+            raise
+
+    def abandon_batch(self) -> None:
+        """Roll back a batch left open (its runner stopped mid-way): its events come again."""
+        if self._batch is not None:
+            batch, self._batch = self._batch, None
+            with contextlib.suppress(Exception):
+                batch.__exit__(RuntimeError, RuntimeError("abandoned"), None)
+
+    def _begin_batch(self) -> Cursor[Any]:
+        batch = contextlib.ExitStack()
+        self._batch_cursor = batch.enter_context(self.datastore.transaction(commit=True))
+        self._batch, self._batched = batch, 0
+        self._batch_cursor.execute("SET LOCAL synchronous_commit = off", prepare=True)
+        return self._batch_cursor
+
+    def _end_batch(self) -> None:
+        batch, self._batch = self._batch, None
+        if batch is not None:
+            batch.close()
+
+    def _write(self, curs: Cursor[Any], statements: Sequence[Statement]) -> None:
+        if self._batch is None:
             # Read models can be rebuilt from the log, and their tracking commits with them,
             # so a crash can only roll both back together: no need to wait for fsync.
             curs.execute("SET LOCAL synchronous_commit = off", prepare=True)
-            for sql, params in statements:
-                curs.execute(sql, _storable(params), prepare=True)
-            self._insert_tracking(curs, tracking)
-            curs.execute(
-                "SELECT pg_notify(%s, %s)",
-                (PROJECTED_CHANNEL, f"{self.projection_name}:{tracking.notification_id}"),
-                prepare=True,
-            )
+        for sql, params in statements:
+            curs.execute(sql, _storable(params), prepare=True)
+
+    def _done(self, curs: Cursor[Any], tracking: Tracking) -> None:
+        self._insert_tracking(curs, tracking)
+        curs.execute(
+            "SELECT pg_notify(%s, %s)",
+            (PROJECTED_CHANNEL, f"{self.projection_name}:{tracking.notification_id}"),
+            prepare=True,
+        )
 
 
 def _storable(params: Sequence[Any] | dict[str, Any]) -> Sequence[Any] | dict[str, Any]:

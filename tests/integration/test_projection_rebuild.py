@@ -119,7 +119,7 @@ def test_damaged_run_models_are_rebuilt_from_the_log_while_the_service_runs(
     execute(dsn, "DELETE FROM run_log_chunks")
     assert seen_by_a_user(http, run_ids) != before
 
-    code, out, err = cli("rebuild", "run_status", "run_events")
+    code, out, err = cli("rebuild", "--timeout", "60", "run_status", "run_events")
     assert code == 0, err
     assert "run_status: rebuilt up to position" in out
     assert "run_events: rebuilt up to position" in out
@@ -154,7 +154,7 @@ def test_a_live_stream_misses_and_repeats_nothing_across_a_rebuild(
                "the stream to replay the submission")
     for i in range(20):
         post(http, run_id, {"event_type": "progress", "percent": i, "message": f"before {i}"})
-    code, _, err = cli("rebuild", "run_events")
+    code, _, err = cli("rebuild", "--timeout", "60", "run_events")
     assert code == 0, err
     for i in range(20):
         post(http, run_id, {"event_type": "progress", "percent": 50 + i, "message": f"after {i}"})
@@ -186,7 +186,7 @@ def test_the_lineage_graph_in_a_running_api_shows_the_rebuilt_model(
     eventually(lambda: upstream() == {"raw.orders", "bogus.orders"},
                "the API to load the bad row")
 
-    code, _, err = cli("rebuild", "lineage")
+    code, _, err = cli("rebuild", "--timeout", "60", "lineage")
     assert code == 0, err
     eventually(lambda: upstream() == {"raw.orders"},
                "the API to drop what the log never said")
@@ -211,10 +211,19 @@ def test_what_cannot_be_rebuilt_is_refused_and_nothing_is_asked(
         assert conn.execute("SELECT count(*) FROM projection_rebuilds").fetchone() == (0,)
 
 
-def test_with_no_service_running_the_cli_rebuilds_on_its_own(
+MODELS = {  # what each rebuilt table must hold again, row for row
+    "run_status": "SELECT run_id, status, progress_percent, progress_message FROM run_status",
+    "run_events": "SELECT run_id, version, type, data::text FROM run_events",
+    "run_log_chunks": "SELECT run_id, position, text FROM run_log_chunks",
+    "lineage_edges": "SELECT source, target, seen_count, first_position, position FROM lineage_edges",
+}
+
+
+def test_with_no_service_running_the_cli_rebuilds_a_long_log_on_its_own(
     make_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory, tenant: str,
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """Long enough (> BATCH_EVENTS) that the replay shares transactions between events."""
     settings = Settings(database_url=make_database(), data_dir=tmp_path_factory.mktemp("alone"),
                         jwt_secret=SECRET)
     token = issue_token(SECRET, tenant=tenant, sub="alice", scopes=ALL_SCOPES, ttl_s=600)
@@ -222,21 +231,28 @@ def test_with_no_service_running_the_cli_rebuilds_on_its_own(
             serve_in_thread(build_app(services)) as url, \
             httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
         run_ids = [submit(http) for _ in range(5)]
+        for n, run_id in enumerate(run_ids):
+            for batch in range(5):
+                post(http, run_id, *[
+                    {"event_type": "progress", "percent": i, "message": f"{batch}/{i}"} if i % 3 else
+                    {"event_type": "log", "text": f"run {n} line {batch}/{i}\n"} if i % 2 else
+                    {"event_type": "lineage", "source": f"raw.t{i % 7}", "target": f"mart.t{n}"}
+                    for i in range(50)])
         assert http.post(f"{API}/runs/{run_ids[0]}/cancel").status_code == 202
         eventually(lambda: http.get(f"{API}/runs/{run_ids[0]}").json()["status"] == "cancelled",
-               "the cancellation")
-    query = "SELECT run_id, status FROM run_status ORDER BY run_id"
+                   "the cancellation")
     with psycopg.connect(services.dsn, autocommit=True) as conn:
-        before = conn.execute(query).fetchall()
-        conn.execute("TRUNCATE run_status")
+        assert conn.execute("SELECT max(notification_id) FROM controlroom_events").fetchone()[0] > 1200
+        before = {t: sorted(conn.execute(q).fetchall()) for t, q in MODELS.items()}
+        conn.execute("TRUNCATE run_status, run_events, run_log_chunks, lineage_edges")
 
-    code, out, err = run_cli(services.dsn, settings.data_dir, "rebuild", "--all",
+    code, out, err = run_cli(services.dsn, settings.data_dir, "rebuild", "--all", "--timeout", "60",
                              monkeypatch=monkeypatch, capsys=capsys)
     assert code == 0, err
     assert [line.split(":")[0] for line in out.splitlines()] == [
         "run_status", "connections", "run_events", "lineage", "api_keys"]
     with psycopg.connect(services.dsn) as conn:
-        assert conn.execute(query).fetchall() == before
+        assert {t: sorted(conn.execute(q).fetchall()) for t, q in MODELS.items()} == before
         # Nobody hosts the projections once the command has ended.
         assert conn.execute(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = "
