@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from eventsourcing.persistence import Tracking
@@ -15,8 +15,8 @@ PROJECTED_CHANNEL = "controlroom_projected"
 
 Statement = tuple[str, Sequence[Any] | dict[str, Any]]
 BATCH_EVENTS = 500
-"""Events that share one transaction while a view catches up on old news (a rebuild, a
-projector back after downtime); one transaction each once it is live."""
+"""Most events that share one transaction: while a view catches up on old news (a rebuild, a
+projector back after downtime), or while more events are already waiting in memory."""
 
 
 class ReadModelView(PostgresTrackingRecorder):
@@ -28,6 +28,8 @@ class ReadModelView(PostgresTrackingRecorder):
 
     catch_up_to = 0
     """Events up to this position are caught up on in batches (set by whoever starts the view)."""
+    more_waiting: Callable[[], bool] = staticmethod(lambda: False)
+    """True when the next event is already at hand: committing now would only cost a round trip."""
     _batch: contextlib.ExitStack | None = None
     _batch_cursor: Any = None
     _batched = 0
@@ -35,10 +37,13 @@ class ReadModelView(PostgresTrackingRecorder):
     def apply(self, tracking: Tracking, statements: Sequence[Statement] = ()) -> None:
         """Run `statements`, record `tracking` and notify waiters, in one transaction.
 
-        While catching up, BATCH_EVENTS events share that transaction, and only the last one's
-        tracking and notification are written: a crash still rolls rows and position back together.
+        While catching up, or while the next events are already at hand, up to BATCH_EVENTS events
+        share that transaction, and only the last one's tracking and notification are written: a
+        crash still rolls rows and position back together. A live event with nothing behind it
+        commits at once, so a waiting reader never waits for a batch to fill.
         """
-        if self._batch is None and tracking.notification_id >= self.catch_up_to:
+        live = tracking.notification_id >= self.catch_up_to
+        if self._batch is None and live and not self.more_waiting():
             with self.datastore.transaction(commit=True) as curs:
                 self._write(curs, statements)
                 self._done(curs, tracking)
@@ -47,7 +52,7 @@ class ReadModelView(PostgresTrackingRecorder):
         try:
             self._write(curs, statements)
             self._batched += 1
-            if self._batched >= BATCH_EVENTS or tracking.notification_id >= self.catch_up_to:
+            if self._batched >= BATCH_EVENTS or (live and not self.more_waiting()):
                 self._done(curs, tracking)
                 self._end_batch()
         except BaseException:
