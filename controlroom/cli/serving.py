@@ -89,12 +89,15 @@ async def _event_streams(services: Services, pool: Any, listener: Any) -> Any:
 
 
 def _preflight(services: Services) -> Any:
-    """Pre-flight validation with this machine's tools and the tenants' connections."""
+    """Pre-flight validation with this machine's tools, the tenants' connections and what each
+    job type declares it demands."""
     from controlroom.adapters.preflight import LocalTools, PostgresTables
+    from controlroom.jobtypes import default_job_types
     from controlroom.validation import Preflight
 
     s = services.settings
     return Preflight(LocalTools(), connections=services.connection_store, tables=PostgresTables(),
+                     job_rules=default_job_types(services.connection_store).rules(),
                      executors=s.executors, default_executor=s.executor)
 
 

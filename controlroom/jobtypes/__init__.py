@@ -11,6 +11,7 @@ from controlroom.jobtypes.diagram_export import DiagramExport
 from controlroom.jobtypes.kb_catalog import KbCatalog
 from controlroom.jobtypes.schema_migration import SchemaMigration
 from controlroom.jobtypes.spark_etl import SparkEtl
+from controlroom.validation import JobRules
 
 
 class JobTypes:
@@ -25,6 +26,10 @@ class JobTypes:
         if job_type is None:
             raise PlanError("unknown_job_type", f"no worker support for job type {ctx.job_type!r}")
         return job_type.plan(ctx)
+
+    def rules(self) -> dict[str, JobRules]:
+        """What pre-flight validation demands of each job type."""
+        return {name: t.rules for name, t in self.types.items()}
 
 
 class NoConnections:

@@ -1,4 +1,4 @@
-"""What a job type is: a plan for running one attempt (validation hooks attach here too)."""
+"""What a job type is: what it demands of a job before it runs, and how it runs one attempt."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from controlroom.commands.ports import JobContext, Launch, PlanError
+from controlroom.validation import JobRules
 
 
 class JobType(Protocol):
-    """A kind of job: knows how to turn a run into a process to start."""
+    """A kind of job: what pre-flight validation demands of it, and how a run becomes a process."""
 
     name: str
+    rules: JobRules
+    """Read by pre-flight validation (`POST /api/v1/jobs/validate` and every submission)."""
 
     def plan(self, ctx: JobContext) -> Launch: ...
 

@@ -10,8 +10,10 @@ import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from controlroom.commands.ports import PYTHON, JobContext, Launch, PlanError
+from controlroom.validation import FilesNeeded, JobRules, ToolNeeded
 
 RUNNER = "controlroom.jobs.diagram_export"
 SOURCES_ENV = "CONTROLROOM_DIAGRAMS"
@@ -27,6 +29,10 @@ class DiagramExport:
 
     which: Callable[[str], str | None] = field(default=shutil.which)
     name: str = "diagram_export"
+    rules: ClassVar[JobRules] = JobRules(
+        files=(FilesNeeded((".dot", ".gv"), "a Graphviz .dot or .gv source"),),
+        tools=(ToolNeeded("dot", "Graphviz renders the diagrams"),),
+    )
 
     def plan(self, ctx: JobContext) -> Launch:
         """Render every Graphviz source, in path order."""

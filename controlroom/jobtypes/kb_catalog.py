@@ -8,9 +8,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from controlroom.commands.ports import PYTHON, Connections, JobContext, Launch, PlanError
 from controlroom.jobtypes.tables import INPUTS_ENV, describe, entity_uri, parse_spec_uris, resolve
+from controlroom.validation import JobRules
 
 RUNNER = "controlroom.jobs.kb_catalog"
 CATALOG_ENTITY_ENV = "CONTROLROOM_CATALOG_ENTITY"
@@ -28,6 +30,8 @@ class KbCatalog:
 
     connections: Connections
     name: str = "kb_catalog"
+    rules: ClassVar[JobRules] = JobRules(inputs_need_table=False)
+    """An input may name a whole schema: the catalog covers every table in it."""
 
     def plan(self, ctx: JobContext) -> Launch:
         """Run the catalog runner over the resolved inputs."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 from pglast import ast, parse_sql
 from pglast.enums import ObjectType, VariableSetKind
@@ -24,6 +25,7 @@ from controlroom.jobtypes.tables import (
     parse_spec_uris,
     resolve,
 )
+from controlroom.validation import FilesNeeded, JobRules
 
 RUNNER = "controlroom.jobs.schema_migration"
 FILES_ENV = "CONTROLROOM_SQL_FILES"
@@ -42,6 +44,10 @@ class SchemaMigration:
 
     connections: Connections
     name: str = "schema_migration"
+    rules: ClassVar[JobRules] = JobRules(
+        files=(FilesNeeded((".sql",), "a .sql migration"),), outputs_need_table=False,
+        needs_target=True,
+    )
 
     def plan(self, ctx: JobContext) -> Launch:
         """Run the migration runner against the target connection."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from controlroom.commands.ports import PYTHON, Connections, JobContext, Launch
 from controlroom.jobtypes.base import require_entrypoint
@@ -21,6 +22,7 @@ from controlroom.jobtypes.tables import (
     parse_spec_uris,
     resolve,
 )
+from controlroom.validation import JobRules, ToolNeeded
 
 SPARK_SUBMIT = "spark-submit"
 
@@ -32,6 +34,12 @@ class SparkEtl:
     connections: Connections
     which: Callable[[str], str | None] = field(default=shutil.which)
     name: str = "spark_etl"
+    rules: ClassVar[JobRules] = JobRules(
+        python_entrypoint=True,
+        # spark-submit is optional (without it the job runs as plain Python, and PySpark launches
+        # itself); what code importing pyspark can't run without is a Java VM.
+        tools=(ToolNeeded("java", "PySpark runs on a Java VM", when_imports="pyspark"),),
+    )
 
     def plan(self, ctx: JobContext) -> Launch:
         """The entrypoint with its connections' DSNs and URIs in its environment."""

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from controlroom.commands.ports import Connections
 from controlroom.validation import dependencies, schema
 from controlroom.validation.model import Findings, Issue, Job, Report, SourceFile, report
 from controlroom.validation.ports import Tables, Tools
-from controlroom.validation.rules import JobRules, rules_for
+from controlroom.validation.rules import DEFAULT_RULES, JobRules
 from controlroom.validation.schema import Named
 from controlroom.validation.syntax import dot_errors, parser_of, python_trees, sql_errors
 
@@ -27,9 +27,12 @@ class Preflight:
     """Validates jobs against the worker's tools and the tenant's connections and databases."""
 
     def __init__(self, tools: Tools, *, connections: Connections | None = None,
-                 tables: Tables | None = None, lookup_timeout_s: float = LOOKUP_TIMEOUT_S,
+                 tables: Tables | None = None, job_rules: Mapping[str, JobRules] | None = None,
+                 lookup_timeout_s: float = LOOKUP_TIMEOUT_S,
                  executors: Collection[str] = ("local",), default_executor: str = "local") -> None:
         self.tools = tools
+        self.job_rules = dict(job_rules or {})
+        """What each job type demands (declared by the job type plugins)."""
         self.executors = tuple(executors)
         self.default_executor = default_executor
         self.connections = connections
@@ -39,7 +42,7 @@ class Preflight:
     async def validate(self, job: Job, tenant_id: str) -> Report:
         """The report of `job`; never raises for what the job contains."""
         syntax, shape, deps = Findings(), Findings(), Findings()
-        rules = rules_for(job.job_type)
+        rules = self.job_rules.get(job.job_type, DEFAULT_RULES)
         if sum(len(f.content) for f in job.files) <= INLINE_CHARS:
             named = self.parse(job, rules, syntax, shape, deps)
         else:

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from controlroom.adapters.preflight import LocalTools, PostgresTables
 from controlroom.api.schemas import JobType
 from controlroom.commands.errors import ConnectionNotFoundError
-from controlroom.validation import CHECKS, JOB_RULES, Issue, Job, Preflight, Report, undecodable
+from controlroom.jobtypes import default_job_types
+from controlroom.validation import CHECKS, Issue, Job, Preflight, Report, undecodable
 from controlroom.validation.requirements import parse_requirements
 from controlroom.validation.uris import TableUri, UriError, parse_uri
 
@@ -56,7 +57,9 @@ class Tables:
         return [n in self.present for n in names]
 
 
-WAREHOUSE = Preflight(TOOLS, connections=Connections({"wh": "postgresql://x"}),
+JOB_RULES = default_job_types().rules()
+
+WAREHOUSE = Preflight(TOOLS, job_rules=JOB_RULES, connections=Connections({"wh": "postgresql://x"}),
                       tables=Tables(("public", "orders"), ("public", None)))
 
 
@@ -64,7 +67,7 @@ def run(job_type: str = "spark_etl", files: dict[str, str] | None = None, spec: 
         preflight: Preflight | None = None) -> Report:
     files = {"main.py": "print('ok')\n"} if files is None else files
     job = Job.of(job_type, [{"path": p, "content": c} for p, c in files.items()], spec or {})
-    return asyncio.run((preflight or Preflight(TOOLS)).validate(job, "tenant"))
+    return asyncio.run((preflight or Preflight(TOOLS, job_rules=JOB_RULES)).validate(job, "tenant"))
 
 
 def errors(report: Report, check: str) -> list[Issue]:
@@ -121,7 +124,8 @@ def test_graphviz_warnings_are_warnings_not_errors() -> None:
 
 
 def test_without_graphviz_dot_files_are_unparsed_and_diagram_export_lacks_its_tool() -> None:
-    report = run("diagram_export", {"g.dot": "digraph { a -> }"}, preflight=Preflight(NO_TOOLS))
+    report = run("diagram_export", {"g.dot": "digraph { a -> }"},
+                 preflight=Preflight(NO_TOOLS, job_rules=JOB_RULES))
     issue = only(report, "dependencies")
     assert issue.path == "job_type" and "dot is not installed" in issue.message
     assert "Graphviz is not installed" in warnings(report, "syntax")[0].message
@@ -176,11 +180,11 @@ def test_source_tables_are_looked_up_through_their_connection() -> None:
 
 
 def test_an_unreachable_database_or_connection_store_is_a_warning_not_a_failure() -> None:
-    down = Preflight(TOOLS, connections=Connections({"wh": "postgresql://x@127.0.0.1:1/db"}),
+    down = Preflight(TOOLS, job_rules=JOB_RULES, connections=Connections({"wh": "postgresql://x@127.0.0.1:1/db"}),
                      tables=PostgresTables())
-    slow = Preflight(TOOLS, connections=Connections({"wh": "postgresql://x"}),
+    slow = Preflight(TOOLS, job_rules=JOB_RULES, connections=Connections({"wh": "postgresql://x"}),
                      tables=Tables(delay_s=1.0), lookup_timeout_s=0.05)
-    unknown = Preflight(TOOLS, connections=Connections(None))
+    unknown = Preflight(TOOLS, job_rules=JOB_RULES, connections=Connections(None))
     for preflight, says in ((down, "could not be reached"), (slow, "did not answer within 0.05 s"),
                             (unknown, "connections could not be read")):
         report = run(spec={"inputs": ["wh://public.orders"]}, preflight=preflight)
@@ -205,8 +209,9 @@ def test_the_uri_grammar(text: str, expected: TableUri | None) -> None:
     assert parse_uri("wh://public", table_required=False) == TableUri("wh", "public", None)
 
 
-def test_every_job_type_of_the_api_has_rules() -> None:
+def test_every_job_type_of_the_api_is_a_plugin_that_declares_its_rules() -> None:
     assert set(get_args(JobType)) <= set(JOB_RULES)
+    assert JOB_RULES["diagram_export"].tools and JOB_RULES["schema_migration"].needs_target
 
 
 def test_a_request_that_did_not_decode_reports_only_its_schema_errors() -> None:
@@ -254,7 +259,7 @@ def test_an_unreadable_requirement_is_an_error_at_its_line_and_column() -> None:
 def test_code_importing_pyspark_needs_java_on_the_worker() -> None:
     source = "import os\ntry:\n    import pyspark\nexcept ImportError:\n    pass\nfrom pyspark.sql import x\n"
     files = {"main.py": source, "requirements.txt": "pyspark\n"}
-    issue = only(run(files=files, preflight=Preflight(NO_TOOLS)), "dependencies")
+    issue = only(run(files=files, preflight=Preflight(NO_TOOLS, job_rules=JOB_RULES)), "dependencies")
     assert (issue.path, issue.line, issue.column) == ("main.py", 6, 1) and "java" in issue.message
     assert run(files=files).valid == (TOOLS.which("java") is not None)
 
@@ -273,7 +278,8 @@ uris = st.lists(st.text(max_size=30) | st.just("wh://public.orders"), max_size=3
 def test_any_file_contents_get_a_report_never_a_crash(
     files: dict[str, str], job_type: str, inputs: list[str], tools: LocalTools
 ) -> None:
-    preflight = Preflight(tools, connections=Connections({"wh": "postgresql://x"}), tables=Tables())
+    preflight = Preflight(tools, job_rules=JOB_RULES, connections=Connections({"wh": "postgresql://x"}),
+                          tables=Tables())
     report = run(job_type, files, {"inputs": inputs}, preflight)
     assert [c.name for c in report.checks] == list(CHECKS)
     assert report.valid == all(not c.errors for c in report.checks)
