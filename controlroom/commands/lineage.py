@@ -28,14 +28,15 @@ class LineageCommands:
         event_type: str | None, event_time: datetime, inputs: list[dict[str, Any]],
         outputs: list[dict[str, Any]], producer: str,
     ) -> int:
-        """Record one OpenLineage run event; returns its position in the log."""
+        """Record one OpenLineage run event; its position in the log (0: a re-delivery, kept once)."""
         for _ in range(MAX_CONFLICT_RETRIES):
             try:
                 job: LineageJob = self.app.repository.get(job_id(tenant_id, job_namespace, job_name))
             except AggregateNotFoundError:
                 job = LineageJob.register(tenant_id, job_namespace, job_name)
-            job.report(run_id=run_id, event_type=event_type, event_time=event_time,
-                       inputs=inputs, outputs=outputs, producer=producer, now=self.clock())
+            if not job.report(run_id=run_id, event_type=event_type, event_time=event_time,
+                              inputs=inputs, outputs=outputs, producer=producer, now=self.clock()):
+                return 0
             try:
                 recordings = self.app.save(job)
             except IntegrityError:

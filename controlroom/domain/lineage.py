@@ -27,6 +27,15 @@ def job_id(tenant_id: str, namespace: str, name: str) -> UUID:
     return uuid5(NAMESPACE_URL, f"controlroom:job:{tenant_id}:{namespace}:{name}")
 
 
+RECENT_REPORTS = 1000
+"""Reports per job remembered to recognise re-deliveries (clients retry within minutes)."""
+
+
+def report_key(run_id: str, event_type: str | None, event_time: datetime) -> str:
+    """What identifies one OpenLineage run event."""
+    return f"{run_id}|{event_type or ''}|{event_time.isoformat()}"
+
+
 class LineageJob(Aggregate):
     """A job outside Control Room that reports lineage (OpenLineage), one stream per job."""
 
@@ -39,6 +48,8 @@ class LineageJob(Aggregate):
         self.tenant_id = tenant_id
         self.namespace = namespace
         self.name = name
+        self.recent: dict[str, None] = {}
+        """Keys of the latest reports (oldest first), so that a re-delivery is recognised."""
 
     @classmethod
     def register(cls, tenant_id: str, namespace: str, name: str) -> LineageJob:
@@ -51,12 +62,25 @@ class LineageJob(Aggregate):
     def report(
         self, *, run_id: str, event_type: str | None, event_time: datetime,
         inputs: list[dict[str, Any]], outputs: list[dict[str, Any]], producer: str, now: datetime,
-    ) -> None:
-        """Record one reported run event: which datasets the run read and wrote."""
+    ) -> bool:
+        """Record one reported run event: which datasets the run read and wrote.
+
+        False, recording nothing, for a report already recorded: OpenLineage clients retry,
+        and an event is identified by its run, type and time.
+        """
+        if report_key(run_id, event_type, event_time) in self._recent():
+            return False
         # The job's identity travels with each event so that a reader needs no other row.
         self._reported(tenant_id=self.tenant_id, job_namespace=self.namespace, job_name=self.name,
                        run_id=run_id, event_type=event_type, event_time=event_time,
                        inputs=inputs, outputs=outputs, producer=producer, at=now)
+        return True
+
+    def _recent(self) -> dict[str, None]:
+        # Jobs recorded before re-deliveries were recognised have no such attribute yet.
+        if not hasattr(self, "recent"):
+            self.recent = {}
+        return self.recent
 
     @event("LineageReported")
     def _reported(
@@ -64,4 +88,7 @@ class LineageJob(Aggregate):
         event_type: str | None, event_time: datetime, inputs: list[dict[str, Any]],
         outputs: list[dict[str, Any]], producer: str, at: datetime,
     ) -> None:
-        pass
+        recent = self._recent()
+        recent[report_key(run_id, event_type, event_time)] = None
+        if len(recent) > RECENT_REPORTS:
+            del recent[next(iter(recent))]

@@ -163,3 +163,18 @@ def test_openlineage_bodies_are_checked(client: TestClient[Any], auth: dict[str,
     dataset_event = {"eventTime": datetime.now(UTC).isoformat(), "producer": "x",
                      "dataset": {"namespace": "n", "name": "d"}}
     assert client.post("/api/v1/lineage", json=dataset_event, headers=auth).status_code == 201
+
+
+def test_a_redelivered_openlineage_event_is_counted_once(
+    client: TestClient[Any], auth: dict[str, str],
+) -> None:
+    event = ol_event(["retry.src"], ["retry.dst"], job_name="retrying")
+    for _ in range(3):  # a client retrying after a lost response
+        r = client.post("/api/v1/lineage", json=event, headers=auth)
+        assert r.status_code == 201 and r.json()["edges"] == 1
+    [edge] = graph(client, auth, "retry.dst", direction="upstream")["upstream"]
+    assert edge["count"] == 1
+    later = ol_event(["retry.src"], ["retry.dst"], job_name="retrying", run_id=event["run"]["runId"])
+    assert client.post("/api/v1/lineage", json=later, headers=auth).status_code == 201
+    [edge] = graph(client, auth, "retry.dst", direction="upstream")["upstream"]
+    assert edge["count"] == 2  # another event of the same run (a later time) is new
