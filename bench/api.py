@@ -537,6 +537,37 @@ def uninterruptible() -> Iterator[None]:
             signal.signal(s, h)
 
 
+def run_cleaning_up(run: Callable[[contextlib.ExitStack], int]) -> int:
+    """Run a benchmark; what it put on the stack (servers, databases, temp dirs) goes at the end,
+    on Ctrl-C or SIGTERM too, even if Ctrl-C is pressed again meanwhile."""
+    stack = contextlib.ExitStack()
+    with cleanup_on_signals():
+        try:
+            return run(stack)
+        except KeyboardInterrupt:
+            print("\ninterrupted; cleaning up", file=sys.stderr)
+            return 130
+        finally:
+            with uninterruptible():
+                stack.close()
+
+
+def fresh_database(admin_dsn: str, stack: contextlib.ExitStack) -> str:
+    """A new database on `admin_dsn`'s server, dropped when `stack` closes: its DSN."""
+    dbname = f"controlroom_bench_{secrets.token_hex(4)}"
+    asyncio.run(_admin(admin_dsn, f'CREATE DATABASE "{dbname}"'))
+    stack.callback(lambda: asyncio.run(
+        _admin(admin_dsn, f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')))
+    return with_database(admin_dsn, dbname)
+
+
+def temp_dir(stack: contextlib.ExitStack, prefix: str) -> Path:
+    """A temporary directory removed when `stack` closes."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+    return tmp
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -667,16 +698,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"unknown scenario(s) {sorted(scenarios - SCENARIOS)}; choose from {sorted(SCENARIOS)}")
     if args.url and not args.token:
         sys.exit("--url needs --token (or CONTROLROOM_TOKEN)")
-    stack = contextlib.ExitStack()
-    with cleanup_on_signals():
-        try:
-            return run(args, levels, scenarios, stack)
-        except KeyboardInterrupt:
-            print("\ninterrupted; cleaning up", file=sys.stderr)
-            return 130
-        finally:
-            with uninterruptible():  # servers, databases and temp dirs go even on a second Ctrl-C
-                stack.close()
+    return run_cleaning_up(lambda stack: run(args, levels, scenarios, stack))
 
 
 def run(args: argparse.Namespace, levels: list[int], scenarios: set[str], stack: contextlib.ExitStack) -> int:
@@ -691,19 +713,12 @@ def run(args: argparse.Namespace, levels: list[int], scenarios: set[str], stack:
     # -- a database for the server (and the ceiling table) --------------------------------------
     db_dsn: str | None = None
     if not args.embedded:
-        dbname = f"controlroom_bench_{secrets.token_hex(4)}"
         try:
-            asyncio.run(_admin(args.database_url, f'CREATE DATABASE "{dbname}"'))
+            db_dsn = fresh_database(args.database_url, stack)
         except (OSError, asyncpg.PostgresError) as e:
             if not args.url:
                 raise SystemExit(f"cannot create a database on {redact(args.database_url)}: {e}") from e
             print(f"note: no ceiling (cannot create a database on {redact(args.database_url)}: {e})")
-        else:
-            db_dsn = with_database(args.database_url, dbname)
-            admin_dsn = args.database_url
-
-            stack.callback(lambda: asyncio.run(
-                _admin(admin_dsn, f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')))
 
     # -- the Control Room server ------------------------------------------------------------------
     server_pids: list[int] = []

@@ -23,9 +23,7 @@ import json
 import os
 import random
 import secrets
-import shutil
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -39,16 +37,15 @@ from api import (
     TARGET_GET_P99_MS,
     TARGET_SUBMIT_P99_MS,
     Server,
-    _admin,
-    cleanup_on_signals,
     controlroom_exe,
     free_port,
+    fresh_database,
     host_busy_cores,
     measure,
     percentile,
     redact,
-    uninterruptible,
-    with_database,
+    run_cleaning_up,
+    temp_dir,
 )
 
 API = "/api/v1"
@@ -270,26 +267,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    stack = contextlib.ExitStack()
-    with cleanup_on_signals():
-        try:
-            return run(args, stack)
-        except KeyboardInterrupt:
-            print("\ninterrupted; cleaning up", file=sys.stderr)
-            return 130
-        finally:
-            with uninterruptible():
-                stack.close()
+    return run_cleaning_up(lambda stack: run(args, stack))
 
 
 def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     busy_before = host_busy_cores()
-    tmp = Path(tempfile.mkdtemp(prefix="controlroom-concurrency-"))
-    stack.callback(shutil.rmtree, tmp, ignore_errors=True)
-    dbname = f"controlroom_bench_{secrets.token_hex(4)}"
-    asyncio.run(_admin(args.database_url, f'CREATE DATABASE "{dbname}"'))
-    stack.callback(lambda: asyncio.run(_admin(args.database_url, f'DROP DATABASE "{dbname}" WITH (FORCE)')))
-    dsn = with_database(args.database_url, dbname)
+    tmp = temp_dir(stack, "controlroom-concurrency-")
+    dsn = fresh_database(args.database_url, stack)
     namespace = f"controlroom-bench-{secrets.token_hex(4)}"
     r = redis.Redis.from_url(args.redis_url)
     stack.callback(lambda: [r.delete(k) for k in r.scan_iter(match=f"{namespace}:*", count=1000)])

@@ -14,19 +14,18 @@ cancelled: every projection has work. The database goes on exit.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import json
 import os
 import re
 import secrets
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from api import DEFAULT_DATABASE_URL, _admin, controlroom_exe, redact, with_database
+from api import DEFAULT_DATABASE_URL, controlroom_exe, fresh_database, redact, run_cleaning_up, temp_dir
 
 from controlroom.cli import bootstrap
 from controlroom.commands.messages import Lineage, Log, Progress, SubmitJob
@@ -78,23 +77,12 @@ def rebuild(dsn: str, data_dir: Path) -> tuple[float, dict[str, tuple[int, float
     return wall, found
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--database-url", default=os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
-    p.add_argument("--runs", type=int, default=2000)
-    p.add_argument("--events", type=int, default=22, help="reported events per run")
-    p.add_argument("--json", help="also write the results here")
-    args = p.parse_args()
-    dbname = f"controlroom_bench_rebuild_{secrets.token_hex(4)}"
-    asyncio.run(_admin(args.database_url, f"CREATE DATABASE {dbname}"))
-    dsn = with_database(args.database_url, dbname)
+def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
+    dsn = fresh_database(args.database_url, stack)
     print(f"database {redact(dsn)}", file=sys.stderr)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            head = fill(dsn, Path(tmp), args.runs, args.events)
-            wall, found = rebuild(dsn, Path(tmp))
-    finally:
-        asyncio.run(_admin(args.database_url, f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)"))
+    tmp = temp_dir(stack, "controlroom-rebuild-")
+    head = fill(dsn, tmp, args.runs, args.events)
+    wall, found = rebuild(dsn, tmp)
     print(f"\nlog: {head:,} events ({args.runs:,} runs x {args.events + 3}); "
           f"`projections rebuild --all` wall time {wall:.1f} s (all replaying side by side)\n")
     print(f"{'projection':<12} {'positions':>10} {'seconds':>8} {'per second':>11}")
@@ -105,7 +93,18 @@ def main() -> None:
             "events": head, "runs": args.runs, "wall_s": wall,
             "projections": {n: {"positions": p_, "seconds": s} for n, (p_, s) in found.items()},
         }, indent=2))
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--database-url", default=os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
+    p.add_argument("--runs", type=int, default=2000)
+    p.add_argument("--events", type=int, default=22, help="reported events per run")
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args()
+    return run_cleaning_up(lambda stack: run(args, stack))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -30,10 +30,8 @@ import platform
 import re
 import resource
 import secrets
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from array import array
 from pathlib import Path
@@ -43,21 +41,20 @@ import httpx
 from api import (
     DEFAULT_DATABASE_URL,
     Server,
-    _admin,
     _event_loop_run,
     _fmt,
-    cleanup_on_signals,
     controlroom_exe,
     cpu_sample,
     cpu_usage,
     free_port,
+    fresh_database,
     host_busy_cores,
     percentile,
     postgres_backend_pids,
     redact,
-    uninterruptible,
+    run_cleaning_up,
+    temp_dir,
     verdict,
-    with_database,
 )
 
 API = "/api/v1"
@@ -312,27 +309,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # one socket per subscriber
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4 * args.subscribers + 1024)), hard))
-    stack = contextlib.ExitStack()
-    with cleanup_on_signals():
-        try:
-            return run(args, stack)
-        except KeyboardInterrupt:
-            print("\ninterrupted; cleaning up", file=sys.stderr)
-            return 130
-        finally:
-            with uninterruptible():
-                stack.close()
+    return run_cleaning_up(lambda stack: run(args, stack))
 
 
 def start_servers(args: argparse.Namespace, stack: contextlib.ExitStack, tmp: Path
                   ) -> tuple[str, str, int, str, str]:
     """A fresh database and the server(s) on it: (url, token, API server pid, description, dsn)."""
-    dbname = f"controlroom_bench_{secrets.token_hex(4)}"
-    asyncio.run(_admin(args.database_url, f'CREATE DATABASE "{dbname}"'))
-    stack.callback(lambda: asyncio.run(
-        _admin(args.database_url, f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')))
+    dsn = fresh_database(args.database_url, stack)
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("CONTROLROOM_", "REDIS_"))},
-           "DATABASE_URL": with_database(args.database_url, dbname),
+           "DATABASE_URL": dsn,
            "CONTROLROOM_DATA_DIR": str(tmp / "data"), "CONTROLROOM_JWT_SECRET": secrets.token_urlsafe(32)}
     port = free_port()
     argv = [controlroom_exe(), "serve", "--no-worker", "--port", str(port),
@@ -359,8 +344,7 @@ def subprocess_token(env: dict[str, str]) -> str:
 
 
 def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
-    tmp = Path(tempfile.mkdtemp(prefix="controlroom-sse-bench-"))
-    stack.callback(lambda: shutil.rmtree(tmp, ignore_errors=True))
+    tmp = temp_dir(stack, "controlroom-sse-bench-")
     url, token, server_pid, server_desc, dsn = start_servers(args, stack, tmp)
     headers = {"Authorization": f"Bearer {token}"}
     submitted = httpx.post(f"{url}{API}/jobs/run", json=JOB, headers=headers, timeout=30)

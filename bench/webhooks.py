@@ -26,10 +26,8 @@ import json
 import multiprocessing as mp
 import os
 import secrets
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
@@ -41,15 +39,14 @@ import httpx
 from api import (
     DEFAULT_DATABASE_URL,
     Server,
-    _admin,
     _fmt,
-    cleanup_on_signals,
     controlroom_exe,
     free_port,
+    fresh_database,
     percentile,
     redact,
-    uninterruptible,
-    with_database,
+    run_cleaning_up,
+    temp_dir,
 )
 from standardwebhooks.webhooks import Webhook
 
@@ -219,25 +216,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    stack = contextlib.ExitStack()
-    with cleanup_on_signals():
-        try:
-            return run(args, stack)
-        except KeyboardInterrupt:
-            print("\ninterrupted; cleaning up", file=sys.stderr)
-            return 130
-        finally:
-            with uninterruptible():
-                stack.close()
+    return run_cleaning_up(lambda stack: run(args, stack))
 
 
 def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
-    tmp = Path(tempfile.mkdtemp(prefix="controlroom-webhooks-"))
-    stack.callback(shutil.rmtree, tmp, ignore_errors=True)
-    dbname = f"controlroom_bench_{secrets.token_hex(4)}"
-    asyncio.run(_admin(args.database_url, f'CREATE DATABASE "{dbname}"'))
-    stack.callback(lambda: asyncio.run(_admin(args.database_url, f'DROP DATABASE "{dbname}" WITH (FORCE)')))
-    dsn = with_database(args.database_url, dbname)
+    tmp = temp_dir(stack, "controlroom-webhooks-")
+    dsn = fresh_database(args.database_url, stack)
     port, jwt_secret = free_port(), secrets.token_hex(32)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONTROLROOM_")}
     env.pop("REDIS_URL", None)
