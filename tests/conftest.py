@@ -130,7 +130,7 @@ def job(source: str, *, job_type: str = "spark_etl", **extra: Any) -> dict[str, 
     return body
 
 
-def wait_until(check: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition") -> Any:
+def wait_until(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
     """Poll `check` until it returns something truthy, failing after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:

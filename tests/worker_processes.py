@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +25,6 @@ from controlroom.settings import Settings
 REDIS_URL = os.environ.get("REDIS_URL")
 LEASE_TIMEOUT_S = 3.0
 STOP_TIMEOUT_S = 30.0
-POLL_S = 0.05
 
 needs_redis = pytest.mark.skipif(not REDIS_URL, reason="REDIS_URL is not set (CI sets it)")
 
@@ -119,16 +117,6 @@ def run_events(services: Services, run_id: str | UUID) -> list[Any]:
 def event_names(services: Services, run_id: str | UUID) -> list[str]:
     """Class names of the run's events, in order."""
     return [type(e).__name__ for e in run_events(services, run_id)]
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(POLL_S)
-    return result
 
 
 def kill_group(pid: int) -> None:

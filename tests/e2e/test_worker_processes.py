@@ -1,7 +1,9 @@
-"""Worker processes that die or are stopped: leases, the reaper, retries, graceful shutdown.
+"""Real `controlroom worker` processes on a real Redis: runs dispatched through dramatiq, and
+workers that die or are stopped (leases, the reaper, retries, graceful shutdown).
 
-Real `controlroom worker` processes on a real Redis; the API, the projections and the reaper
-run in this process with a 3 s lease timeout. Jobs record their pid so that a job orphaned
+The API, the projections, the dispatcher and the reaper run in this process (bootstrapped with
+REDIS_URL, no worker, a 3 s lease timeout), so nothing here executes a job except the worker
+subprocesses. Jobs record their pid so that a job orphaned
 by a SIGKILLed worker (jobs run in sessions of their own) is killed too, as a machine that
 died would take it along.
 """
@@ -19,22 +21,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from litestar.testing import TestClient
 
+from controlroom.adapters.dramatiq_queue import QUEUE_NAME, DramatiqQueue
 from controlroom.api.auth import ALL_SCOPES, issue_token
 from controlroom.cli import Services, bootstrap, build_app
 from controlroom.commands.reaper import MAX_REAP_INTERVAL_S
 from controlroom.settings import Settings
-from tests.conftest import job, wait_for_status
+from tests.conftest import job, wait_for_status, wait_until
 from tests.worker_processes import (
     LEASE_TIMEOUT_S,
     Worker,
+    event_names,
     forget_namespace,
     kill_group,
     needs_redis,
     redis_settings,
     run_events,
-    wait_until,
     worker_pool,
 )
 
@@ -204,3 +208,72 @@ def test_a_worker_that_lost_its_lease_kills_its_job_and_records_nothing_more(
     names = [type(e).__name__ for e in run_events(services, run_id)]
     assert names[-1] == "RunCompleted", names
     assert frozen.terminate() == 0, frozen.output()
+
+
+# -- dispatch through dramatiq -------------------------------------------------------------
+
+def _submit(client: TestClient[Any], auth: dict[str, str], source: str, **extra: Any) -> str:
+    resp = client.post("/api/v1/jobs/run", json=job(source, **extra), headers=auth)
+    assert resp.status_code == 202, resp.text
+    run_id: str = resp.json()["run_id"]
+    return run_id
+
+
+def _queued_messages(settings: Settings) -> int:
+    with redis.Redis.from_url(settings.redis_url or "") as r:
+        return int(r.llen(f"{settings.redis_namespace}:{QUEUE_NAME}"))
+
+
+def test_a_submitted_job_runs_on_a_worker_process(
+    client: TestClient[Any], auth: dict[str, str], services: Services,
+    start_worker: Callable[..., Worker],
+) -> None:
+    run_id = _submit(client, auth, "print('::progress 50 halfway')\nprint('hello from a worker')")
+    worker = start_worker()
+
+    run = wait_for_status(client, run_id, auth, timeout=RUN_TIMEOUT_S)
+    assert run["status"] == "completed", f"{run}{worker.output()}"
+    logs = client.get(f"/api/v1/runs/{run_id}/logs", headers=auth).text
+    assert "hello from a worker" in logs.splitlines()
+    names = event_names(services, run_id)
+    assert names.count("RunStarted") == 1 and names.count("RunProgressed") == 1, names
+
+
+def test_duplicate_deliveries_of_one_message_run_the_job_once(
+    client: TestClient[Any], auth: dict[str, str], services: Services, settings: Settings,
+    start_worker: Callable[..., Worker],
+) -> None:
+    run_id = _submit(client, auth, "import time\nprint('ran once')\ntime.sleep(0.5)")
+    wait_until(lambda: _queued_messages(settings) >= 1, 10, "the dispatcher's message")
+    queue = DramatiqQueue(settings.redis_url or "", namespace=settings.redis_namespace)
+    try:
+        message = queue.actor.message(run_id, 1)
+        queue.broker.enqueue(message)  # the very same message, twice more
+        queue.broker.enqueue(message)
+    finally:
+        queue.close()
+    assert _queued_messages(settings) >= 3
+    worker = start_worker(threads=3)  # three threads take the three copies at once
+
+    run = wait_for_status(client, run_id, auth, timeout=RUN_TIMEOUT_S)
+    assert run["status"] == "completed", f"{run}{worker.output()}"
+    wait_until(lambda: _queued_messages(settings) == 0, 10, "every copy to be consumed")
+    logs = client.get(f"/api/v1/runs/{run_id}/logs", headers=auth).text
+    assert logs.splitlines().count("ran once") == 1, logs
+    assert event_names(services, run_id).count("RunStarted") == 1
+
+
+def test_a_lost_broker_message_never_loses_the_run(
+    client: TestClient[Any], auth: dict[str, str], settings: Settings,
+    start_worker: Callable[..., Worker],
+) -> None:
+    run_id = _submit(client, auth, "print('recovered from the log')")
+    wait_until(lambda: _queued_messages(settings) >= 1, 10, "the dispatcher's message")
+    with redis.Redis.from_url(settings.redis_url or "") as r:
+        r.delete(f"{settings.redis_namespace}:{QUEUE_NAME}")  # Redis lost it
+    worker = start_worker()
+
+    # The reaper re-sends a run left queued for a lease timeout; the worker then runs it.
+    run = wait_for_status(client, run_id, auth, timeout=LEASE_TIMEOUT_S + RUN_TIMEOUT_S)
+    assert run["status"] == "completed", f"{run}{worker.output()}"
+    assert "recovered from the log" in client.get(f"/api/v1/runs/{run_id}/logs", headers=auth).text
