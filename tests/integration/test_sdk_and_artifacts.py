@@ -12,10 +12,8 @@ from __future__ import annotations
 import ast
 import hashlib
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,7 +22,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from controlroom import sdk
 from controlroom.adapters.run_tokens import HmacRunTokens
@@ -33,16 +30,10 @@ from controlroom.cli import Services, bootstrap, build_app
 from controlroom.commands import outputs
 from controlroom.settings import Settings
 from tests.conftest import job, wait_for_status
+from tests.live_events import free_port, serve_in_thread
 
 API = "/api/v1"
 GATE_WAIT_S = 30
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
@@ -50,25 +41,13 @@ def served(
     make_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Services, str]]:
     """(services, base url) of an API really listening, whose worker's jobs can reach it."""
-    port = _free_port()
+    port = free_port()  # the jobs reach the API here, so it is known before it starts
     settings = Settings(
         database_url=make_database(), data_dir=tmp_path_factory.mktemp("sdk-data"),
         jwt_secret="sdk-secret-" + uuid.uuid4().hex, port=port, worker_slots=4,
     )
-    with bootstrap(settings) as services:
-        server = uvicorn.Server(uvicorn.Config(build_app(services), host="127.0.0.1", port=port,
-                                               log_level="warning", lifespan="on"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.05)
-        try:
-            yield services, settings.base_url
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
+    with bootstrap(settings) as services, serve_in_thread(build_app(services), port) as url:
+        yield services, url
 
 
 def job_outputs(run: dict[str, Any]) -> list[dict[str, Any]]:
@@ -287,7 +266,7 @@ def test_the_sdk_raises_clear_errors_under_control_room(
         sdk.progress(10, "x")
     assert rejected.value.status == 401
     assert "not-a-token" not in str(rejected.value)
-    monkeypatch.setenv("CONTROLROOM_URL", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("CONTROLROOM_URL", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setattr(sdk, "BACKOFF_S", 0.01)
     with pytest.raises(sdk.ControlRoomUnavailableError):
         sdk.lineage("a.b", "c.d")
