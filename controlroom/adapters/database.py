@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from importlib import resources
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -66,14 +67,25 @@ def redact(dsn: str) -> str:
 
 
 def apply_schema(dsn: str) -> None:
-    """Create the read-model tables (idempotent; one process at a time)."""
+    """Create the read-model tables (idempotent; one process at a time).
+
+    Skipped when this very schema.sql was applied already: its `CREATE INDEX IF NOT EXISTS`
+    statements lock their tables even when there is nothing to create, and against a running
+    service's projection transactions that can deadlock (a CLI command started beside `serve`).
+    """
     sql = resources.files("controlroom").joinpath("schema.sql").read_text()
+    digest = hashlib.sha256(sql.encode()).hexdigest()
     # A transaction-scoped lock and no prepared statements also work through a pooler.
     with psycopg.connect(
         dsn, connect_timeout=int(CONNECT_TIMEOUT_S), prepare_threshold=None
     ) as conn:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('controlroom:schema'))")
+        conn.execute("CREATE TABLE IF NOT EXISTS controlroom_schema (digest text PRIMARY KEY, "
+                     "applied_at timestamptz NOT NULL DEFAULT now())")
+        if conn.execute("SELECT 1 FROM controlroom_schema WHERE digest = %s", (digest,)).fetchone():
+            return
         conn.execute(sql)  # type: ignore[arg-type]
+        conn.execute("INSERT INTO controlroom_schema (digest) VALUES (%s)", (digest,))
 
 
 async def _keep_session(_: Any) -> None:
