@@ -153,7 +153,7 @@ def _run_queue(settings: Settings, worker: Any, *, run_projections: bool) -> tup
 
 
 NO_KUBERNETES = ("Kubernetes is not configured on this worker: set CONTROLROOM_K8S_NAMESPACE "
-                 "(see the README, Kubernetes Jobs)")
+                 "(see docs/operations.md, Kubernetes Jobs)")
 
 
 def executor(settings: Settings, kube_client: Any = None) -> Any:

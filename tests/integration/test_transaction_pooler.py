@@ -3,7 +3,7 @@
 A real pgbouncer in `pool_mode = transaction` with a tiny server pool sits between the API
 and PostgreSQL, so consecutive transactions land on different server connections: any
 prepared statement or session state the API relied on would break. The projections and the
-worker use a direct connection, as the README tells operators to do (they need LISTEN).
+worker use a direct connection, as docs/operations.md tells operators to do (they need LISTEN).
 """
 
 from __future__ import annotations
