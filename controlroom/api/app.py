@@ -13,6 +13,7 @@ from litestar.openapi import OpenAPIConfig
 from controlroom import __version__
 from controlroom.api import (
     artifact_uploads,
+    json_body,
     openlineage,
     problems,
     routes_api_keys,
@@ -63,6 +64,7 @@ def create_app(
             *WEBHOOK_ROUTES, continue_run,
         ],
         middleware=[DefineMiddleware(BearerAuthMiddleware, exclude=OPEN_PATHS)],
+        before_request=json_body.guard,
         exception_handlers={Exception: problems.handle},
         lifespan=[lifespan],
         state=State({"verifier": verifier}),

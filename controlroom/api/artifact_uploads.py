@@ -25,6 +25,7 @@ from litestar.params import FromQuery
 
 from controlroom.api.auth import Principal, requires
 from controlroom.api.deps import Deps
+from controlroom.api.json_body import RAW_BODY
 from controlroom.api.problems import ProblemError, invalid
 from controlroom.api.schemas import ArtifactView
 from controlroom.api.views import API, artifact_view
@@ -140,7 +141,8 @@ async def _check_run(deps: Deps, tenant: str, run_id: UUID) -> None:
 
 
 @post(f"{API}/artifacts", guards=[requires("artifacts:write", run_token=True)],
-      status_code=201, request_max_body_size=None)  # the limit is ours, counted while streaming
+      status_code=201, request_max_body_size=None,  # the limit is ours, counted while streaming
+      opt={"body": RAW_BODY})  # bytes or multipart, never JSON: streamed, not buffered
 async def upload_artifact(
     request: Request[Principal, str, Any], run_id: FromQuery[str | None] = None,
     path: FromQuery[str | None] = None,

@@ -17,6 +17,7 @@ from litestar import Request, post
 
 from controlroom.api.auth import Principal, requires
 from controlroom.api.deps import Deps
+from controlroom.api.json_body import check_depth
 from controlroom.api.problems import ProblemError, from_decode_error, invalid
 from controlroom.api.submission import check_storable
 from controlroom.api.views import API
@@ -90,6 +91,7 @@ def _body(raw: bytes, encoding: str | None, limit: int) -> bytes:
 
 def decode(raw: bytes) -> LineageEvent:
     """Decode and check one OpenLineage event."""
+    check_depth(raw)  # again: a gzip body is only checked once inflated
     try:
         event = _decode.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError) as e:

@@ -9,13 +9,12 @@ from typing import Any
 import msgspec
 
 from controlroom.api.auth import Principal
+from controlroom.api.json_body import MAX_DEPTH, too_deep
 from controlroom.api.problems import ProblemError, from_decode_error, invalid
 from controlroom.api.schemas import JobSubmission
 from controlroom.commands.messages import SubmitJob
 
 MAX_IDEMPOTENCY_KEY = 255
-MAX_DEPTH = 64
-"""JSON nesting allowed in a request; far below where encoding it for storage would recurse too deep."""
 _decode_submission = msgspec.json.Decoder(JobSubmission)
 _decode_raw = msgspec.json.Decoder(dict[str, Any])
 _canonical = msgspec.json.Encoder(order="sorted")
@@ -33,12 +32,6 @@ def decode(body: bytes) -> tuple[JobSubmission, dict[str, Any]]:
         raise from_decode_error(e) from None
     except RecursionError:
         raise too_deep() from None
-
-
-def too_deep() -> ProblemError:
-    """A 400 for JSON nested beyond what the decoder (and the event store) can take."""
-    return ProblemError(400, "Malformed JSON",
-                        f"request body is nested too deeply (at most {MAX_DEPTH} levels)")
 
 
 def check_storable(value: Any, path: str = "", depth: int = 0) -> None:
