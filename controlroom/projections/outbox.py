@@ -16,13 +16,14 @@ from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 from eventsourcing.utils import get_topic
+from psycopg import Cursor
 from psycopg.types.json import Jsonb
 
 from controlroom.domain.run import Run
 from controlroom.domain.webhook_secret import WebhookSecret
 from controlroom.domain.webhook_subscription import Subscription
 from controlroom.projections.outbox_messages import Message, RunFacts, message_for
-from controlroom.projections.view import PROJECTED_CHANNEL, ReadModelView
+from controlroom.projections.view import ReadModelView
 
 WEBHOOKS_CHANNEL = "controlroom_webhooks"
 """NOTIFY channel waking delivery workers when deliveries were queued."""
@@ -98,9 +99,9 @@ class OutboxView(ReadModelView):
 
     def run_event(self, tracking: Tracking, run_id: UUID, event: Any, base_url: str) -> None:
         """Fold one Run event into the run's facts; queue the message it makes, if any."""
-        with self.datastore.transaction(commit=True) as curs:
-            # Like every read model: rebuilt from the log, its tracking commits with it.
-            curs.execute("SET LOCAL synchronous_commit = off", prepare=True)
+
+        def work(curs: Cursor[Any]) -> None:
+            # The batch's cursor when one is open: facts and subscriptions as the batch left them.
             row = curs.execute(GET_FACTS, (run_id,), prepare=True).fetchone()
             before = RunFacts.from_row(row) if row else None
             facts, message = message_for(before, event, tracking.notification_id, base_url)
@@ -108,13 +109,15 @@ class OutboxView(ReadModelView):
                 curs.execute(PUT_FACTS, facts.params(run_id), prepare=True)
             if message is not None and facts is not None:
                 self._queue(curs, run_id, facts, message, tracking.notification_id)
-            self._track(curs, tracking)
+
+        self.transact(tracking, work)
 
     def change(self, tracking: Tracking, sql: str, **params: Any) -> None:
         """One statement with the event's position."""
         self.apply(tracking, [(sql, {**params, "position": tracking.notification_id})])
 
-    def _queue(self, curs: Any, run_id: UUID, facts: RunFacts, message: Message, position: int) -> None:
+    def _queue(self, curs: Cursor[Any], run_id: UUID, facts: RunFacts, message: Message,
+               position: int) -> None:
         params = {
             "position": position, "tenant_id": facts.tenant_id, "run_id": run_id,
             "event_type": message.event_type, "at": message.at, "payload": Jsonb(message.envelope),
@@ -122,12 +125,6 @@ class OutboxView(ReadModelView):
         }
         curs.execute(INSERT_EVENT, params, prepare=True)
         curs.execute(FAN_OUT, params, prepare=True)
-
-    def _track(self, curs: Any, tracking: Tracking) -> None:
-        self._insert_tracking(curs, tracking)
-        curs.execute("SELECT pg_notify(%s, %s)",
-                     (PROJECTED_CHANNEL, f"{self.projection_name}:{tracking.notification_id}"),
-                     prepare=True)
 
 
 class OutboxProjection(Projection[OutboxView]):

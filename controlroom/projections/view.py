@@ -14,9 +14,19 @@ PROJECTED_CHANNEL = "controlroom_projected"
 """NOTIFY channel telling API processes a projection reached a position."""
 
 Statement = tuple[str, Sequence[Any] | dict[str, Any]]
+Work = Callable[[Cursor[Any]], None]
+"""What one event writes, given the cursor of the transaction its position commits in."""
 BATCH_EVENTS = 500
 """Most events that share one transaction: while a view catches up on old news (a rebuild, a
 projector back after downtime), or while more events are already waiting in memory."""
+
+
+class PositionPastBatchError(RuntimeError):
+    """A position was about to commit outside the open batch, ahead of the batch's own writes."""
+
+    def __init__(self, projection: str, position: int) -> None:
+        super().__init__(f"projection {projection}: position {position} recorded outside its "
+                         "open batch; the batch is rolled back and replayed instead")
 
 
 class ReadModelView(PostgresTrackingRecorder):
@@ -35,22 +45,31 @@ class ReadModelView(PostgresTrackingRecorder):
     _batched = 0
 
     def apply(self, tracking: Tracking, statements: Sequence[Statement] = ()) -> None:
-        """Run `statements`, record `tracking` and notify waiters, in one transaction.
+        """Run `statements` and record `tracking`, in one transaction (see `transact`)."""
+        self.transact(tracking, lambda curs: self._write(curs, statements))
+
+    def transact(self, tracking: Tracking, work: Work) -> None:
+        """Do `work` on the view's cursor, record `tracking` and notify waiters, in one transaction.
 
         While catching up, or while the next events are already at hand, up to BATCH_EVENTS events
         share that transaction, and only the last one's tracking and notification are written: a
         crash still rolls rows and position back together. A live event with nothing behind it
-        commits at once, so a waiting reader never waits for a batch to fill.
+        commits at once, so a waiting reader never waits for a batch to fill. `work` reads what
+        the batch wrote so far (same transaction), and must write only through the cursor it is
+        given: a write of its own would commit ahead of the batch it belongs to.
         """
         live = tracking.notification_id >= self.catch_up_to
         if self._batch is None and live and not self.more_waiting():
             with self.datastore.transaction(commit=True) as curs:
-                self._write(curs, statements)
+                # Read models can be rebuilt from the log, and their tracking commits with
+                # them, so a crash can only roll both back together: no need to wait for fsync.
+                curs.execute("SET LOCAL synchronous_commit = off", prepare=True)
+                work(curs)
                 self._done(curs, tracking)
             return
         curs = self._batch_cursor if self._batch is not None else self._begin_batch()
         try:
-            self._write(curs, statements)
+            work(curs)
             self._batched += 1
             if self._batched >= BATCH_EVENTS or (live and not self.more_waiting()):
                 self._done(curs, tracking)
@@ -58,6 +77,16 @@ class ReadModelView(PostgresTrackingRecorder):
         except BaseException:
             self.abandon_batch()
             raise
+
+    def insert_tracking(self, tracking: Tracking) -> None:
+        """A position with nothing to write: recorded like any event's, so never past a batch."""
+        self.apply(tracking)
+
+    def _insert_tracking(self, curs: Cursor[Any], tracking: Tracking) -> None:
+        """Refuse a position outside the open batch: rolling the batch back would skip its events."""
+        if self._batch is not None and curs is not self._batch_cursor:
+            raise PositionPastBatchError(self.projection_name, tracking.notification_id)
+        super()._insert_tracking(curs, tracking)
 
     def abandon_batch(self) -> None:
         """Roll back a batch left open (its runner stopped mid-way): its events come again."""
@@ -78,11 +107,8 @@ class ReadModelView(PostgresTrackingRecorder):
         if batch is not None:
             batch.close()
 
-    def _write(self, curs: Cursor[Any], statements: Sequence[Statement]) -> None:
-        if self._batch is None:
-            # Read models can be rebuilt from the log, and their tracking commits with them,
-            # so a crash can only roll both back together: no need to wait for fsync.
-            curs.execute("SET LOCAL synchronous_commit = off", prepare=True)
+    @staticmethod
+    def _write(curs: Cursor[Any], statements: Sequence[Statement]) -> None:
         for sql, params in statements:
             curs.execute(sql, _storable(params), prepare=True)
 
