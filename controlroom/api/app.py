@@ -30,7 +30,9 @@ from controlroom.api.routes_continue import continue_run
 from controlroom.api.routes_validate import validate_job
 from controlroom.api.routes_webhooks import WEBHOOK_ROUTES
 
-OPEN_PATHS = ["/healthz", "/readyz", "/schema", "/metrics"]
+OPEN_PATHS = [r"^/healthz$", r"^/readyz$", r"^/schema(?:/|$)", r"^/metrics$"]
+"""Anchored: Litestar searches these anywhere in a path, and `/api/v1/connections/healthz`
+must still need a token."""
 
 
 def create_app(
