@@ -1,4 +1,4 @@
-"""The one gate every JSON request body passes before a route decodes it: nesting depth.
+"""The one gate every JSON request body passes before a route decodes it: type and depth.
 
 Run as the application's `before_request` hook, so no route can forget it. Routes whose
 body is not JSON (artifact uploads) say so with `opt={"body": "raw"}`.
@@ -46,6 +46,24 @@ def check_depth(raw: bytes) -> None:
         raise too_deep()
 
 
+def is_json(content_type: str) -> bool:
+    """`application/json` or any `application/…+json`, with no charset or UTF-8 (RFC 8259)."""
+    media, _, params = content_type.partition(";")
+    media = media.strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        return False
+    charset = next((v for k, _, v in (p.strip().partition("=") for p in params.split(";"))
+                    if k.strip().lower() == "charset"), "utf-8")
+    return charset.strip().strip('"').lower() in {"utf-8", "utf8"}
+
+
+def _unsupported(content_type: str | None) -> ProblemError:
+    got = f"got {content_type[:100]!r}" if content_type else "none was sent"
+    message = f"must be application/json (or an application/*+json type, UTF-8); {got}"
+    return ProblemError(415, "Unsupported media type", f"Content-Type: {message}",
+                        errors=[{"field": "Content-Type", "message": message}])
+
+
 def _is_json_route(request: Request[Any, Any, Any]) -> bool:
     return request.method in BODY_METHODS and request.route_handler.opt.get("body") != RAW_BODY
 
@@ -54,6 +72,12 @@ async def guard(request: Request[Any, Any, Any]) -> None:
     """before_request: check a JSON route's body once, before its handler sees it."""
     if not _is_json_route(request):
         return
+    content_type = request.headers.get("content-type")
+    empty = request.headers.get("content-length") == "0"  # cancel, rerun: no body, any type
+    if content_type is not None and not empty and not is_json(content_type):
+        raise _unsupported(content_type)  # refused unread
     raw = await request.body()  # cached on the request: the handler reads the same bytes
+    if raw and (content_type is None or not is_json(content_type)):
+        raise _unsupported(content_type)
     if request.headers.get("content-encoding", "identity").lower() == "identity":
         check_depth(raw)  # a compressed body is checked by its route once inflated

@@ -151,7 +151,8 @@ def test_scopes_and_bad_parameters(client: TestClient[Any], tenant: str,
 
 
 def test_openlineage_bodies_are_checked(client: TestClient[Any], auth: dict[str, str]) -> None:
-    r = client.post("/api/v1/lineage", content=b"{not json", headers=auth)
+    r = client.post("/api/v1/lineage", content=b"{not json",
+                    headers={**auth, "Content-Type": "application/json"})
     assert r.status_code == 400
     r = client.post("/api/v1/lineage", json={"eventType": "START"}, headers=auth)
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "eventTime"

@@ -73,3 +73,44 @@ def test_brackets_inside_strings_do_not_count() -> None:
     assert not nested_deeper_than(text, 4)
     assert nested_deeper_than(text, 3)
     assert nested_deeper_than(b"[" * 66 + b"]" * 66, MAX_DEPTH)
+
+
+@pytest.mark.parametrize("content_type", [
+    None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
+    "application/xml", "application/json; charset=latin-1", "text/json",
+])
+def test_a_json_route_refuses_a_body_of_another_type_with_a_415(
+        client: TestClient[Any], auth: dict[str, str], content_type: str | None) -> None:
+    body = json.dumps(job("print(1)")).encode()
+    headers = {**auth, **({"Content-Type": content_type} if content_type else {})}
+    for path in ("/api/v1/jobs/run", "/api/v1/jobs/validate"):
+        resp = client.post(path, content=body, headers=headers)
+        answer = problem(resp, 415)
+        assert answer["errors"][0]["field"] == "Content-Type", answer
+        assert "application/json" in answer["detail"]
+    assert client.get("/api/v1/runs", headers=auth).json()["runs"] == []  # nothing was submitted
+
+
+@pytest.mark.parametrize("content_type", [
+    "application/json", "application/json; charset=utf-8", "Application/JSON;charset=UTF-8",
+    "application/vnd.controlroom+json",
+])
+def test_json_content_types_are_accepted(
+        client: TestClient[Any], auth: dict[str, str], content_type: str) -> None:
+    resp = client.post("/api/v1/jobs/run", content=json.dumps(job("print(1)")).encode(),
+                       headers={**auth, "Content-Type": content_type})
+    assert resp.status_code == 202, resp.text
+
+
+def test_a_route_without_a_body_needs_no_content_type(
+        client: TestClient[Any], auth: dict[str, str]) -> None:
+    run_id = client.post("/api/v1/jobs/run", json=job("import time\ntime.sleep(60)"),
+                         headers=auth).json()["run_id"]
+    resp = client.post(f"/api/v1/runs/{run_id}/cancel", headers=auth)
+    assert resp.status_code == 202, resp.text
+
+
+def test_the_unauthenticated_continue_hook_refuses_a_form_body(client: TestClient[Any]) -> None:
+    resp = client.post("/api/v1/webhooks/continue", content=b"run_id=x&status=completed",
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+    problem(resp, 415)

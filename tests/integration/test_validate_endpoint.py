@@ -116,7 +116,8 @@ def test_malformed_json_is_a_schema_error_at_its_line_and_column(
     assert resp.status_code == 200, resp.text
     (error,) = errors_of(resp.json())
     assert (error["check"], error["path"], error["line"], error["column"]) == ("schema", "body", 2, 12)
-    assert client.post(SUBMIT, content=body, headers=auth).status_code == 400  # as it always was
+    assert client.post(SUBMIT, content=body, headers={**auth, "Content-Type": "application/json"}
+                       ).status_code == 400  # as it always was
 
 
 def test_validate_needs_the_jobs_write_scope(
