@@ -20,6 +20,7 @@ from controlroom.domain.url_policy import (
     CallbackRefusedError,
     IPAddress,
     check_addresses,
+    check_name,
     literal_address,
     parse_target,
 )
@@ -45,6 +46,7 @@ class CallbackGuard:
 
     def address_for(self, host: str, port: int) -> str:
         """The checked address to connect to; CallbackRefusedError if any is forbidden."""
+        check_name(host, self.allowlist)  # first: `localhost.` is refused even if it won't resolve
         addresses = self.resolve(host, port)
         check_addresses(host, addresses, self.allowlist)
         return str(addresses[0])

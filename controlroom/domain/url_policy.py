@@ -2,7 +2,10 @@
 
 Loopback, private, link-local (cloud metadata: 169.254.169.254), shared, reserved and
 multicast addresses are refused unless the operator's allowlist names the host or a network
-holding the address. Resolving names is the caller's business (it is I/O).
+holding the address. So is every IPv6 form that carries an IPv4 address a router or host
+may unwrap (IPv4-mapped, IPv4-compatible, 6to4, Teredo, NAT64) when that address is inside,
+and `localhost` names, with or without a trailing dot. Resolving names is the caller's
+business (it is I/O).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ MAX_URL_CHARS = 2048
 SCHEMES = ("http", "https")
 METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata.goog", "instance-data"})
 """Names of cloud metadata services, refused whatever they resolve to."""
+NAT64_PREFIXES = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+"""RFC 6052 / RFC 8215: a translator turns these into IPv4 packets (to any IPv4 address)."""
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -89,10 +94,27 @@ def literal_address(host: str) -> IPAddress | None:
         return None
 
 
+def _embedding_refusal(address: ipaddress.IPv6Address) -> str | None:
+    """Why an IPv6 address that carries an IPv4 one is refused (None if it carries none inside)."""
+    if any(address in prefix for prefix in NAT64_PREFIXES):
+        return f"{address} is a NAT64 address (it reaches IPv4 through a translator)"
+    low = int(address) & 0xFFFF_FFFF
+    if int(address) >> 32 == 0 and low > 1:  # ::a.b.c.d, deprecated; not :: nor ::1
+        return f"{address} is an IPv4-compatible address (::{ipaddress.IPv4Address(low)})"
+    carried = [address.sixtofour, *(address.teredo or ())]
+    for inner in (v4 for v4 in carried if v4 is not None):
+        if (reason := address_refusal(inner)) is not None:
+            return f"{address} carries {inner}: {reason}"
+    return None
+
+
 def address_refusal(address: IPAddress) -> str | None:
     """Why an address is inside the network (None if it is a public unicast address)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address_refusal(address.ipv4_mapped)
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address_refusal(address.ipv4_mapped)
+        if (reason := _embedding_refusal(address)) is not None:
+            return reason
     for label, inside in (
         ("loopback", address.is_loopback), ("link-local (cloud metadata)", address.is_link_local),
         ("private", address.is_private), ("multicast", address.is_multicast),
@@ -105,15 +127,27 @@ def address_refusal(address: IPAddress) -> str | None:
     return None
 
 
+def check_name(host: str, allowlist: Allowlist) -> None:
+    """Refuse a name that is inside the network by definition, before (and however) it resolves."""
+    if allowlist.permits_host(host):
+        return
+    name = host.lower().rstrip(".")  # `localhost.` is `localhost`: a trailing dot changes nothing
+    if name in METADATA_HOSTS:
+        raise CallbackRefusedError(f"{host} is a cloud metadata service")
+    loopback = ipaddress.IPv4Address("127.0.0.1")
+    if (name == "localhost" or name.endswith(".localhost")) and not allowlist.permits_address(loopback):
+        raise CallbackRefusedError(  # RFC 6761: always loopback, whatever a resolver says
+            f"{host} is a loopback name (see CONTROLROOM_CALLBACK_ALLOWLIST)")
+
+
 def check_addresses(host: str, addresses: Iterable[IPAddress], allowlist: Allowlist) -> None:
-    """Refuse if any address the host resolves to is inside the network and not allowlisted.
+    """Refuse if the name, or any address the host resolves to, is inside and not allowlisted.
 
     Every address counts, not only the first: a resolver may hand out any of them.
     """
     if allowlist.permits_host(host):
         return
-    if host.rstrip(".") in METADATA_HOSTS:
-        raise CallbackRefusedError(f"{host} is a cloud metadata service")
+    check_name(host, allowlist)
     for address in addresses:
         reason = address_refusal(address)
         if reason and not allowlist.permits_address(address):

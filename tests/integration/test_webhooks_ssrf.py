@@ -30,7 +30,24 @@ REFUSED = {
     "metadata by name": "http://metadata.google.internal/computeMetadata/v1/",
     "not http": "ftp://example.com/hook",
     "no host": "http:///hook",
+    "6to4 of loopback": "http://[2002:7f00:1::]/",
+    "6to4 of cloud metadata": "http://[2002:a9fe:a9fe::]/latest/meta-data/",
+    "6to4 of 192.168.1.1": "http://[2002:c0a8:101::1]/hook",
+    "NAT64 of loopback": "http://[64:ff9b::7f00:1]/hook",
+    "local-use NAT64": "http://[64:ff9b:1::a9fe:a9fe]/hook",
+    "IPv4-compatible loopback": "http://[::127.0.0.1]/hook",
+    "IPv4-mapped metadata": "http://[::ffff:169.254.169.254]/hook",
+    "Teredo carrying loopback": "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/hook",
+    "localhost with a trailing dot": "http://localhost./hook",
+    "a localhost subdomain": "http://api.localhost/hook",
+    "metadata by name with a trailing dot": "http://metadata.google.internal./computeMetadata/v1/",
 }
+DELIVERY_REFUSED = [
+    "http://[2002:7f00:1::]:{port}/hook", "http://[64:ff9b::7f00:1]:{port}/hook",
+    "http://[::127.0.0.1]:{port}/hook", "http://[::ffff:127.0.0.1]:{port}/hook",
+    "http://localhost.:{port}/hook", "http://metadata.google.internal.:{port}/hook",
+    "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]:{port}/hook",
+]
 
 
 @pytest.fixture
@@ -85,6 +102,19 @@ def test_delivery_rechecks_every_connection_so_no_request_reaches_a_forbidden_ad
             assert result.refused and result.status_code is None and "loopback" in (result.error or "")
     finally:
         sender.close()
+    assert receiver.received == []
+
+
+@pytest.mark.parametrize("url", DELIVERY_REFUSED)
+def test_delivery_refuses_every_form_of_an_inside_address_before_connecting(
+    receiver: Receiver, url: str,
+) -> None:
+    sender = HttpWebhookSender(CallbackGuard(), timeout_s=2)
+    try:
+        result = sender.send(url.format(port=receiver.port), "msg_x", b"{}", [])
+    finally:
+        sender.close()
+    assert result.refused and result.status_code is None, result
     assert receiver.received == []
 
 
