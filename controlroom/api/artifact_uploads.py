@@ -31,6 +31,7 @@ from controlroom.api.schemas import ArtifactView
 from controlroom.api.views import API, artifact_view
 from controlroom.commands.errors import RunNotFoundError
 from controlroom.commands.outputs import DEFAULT_CONTENT_TYPE, content_type
+from controlroom.domain.artifact_paths import RESERVED_PREFIXES, reserved_prefix
 from controlroom.domain.status import ACTIVE
 
 WRITE_BYTES = 1024 * 1024
@@ -86,6 +87,9 @@ def _artifact_path(path: str | None) -> str:
     if (len(path) > MAX_PATH or path.startswith("/") or "\\" in path or "\x00" in path
             or norm.startswith("..") or norm == "."):
         raise invalid("path", f"must be a relative path of at most {MAX_PATH} characters")
+    if (prefix := reserved_prefix(norm)) is not None:
+        raise invalid("path", f"{path!r} is under {prefix!r}, reserved for the run's archived "
+                      f"code and log (reserved: {', '.join(RESERVED_PREFIXES)})")
     return norm
 
 
@@ -130,9 +134,16 @@ async def _receive_multipart(request: Request[Any, Any, Any], spool: _Spool,
     return file_type
 
 
-async def _check_run(deps: Deps, tenant: str, run_id: UUID) -> None:
+def _confine(user: Principal, run_id: UUID) -> None:
+    """A run token reaches its own run only: any other is a 404, whether it exists or not."""
+    if user.run_id is not None and run_id != user.run_id:
+        raise RunNotFoundError(run_id)
+
+
+async def _check_run(deps: Deps, user: Principal, run_id: UUID) -> None:
     """Refuse early, before reading the body, when the run can't take artifacts."""
-    row = await deps.reads.get(tenant, run_id)
+    _confine(user, run_id)  # first: the state of a run it may not see is none of its business
+    row = await deps.reads.get(user.tenant_id, run_id)
     if row is None:
         raise RunNotFoundError(run_id)
     if row["status"] not in ACTIVE:
@@ -157,7 +168,9 @@ async def upload_artifact(
     if announced > limit + (MULTIPART_OVERHEAD if is_multipart else 0):
         raise _too_large(limit)
     if run_id is not None:
-        await _check_run(deps, user.tenant_id, _run_id(run_id))
+        await _check_run(deps, user, _run_id(run_id))
+    if path:
+        _artifact_path(path)  # a refused path is refused unread
     spool = _Spool(deps.artifacts.spool_dir, limit)
     try:
         fields: dict[str, str] = {}
@@ -170,9 +183,7 @@ async def upload_artifact(
         sha256 = await spool.finish()
         rid = _run_id(run_id or fields.get("run_id"))
         name = _artifact_path(path or fields.get("path"))
-        if user.run_id is not None and rid != user.run_id:
-            raise RunNotFoundError(rid)  # a run token reaches its own run only
-        await _check_run(deps, user.tenant_id, rid)
+        await _check_run(deps, user, rid)
         await asyncio.to_thread(deps.artifacts.put_spooled, spool.path, sha256)
     finally:
         spool.discard()

@@ -19,12 +19,11 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from controlroom.commands.handlers import RunCommands
 from controlroom.commands.outputs import content_type
 from controlroom.commands.ports import ArtifactStore
+from controlroom.domain.artifact_paths import CODE_PREFIX, LOG_PATH
 from controlroom.domain.run import Run
 
 log = logging.getLogger("controlroom.worker")
 
-CODE_PREFIX = "code/"
-LOG_PATH = "logs/run.log"
 EVENTS_PAGE = 200
 """Events read from the store at a time while writing the log out."""
 

@@ -9,6 +9,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from controlroom.commands.handlers import RunCommands
 from controlroom.commands.ports import ArtifactStore, Execution
+from controlroom.domain.artifact_paths import reserved_prefix
 
 log = logging.getLogger("controlroom.worker")
 
@@ -73,6 +74,9 @@ def collect_outputs(
             break
         if not _utf8(out.path):
             notes.append(f"{name!r} skipped: its name is not valid UTF-8")
+            continue
+        if (prefix := reserved_prefix(out.path)) is not None:  # would sit beside the real log/code
+            notes.append(f"{name} skipped: {prefix} is reserved for the run's archived code and log")
             continue
         if out.size > MAX_ARTIFACT_BYTES:
             notes.append(f"{name} skipped: {_size(out.size)} exceeds the per-file limit "

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
+from controlroom.adapters.run_tokens import HmacRunTokens
+from controlroom.cli import Services
 from tests.conftest import job, wait_for_status
 
 ARTIFACTS = "/api/v1/artifacts"
@@ -143,3 +145,64 @@ def test_code_files_and_the_full_log_are_kept(client: TestClient[Any], auth: dic
     log = client.get(f"/api/v1/runs/{run_id}/logs", headers=auth).text
     assert "hello from the job" in log
     assert client.get(by_path["logs/run.log"]["url"], headers=auth).text == log
+
+
+def run_token(services: Services, tenant: str, run_id: str) -> dict[str, str]:
+    """The token a job of `run_id` gets, minted as the worker mints it."""
+    minted = HmacRunTokens(services.jwt_secret).for_run(tenant, uuid.UUID(run_id), 600)
+    return {"Authorization": f"Bearer {minted}"}
+
+
+@pytest.mark.parametrize("path", ["logs/run.log", "code/main.py", "./logs/run.log", "LOGS/run.log",
+                                  "code/lib/util.py", "logs", "logs/other.txt"])
+def test_a_job_cannot_upload_where_the_service_archives_code_and_logs(
+        client: TestClient[Any], services: Services, auth: dict[str, str], tenant: str,
+        active_run: str, path: str) -> None:
+    for headers in (run_token(services, tenant, active_run), auth):
+        r = upload(client, headers, active_run, path, b"forged log\n", "text/plain")
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
+        assert r.json()["errors"][0]["field"] == "path" and repr(path) in r.json()["detail"]
+        files = {"file": ("x.txt", b"forged", "text/plain")}
+        r = client.post(ARTIFACTS, data={"run_id": active_run, "path": path}, files=files,
+                        headers=headers)
+        assert r.status_code == 422, r.text
+    run = client.get(f"/api/v1/runs/{active_run}", headers=auth).json()
+    assert not [a for a in run["artifacts"] if a["path"].lower().startswith(("logs", "code"))
+                and "forged" in a["path"]]
+    assert upload(client, auth, active_run, "logsheet.csv", b"1").status_code == 201  # a prefix, not a word
+
+
+def test_a_job_writing_output_under_a_reserved_path_does_not_forge_the_log(
+        client: TestClient[Any], auth: dict[str, str]) -> None:
+    source = ("import os\nos.makedirs('output/logs', exist_ok=True)\n"
+              "open('output/logs/run.log', 'w').write('forged')\nprint('real')\n")
+    run = wait_for_status(client, client.post("/api/v1/jobs/run", json=job(source),
+                                              headers=auth).json()["run_id"], auth)
+    logs = [a for a in run["artifacts"] if a["path"] == "logs/run.log"]
+    assert len(logs) == 1 and "forged" not in client.get(logs[0]["url"], headers=auth).text
+
+
+def test_a_run_token_sees_another_run_of_its_tenant_as_missing(
+        client: TestClient[Any], services: Services, auth: dict[str, str], tenant: str,
+        active_run: str) -> None:
+    done = client.post("/api/v1/jobs/run", json=job("print(1)"), headers=auth).json()["run_id"]
+    wait_for_status(client, done, auth)
+    mine = run_token(services, tenant, active_run)
+    answers = []
+    for target in (done, str(uuid.uuid4())):
+        r = upload(client, mine, target, "x.csv", b"1")
+        assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+        answers.append({k: v for k, v in r.json().items() if k != "detail"})
+        r = client.post(ARTIFACTS, data={"run_id": target, "path": "x.csv"},
+                        files={"file": ("x.csv", b"1", "text/csv")}, headers=mine)
+        assert r.status_code == 404, r.text
+        r = client.post(f"/api/v1/runs/{target}/events", headers=mine,
+                        json={"event_type": "progress", "percent": 5})
+        assert r.status_code == 404, r.text
+        for other in (f"/api/v1/runs/{target}", f"/api/v1/runs/{target}/logs",
+                      f"/api/v1/runs/{target}/events"):  # not its scopes: refused, blind to the run
+            answers.append(client.get(other, headers=mine).status_code)
+        answers.append(client.post(f"/api/v1/runs/{target}/cancel", headers=mine).status_code)
+    half = len(answers) // 2
+    assert answers[:half] == answers[half:]  # a finished run of its tenant looks like no run at all
+    assert upload(client, mine, active_run, "ok.csv", b"1").status_code == 201
