@@ -14,6 +14,7 @@ DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_WORKER_SLOTS = 2
 DEFAULT_TIMEOUT_S = 3600
 DEFAULT_TOKEN_TTL_S = 3600
+DEFAULT_JWT_MAX_LIFETIME_S = 24 * 3600
 DEFAULT_READ_YOUR_WRITES_TIMEOUT_S = 5.0
 DEFAULT_WORKER_PROCESSES = 1
 DEFAULT_LEASE_TIMEOUT_S = 60.0
@@ -34,6 +35,8 @@ class Settings(msgspec.Struct, kw_only=True):
     jwt_secret: str | None = None
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
+    jwt_max_lifetime_s: int = DEFAULT_JWT_MAX_LIFETIME_S
+    """A user token's exp may be at most this far after its iat (run tokens and API keys exempt)."""
     jwks_url: str | None = None
     """Where RS256/ES256 signing keys are published; unset: only HS256 tokens."""
     secret_key: str | None = None
@@ -88,6 +91,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         jwt_secret=env.get("CONTROLROOM_JWT_SECRET") or None,
         jwt_audience=env.get("CONTROLROOM_JWT_AUDIENCE") or None,
         jwt_issuer=env.get("CONTROLROOM_JWT_ISSUER") or None,
+        jwt_max_lifetime_s=int(env.get("CONTROLROOM_JWT_MAX_LIFETIME_S") or DEFAULT_JWT_MAX_LIFETIME_S),
         jwks_url=env.get("CONTROLROOM_JWKS_URL") or None,
         secret_key=env.get("CONTROLROOM_SECRET_KEY") or None,
         host=env.get("CONTROLROOM_HOST") or DEFAULT_HOST,

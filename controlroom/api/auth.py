@@ -9,6 +9,7 @@ those pinned paths applies: `none`, other algorithms and a key of another type a
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -36,6 +37,9 @@ DEFAULT_SCOPES = " ".join(_DEFAULT_SCOPES)
 CACHE_SIZE = 10_000
 CLOCK_SKEW_S = 5
 MAX_KID_CHARS = 200
+DEFAULT_MAX_LIFETIME_S = 24 * 3600
+"""A user token may live this long at most (from `iat`, else from now); run tokens are exempt."""
+TIME_CLAIMS = ("exp", "iat", "nbf")
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -67,11 +71,12 @@ class TokenVerifier:
     """Verifies JWTs; caches good ones until they expire (verification dominates a GET)."""
 
     def __init__(self, secret: str, *, audience: str | None = None, issuer: str | None = None,
-                 jwks: SigningKeysPort | None = None):
+                 jwks: SigningKeysPort | None = None, max_lifetime_s: float = DEFAULT_MAX_LIFETIME_S):
         self._secret = secret
         self._audience = audience
         self._issuer = issuer
         self._jwks = jwks
+        self._max_lifetime_s = max_lifetime_s
         self._cache: OrderedDict[str, Principal] = OrderedDict()
 
     async def verify(self, token: str) -> Principal:
@@ -138,11 +143,18 @@ class TokenVerifier:
             raise NotAuthorizedException("token expired") from None
         except jwt.PyJWTError as e:
             raise NotAuthorizedException(f"invalid token: {e}") from None
+        _check_times(claims)
         tenant = claims.get("tenant_id")
         if not isinstance(tenant, str) or not tenant:
             raise NotAuthorizedException("invalid token: missing tenant_id claim")
+        for name in ("sub", "tenant_id"):
+            value = claims[name]
+            if not isinstance(value, str) or not value.strip():
+                raise NotAuthorizedException(f"invalid token: {name} claim must be a non-blank string")
         if not (tenant.isprintable() and str(claims["sub"]).isprintable()):
             raise NotAuthorizedException("invalid token: sub and tenant_id must be printable")
+        if "run_id" not in claims:  # a run token lives as long as its run may; the worker mints it
+            self._check_lifetime(claims)
         scope = claims.get("scope", "")
         principal = Principal(
             sub=str(claims["sub"]),
@@ -155,6 +167,26 @@ class TokenVerifier:
         if len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
         return principal
+
+
+    def _check_lifetime(self, claims: dict[str, Any]) -> None:
+        """Refuse a user token that lives longer than the maximum (a leaked one must die soon)."""
+        now = time.time()
+        start = min(float(claims.get("iat", now)), now)  # an iat in the future buys no extra life
+        if float(claims["exp"]) - start > self._max_lifetime_s + CLOCK_SKEW_S:
+            raise NotAuthorizedException(
+                f"invalid token: it lives longer than the maximum of {self._max_lifetime_s:g} s "
+                "(exp - iat; see CONTROLROOM_JWT_MAX_LIFETIME_S)")
+
+
+def _check_times(claims: dict[str, Any]) -> None:
+    """exp, iat and nbf are NumericDate (RFC 7519): finite numbers, never strings or booleans."""
+    for name in TIME_CLAIMS:
+        if name not in claims:
+            continue
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise NotAuthorizedException(f"invalid token: {name} claim must be a number (seconds)")
 
 
 def _run_claims(claims: dict[str, Any]) -> dict[str, Any]:

@@ -130,6 +130,10 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     """Print a signed token."""
     from controlroom.api.auth import issue_token
 
+    if not 0 < args.ttl <= settings.jwt_max_lifetime_s:  # the server would refuse it
+        print(f"--ttl must be 1 to {settings.jwt_max_lifetime_s} seconds "
+              "(CONTROLROOM_JWT_MAX_LIFETIME_S)", file=sys.stderr)
+        return 2
     secret, _ = keys(settings)
     print(issue_token(secret, tenant=args.tenant, sub=args.sub, scopes=args.scope.split(),
                       ttl_s=args.ttl, audience=settings.jwt_audience, issuer=settings.jwt_issuer))

@@ -212,6 +212,24 @@ def _bad_authorizations(secret: str, tenant: str) -> dict[str, dict[str, str]]:
         "missing tenant_id": bearer(jwt.encode(_claims(tenant, tenant_id=None), secret, algorithm="HS256")),
         "empty tenant_id": bearer(jwt.encode(_claims(tenant, tenant_id=""), secret, algorithm="HS256")),
         "missing sub": bearer(jwt.encode(_claims(tenant, sub=None), secret, algorithm="HS256")),
+        **{name: bearer(jwt.encode(_claims(tenant, **claims), secret, algorithm="HS256"))
+           for name, claims in _bad_claims().items()},
+    }
+
+
+def _bad_claims() -> dict[str, dict[str, Any]]:
+    """Claims a signed token must not get past: times that aren't numbers, blank names, no end."""
+    now = int(time.time())
+    return {
+        "exp as a string": {"exp": str(now + 600)},
+        "exp in year 9999": {"exp": 253402300799},
+        "exp as a boolean": {"exp": True},
+        "iat as a string": {"iat": str(now)},
+        "nbf as a string": {"nbf": str(now - 10)},
+        "whitespace-only tenant_id": {"tenant_id": " \t "},
+        "whitespace-only sub": {"sub": "   "},
+        "lifetime over the maximum": {"iat": now - 60, "exp": now + 24 * 3600},
+        "over the maximum without iat": {"iat": None, "exp": now + 25 * 3600},
     }
 
 
@@ -223,7 +241,9 @@ BAD_AUTHORIZATIONS = [
     "missing header", "basic scheme", "token scheme", "bare token, no scheme", "bearer without token",
     "garbage token", "garbage three parts", "expired", "wrong key", "alg none (pyjwt)",
     "alg none (by hand)", "HS512 with the right secret", "missing exp", "missing tenant_id",
-    "empty tenant_id", "missing sub",
+    "empty tenant_id", "missing sub", "exp as a string", "exp in year 9999", "exp as a boolean",
+    "iat as a string", "nbf as a string", "whitespace-only tenant_id", "whitespace-only sub",
+    "lifetime over the maximum", "over the maximum without iat",
 ]
 
 
