@@ -12,7 +12,8 @@ from litestar import Request, post
 from controlroom.api.auth import Principal, requires
 from controlroom.api.deps import Deps
 from controlroom.api.problems import ProblemError
-from controlroom.api.submission import checked
+from controlroom.api.routes_webhooks import check_callbacks
+from controlroom.api.submission import callbacks_of, checked
 from controlroom.api.views import API
 from controlroom.commands.messages import SubmitJob
 from controlroom.validation import Issue, Job, Report, undecodable
@@ -28,6 +29,7 @@ async def validate_job(request: Request[Principal, str, Any]) -> Report:
     body = await request.body()
     try:
         sub, raw = checked(body)
+        await check_callbacks(request, callbacks_of(sub))  # the SSRF guard submit applies
     except ProblemError as e:
         return undecodable(schema_issues(e, body))
     job = Job.of(sub.job_type, msgspec.to_builtins(sub.code.files), raw.get("spec") or {})

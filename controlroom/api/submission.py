@@ -88,6 +88,11 @@ def checked(body: bytes) -> tuple[JobSubmission, dict[str, Any]]:
     return sub, raw
 
 
+def callbacks_of(sub: JobSubmission) -> dict[str, str]:
+    """The callback URLs a submission sets, by event (`on_complete`, `on_fail`, ...)."""
+    return {k: v for k, v in msgspec.to_builtins(sub.callbacks).items() if v}
+
+
 def _as_schema_check(e: ProblemError) -> ProblemError:
     """Errors of a 422 in the pre-flight form too: the schema check, at a field, no position."""
     if e.status == 422 and e.errors:
@@ -120,7 +125,7 @@ def command(
         timeout_s=sub.timeout_s,
         max_retries=sub.max_retries,
         labels=dict(sub.labels),
-        callbacks={k: v for k, v in msgspec.to_builtins(sub.callbacks).items() if v},
+        callbacks=callbacks_of(sub),
         job_name=job_name_of(sub),
         request_hash=hashlib.sha256(_canonical.encode(fingerprint)).hexdigest(),
         idempotency_key=idempotency_key,

@@ -71,6 +71,26 @@ def test_submit_refuses_a_callback_inside_the_network(
     assert listed["runs"] == []
 
 
+@pytest.mark.parametrize("url", REFUSED.values(), ids=REFUSED.keys())
+def test_validate_refuses_the_callbacks_submit_refuses(
+    client: TestClient[Any], auth: dict[str, str], url: str,
+) -> None:
+    body = job("print(1)", callbacks={"on_complete": "https://example.com/ok", "on_fail": url})
+    report = client.post("/api/v1/jobs/validate", headers=auth, json=body).json()
+    assert report["valid"] is False, report
+    [schema] = [c for c in report["checks"] if c["name"] == "schema"]
+    assert [e["path"] for e in schema["errors"]] == ["callbacks.on_fail"], report
+    submitted = client.post("/api/v1/jobs/run", headers=auth, json=body)
+    assert submitted.status_code == 422
+    assert submitted.json()["errors"][0]["message"] == schema["errors"][0]["message"]
+
+
+def test_validate_accepts_a_public_callback(client: TestClient[Any], auth: dict[str, str]) -> None:
+    body = job("print(1)", callbacks={"on_complete": "https://93.184.215.14/hook"})
+    report = client.post("/api/v1/jobs/validate", headers=auth, json=body).json()
+    assert report["valid"] is True, report
+
+
 def test_a_subscription_inside_the_network_is_refused(client: TestClient[Any], auth: dict[str, str]) -> None:
     resp = client.post("/api/v1/webhooks/subscriptions", headers=auth,
                        json={"url": "http://169.254.169.254/", "events": ["run.completed"]})
