@@ -12,7 +12,7 @@ import psycopg
 from eventsourcing.projection import ProjectionRunner
 
 from controlroom.projections.rebuild import Rebuild, log_head
-from controlroom.projections.view import BATCH_EVENTS, ReadModelView
+from controlroom.projections.view import BATCH_EVENTS, LogAhead, ReadModelView
 
 log = logging.getLogger("controlroom.projections")
 
@@ -90,7 +90,7 @@ class ProjectionHost:
         view = getattr(runner, "view", None)
         if isinstance(view, ReadModelView):
             view.catch_up_to = catch_up_to
-            view.more_waiting = _events_at_hand(runner)
+            view.more_waiting = LogAhead(tuple(runner.projection.topics))
         try:
             with runner:
                 self.runner = runner
@@ -125,20 +125,6 @@ class ProjectionHost:
             rebuild.failed(lock_conn, e)
             raise
         log.warning("projection %s: rebuilding from the log, up to position %d", self.name, target)
-
-
-def _events_at_hand(runner: Any) -> Callable[[], bool]:
-    """Whether the runner's subscription holds more events already pulled from the log.
-
-    Reads the internals of eventsourcing 9.5's ListenNotifySubscription (the version is
-    pinned); any other subscription is answered False, which only forgoes batching.
-    """
-    pulled = getattr(getattr(runner, "_subscription", None), "subscription", None)
-    if not all(hasattr(pulled, a) for a in
-               ("_notifications", "_notifications_index", "_notifications_queue")):
-        return lambda: False
-    return lambda: (pulled._notifications_index < len(pulled._notifications)
-                    or pulled._notifications_queue.qsize() > 0)
 
 
 def holder(conn: psycopg.Connection[Any], name: str) -> str | None:

@@ -10,6 +10,8 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from psycopg import Cursor
 
+LOG_TABLE = "controlroom_events"
+"""The event store's table (the application's name + `_events`)."""
 PROJECTED_CHANNEL = "controlroom_projected"
 """NOTIFY channel telling API processes a projection reached a position."""
 
@@ -19,6 +21,38 @@ Work = Callable[[Cursor[Any]], None]
 BATCH_EVENTS = 500
 """Most events that share one transaction: while a view catches up on old news (a rebuild, a
 projector back after downtime), or while more events are already waiting in memory."""
+
+
+class LogAhead:
+    """Whether a projection's next events are in the log already, asked of the log itself.
+
+    Every event with one of `topics` past a position will reach the projection, so while one
+    exists, committing can wait for it. The furthest one seen is remembered: one query per
+    batch, not per event. (Peeking into the subscription's buffer would mean reading private
+    attributes of the event store library.)
+    """
+
+    def __init__(self, topics: Sequence[str] = ()) -> None:
+        self.topics = list(topics)
+        self.ahead = 0
+
+    def __call__(self, curs: Cursor[Any], position: int) -> bool:
+        """True when an event of ours is in the log past `position`."""
+        if position >= self.ahead:
+            row = curs.execute(
+                f"SELECT max(notification_id) AS head FROM {LOG_TABLE} WHERE notification_id > %s"
+                " AND (cardinality(%s::text[]) = 0 OR topic = ANY(%s::text[]))",
+                (position, self.topics, self.topics), prepare=True).fetchone()
+            self.ahead = _head(row)
+        return position < self.ahead
+
+
+def _head(row: Any) -> int:
+    """The `head` column of a row (the event store's cursors make dicts; plain ones tuples)."""
+    if row is None:
+        return 0
+    value = row["head"] if isinstance(row, dict) else row[0]
+    return int(value or 0)
 
 
 class PositionPastBatchError(RuntimeError):
@@ -38,8 +72,9 @@ class ReadModelView(PostgresTrackingRecorder):
 
     catch_up_to = 0
     """Events up to this position are caught up on in batches (set by whoever starts the view)."""
-    more_waiting: Callable[[], bool] = staticmethod(lambda: False)
-    """True when the next event is already at hand: committing now would only cost a round trip."""
+    more_waiting: Callable[[Cursor[Any], int], bool] = staticmethod(lambda curs, position: False)
+    """Whether more of its events are in the log past a position: committing now would only cost
+    a round trip. Set by whoever starts the view (a `LogAhead`); asked on the batch's cursor."""
     _batch: contextlib.ExitStack | None = None
     _batch_cursor: Any = None
     _batched = 0
@@ -58,25 +93,21 @@ class ReadModelView(PostgresTrackingRecorder):
         the batch wrote so far (same transaction), and must write only through the cursor it is
         given: a write of its own would commit ahead of the batch it belongs to.
         """
-        live = tracking.notification_id >= self.catch_up_to
-        if self._batch is None and live and not self.more_waiting():
-            with self.datastore.transaction(commit=True) as curs:
-                # Read models can be rebuilt from the log, and their tracking commits with
-                # them, so a crash can only roll both back together: no need to wait for fsync.
-                curs.execute("SET LOCAL synchronous_commit = off", prepare=True)
-                work(curs)
-                self._done(curs, tracking)
-            return
+        # A lone live event is a batch of one: it commits with its own tracking at once.
         curs = self._batch_cursor if self._batch is not None else self._begin_batch()
         try:
             work(curs)
             self._batched += 1
-            if self._batched >= BATCH_EVENTS or (live and not self.more_waiting()):
+            if self._batched >= BATCH_EVENTS or not self._more_to_come(curs, tracking):
                 self._done(curs, tracking)
                 self._end_batch()
         except BaseException:
             self.abandon_batch()
             raise
+
+    def _more_to_come(self, curs: Cursor[Any], tracking: Tracking) -> bool:
+        position = tracking.notification_id
+        return position < self.catch_up_to or self.more_waiting(curs, position)
 
     def insert_tracking(self, tracking: Tracking) -> None:
         """A position with nothing to write: recorded like any event's, so never past a batch."""

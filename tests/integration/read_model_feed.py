@@ -45,7 +45,7 @@ class Fed:
 
     def feed(self, events: Iterable[Any], *, at_hand: bool = False) -> None:
         """Process `events` at the next positions; `at_hand`: more are always waiting."""
-        self.view.more_waiting = (lambda: True) if at_hand else (lambda: False)
+        self.view.more_waiting = lambda curs, position: at_hand
         for event in events:
             self.log.append(event)
             self.projection.process_event(event, Tracking(APP, len(self.log)))
@@ -60,7 +60,7 @@ class Fed:
 
     def restart(self) -> None:
         """Replay the log from the committed position, live, as a restarted runner does."""
-        self.view.more_waiting = lambda: False
+        self.view.more_waiting = lambda curs, position: False
         for position, event in enumerate(self.log[self.tracked():], start=self.tracked() + 1):
             self.projection.process_event(event, Tracking(APP, position))
 

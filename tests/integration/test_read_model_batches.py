@@ -8,21 +8,26 @@ a deleted one still sent to, a rotated secret never used (found under load in th
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from eventsourcing.persistence import Tracking
 
+from controlroom.adapters.database import eventsourcing_env
+from controlroom.commands.application import ControlRoom
+from controlroom.domain.api_key import ApiKey
 from controlroom.projections.api_keys import ApiKeysProjection, ApiKeysView
 from controlroom.projections.connections import ConnectionsProjection, ConnectionsView
 from controlroom.projections.lineage import LineageProjection, LineageView
 from controlroom.projections.outbox import OutboxProjection, OutboxView
 from controlroom.projections.run_events import RunEventsProjection, RunEventsView
 from controlroom.projections.run_status import RunStatusProjection, RunStatusView
-from controlroom.projections.view import PositionPastBatchError, ReadModelView
+from controlroom.projections.view import LogAhead, PositionPastBatchError, ReadModelView
 from tests.integration.read_model_feed import (
     APP,
+    NOW,
     Fed,
     a_bit_of_everything,
     feeding,
@@ -148,3 +153,35 @@ def test_a_position_committed_by_a_transaction_of_its_own_is_refused_during_a_ba
     assert outbox.tracked() == 0
     outbox.restart()
     assert outbox.rows("SELECT count(*) FROM webhook_subscriptions") == [(1,)]
+
+
+def test_events_already_in_the_log_share_one_commit_and_the_last_commits_at_once(
+    make_database: Callable[[], str],
+) -> None:
+    """How a hosted view knows more is coming: the log itself, not the library's buffers."""
+    dsn = make_database()
+    app = ControlRoom(env=eventsourcing_env(dsn))
+    try:
+        subs = [subscribed(TENANT, "run.submitted") for _ in range(5)]
+        for sub in subs:
+            app.save(sub)
+        app.save(ApiKey.issue(key_id=uuid.uuid4(), tenant_id=TENANT, name="ci", scopes=None,
+                              key="cr_" + uuid.uuid4().hex, by="alice", now=NOW))
+        log = list(app.recorder.select_notifications(start=1, limit=100))
+        events = [app.mapper.to_domain_event(n) for n in log]
+    finally:
+        app.close()
+    assert len(log) == 6
+    with feeding(dsn, OutboxProjection, OutboxView) as fed:
+        fed.view.more_waiting = LogAhead(OutboxProjection.topics)
+        tracked = []
+        for event, notification in zip(events[:5], log[:5], strict=True):
+            fed.projection.process_event(event, Tracking(APP, notification.id))
+            tracked.append(fed.tracked())
+        # The api key's event is not the outbox's: the fifth subscription is its last, at once.
+        assert tracked == [0, 0, 0, 0, log[4].id]
+        assert fed.rows("SELECT count(*) FROM webhook_subscriptions") == [(5,)]
+        everything = LogAhead()
+        with fed.view.datastore.transaction(commit=False) as curs:
+            assert everything(curs, log[4].id) and not everything(curs, log[5].id)
+
