@@ -10,6 +10,8 @@ from urllib.parse import unquote, urlsplit
 import asyncpg
 import psycopg
 
+from controlroom.adapters.event_store import STATEMENT_TIMEOUT_KEY, STATEMENT_TIMEOUT_S
+
 POOL_MIN = 2
 POOL_MAX = 10
 COMMAND_TIMEOUT_S = 10.0
@@ -42,7 +44,8 @@ def eventsourcing_env(
     return {
         "PERSISTENCE_MODULE": (
             "controlroom.adapters.pooler_factory:TransactionPoolerFactory"
-            if behind_transaction_pooler(dsn, pooler) else "eventsourcing.postgres"
+            if behind_transaction_pooler(dsn, pooler)
+            else "controlroom.adapters.event_store:EventStoreFactory"
         ),
         "POSTGRES_DBNAME": unquote(parts.path.lstrip("/")) or "postgres",
         "POSTGRES_HOST": parts.hostname or "127.0.0.1",
@@ -54,7 +57,10 @@ def eventsourcing_env(
         "POSTGRES_MAX_OVERFLOW": str(overflow),
         # No pre-ping round trip per transaction: the recorders retry on a dropped connection.
         "POSTGRES_PRE_PING": "n",
-    }
+    } | ({} if for_projection else {
+        # The write side's statements are short; one that isn't is cut by the server.
+        STATEMENT_TIMEOUT_KEY: str(int(STATEMENT_TIMEOUT_S * 1000)),
+    })
 
 
 def redact(dsn: str) -> str:

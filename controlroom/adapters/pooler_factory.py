@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from eventsourcing.postgres import PostgresFactory
+from controlroom.adapters.event_store import EventStoreFactory
 
 
-class TransactionPoolerFactory(PostgresFactory):
-    """PostgresFactory whose connections never prepare statements."""
+class TransactionPoolerFactory(EventStoreFactory):
+    """EventStoreFactory whose connections never prepare statements."""
 
     def __init__(self, env: Any) -> None:
         super().__init__(env)

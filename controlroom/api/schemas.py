@@ -15,7 +15,6 @@ Label = Annotated[str, msgspec.Meta(max_length=256)]
 MAX_FILES = 1000
 MAX_TIMEOUT_S = 7 * 24 * 3600
 MAX_RETRIES = 10
-MAX_BATCH = 1000
 
 
 class CodeFile(msgspec.Struct, forbid_unknown_fields=True):
@@ -68,7 +67,8 @@ class JobSubmission(msgspec.Struct):
     labels: dict[Label, Label] = {}
 
 
-EventBatch = RunEvent | Annotated[list[RunEvent], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+EventBatch = RunEvent | Annotated[list[RunEvent], msgspec.Meta(min_length=1)]
+"""At most MAX_EVENTS_PER_REQUEST, checked by the route (a 422 naming the limit)."""
 
 
 class Progress(msgspec.Struct):

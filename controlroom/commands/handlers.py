@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
+import msgspec
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
+from controlroom.commands.append_limits import in_appends, split_log
 from controlroom.commands.application import ControlRoom
 from controlroom.commands.errors import (
     ConcurrencyError,
@@ -25,6 +27,18 @@ from controlroom.domain.run import Run
 MAX_CONFLICT_RETRIES = 8
 
 Clock = Callable[[], datetime]
+
+
+def _event_size(event: RunEvent) -> int:
+    """About what an event adds to an append (its text; the rest is small and bounded)."""
+    match event:
+        case Log(text=text):
+            return len(text)
+        case Progress(message=message):
+            return len(message)
+        case Lineage(source=source, target=target):
+            return len(source) + len(target)
+    return 0
 
 
 def utcnow() -> datetime:
@@ -97,23 +111,41 @@ class RunCommands:
         self, tenant_id: str, run_id: UUID, events: Sequence[RunEvent], *,
         attempt: int | None = None, redact: Sequence[str] = (),
     ) -> int:
-        """Record reported events, scrubbed of the run's secrets and `redact` (fenced by `attempt`)."""
+        """Record reported events, scrubbed of the run's secrets and `redact` (fenced by `attempt`).
 
-        def decide(run: Run) -> None:
-            now = self.clock()
-            scrub = Scrubber([*self.unseal_secrets(run).values(), *redact])
-            for item in events:
-                match item:
-                    case Progress(percent=percent, message=message):
-                        run.progress(percent=percent, message=scrub(message), now=now,
-                                     attempt=attempt)
-                    case Log(text=text, stream=stream):
-                        run.log(text=scrub(text), stream=stream, lines=text.count("\n") + 1,
-                                now=now, attempt=attempt)
-                    case Lineage(source=source, target=target):
-                        run.record_lineage(source=source, target=target, now=now, attempt=attempt)
+        Scrubbed and cut to size first; then recorded in order, in appends of bounded size.
+        """
+        scrub = Scrubber([*self.unseal_secrets(self._get(tenant_id, run_id)).values(), *redact])
+        items: list[RunEvent] = []
+        for item in events:
+            match item:
+                case Progress(message=message):
+                    items.append(msgspec.structs.replace(item, message=scrub(message)))
+                case Log(text=text, stream=stream):
+                    items += [Log(text=piece, stream=stream) for piece in split_log(scrub(text))]
+                case _:
+                    items.append(item)
 
-        return self._update(tenant_id, run_id, decide)
+        def decide(batch: list[RunEvent]) -> Callable[[Run], None]:
+            def apply(run: Run) -> None:
+                now = self.clock()
+                for item in batch:
+                    match item:
+                        case Progress(percent=percent, message=message):
+                            run.progress(percent=percent, message=message, now=now,
+                                         attempt=attempt)
+                        case Log(text=text, stream=stream):
+                            run.log(text=text, stream=stream, lines=text.count("\n") + 1,
+                                    now=now, attempt=attempt)
+                        case Lineage(source=source, target=target):
+                            run.record_lineage(source=source, target=target, now=now,
+                                               attempt=attempt)
+            return apply
+
+        position = 0
+        for batch in in_appends(items, _event_size):
+            position = self._update(tenant_id, run_id, decide(batch))
+        return position
 
     def request_cancel(self, tenant_id: str, run_id: UUID, by: str) -> int:
         """Ask for a run to stop; a queued run is cancelled immediately."""
@@ -132,14 +164,24 @@ class RunCommands:
     def log(
         self, run_id: UUID, chunks: Sequence[tuple[str, str, int]], attempt: int | None = None
     ) -> int:
-        """Record (stream, text, line count) chunks of job output."""
+        """Record (stream, text, line count) chunks of job output, in appends of bounded size."""
+        pieces: list[tuple[str, str, int]] = []
+        for stream, text, lines in chunks:
+            cut = split_log(text)
+            pieces += [(stream, text, lines)] if len(cut) == 1 else [
+                (stream, piece, piece.count("\n") + 1) for piece in cut]
 
-        def decide(run: Run) -> None:
-            now = self.clock()
-            for stream, text, lines in chunks:
-                run.log(text=text, stream=stream, lines=lines, now=now, attempt=attempt)
+        def decide(batch: list[tuple[str, str, int]]) -> Callable[[Run], None]:
+            def apply(run: Run) -> None:
+                now = self.clock()
+                for stream, text, lines in batch:
+                    run.log(text=text, stream=stream, lines=lines, now=now, attempt=attempt)
+            return apply
 
-        return self._update(None, run_id, decide)
+        position = 0
+        for batch in in_appends(pieces, lambda piece: len(piece[1])):
+            position = self._update(None, run_id, decide(batch))
+        return position
 
     def progress(
         self, run_id: UUID, percent: float | None, message: str, attempt: int | None = None

@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Iterable
 from uuid import UUID
 
+from controlroom.commands.append_limits import APPEND_TARGET_BYTES
 from controlroom.commands.archive import archive_code, archive_log
 from controlroom.commands.errors import RunNotFoundError
 from controlroom.commands.handlers import RunCommands
@@ -203,17 +204,17 @@ class _Supervision:
     def _pump(self) -> int | None:
         """Record one interval's output; the exit code once the job is done."""
         chunks: list[tuple[str, list[str]]] = []
-        count = 0
+        count = size = 0  # a flush is bounded in lines and bytes (docs/limits.md)
         for stream, raw in self.execution.lines(timeout=FLUSH_INTERVAL_S):
             line = self.scrub(raw)
             if (m := PROGRESS_LINE.match(line)) is not None:
                 self._flush(chunks)
-                chunks, count = [], 0
+                chunks, count, size = [], 0, 0
                 self.commands.progress(self.run_id, min(float(m[1]), 100.0), m[2], self.attempt)
                 continue
             if (m := LINEAGE_LINE.match(line)) is not None:
                 self._flush(chunks)
-                chunks, count = [], 0
+                chunks, count, size = [], 0, 0
                 self.commands.lineage(self.run_id, [(m[1], m[2])], self.attempt)
                 continue
             if stream == "stderr":
@@ -223,7 +224,8 @@ class _Supervision:
             else:
                 chunks.append((stream, [line]))
             count += 1
-            if count >= MAX_CHUNK_LINES:
+            size += len(line) + 1
+            if count >= MAX_CHUNK_LINES or size >= APPEND_TARGET_BYTES:
                 break
         self._flush(chunks)
         return self.execution.poll()
