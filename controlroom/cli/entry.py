@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from controlroom.cli import projections
+from controlroom.cli import log_setup, projections
 from controlroom.cli.admin import cmd_api_keys, cmd_background, cmd_connections, cmd_token
 from controlroom.cli.serving import cmd_serve
 from controlroom.settings import DEFAULT_TOKEN_TTL_S, from_env
@@ -95,8 +94,7 @@ def _add_api_keys(sub: Any, default_scopes: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `controlroom` command."""
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_setup.configure(verbose=args.verbose)
     settings = from_env()
     overrides = {k: getattr(args, k, None)
                  for k in ("host", "port", "worker_slots", "worker_processes")}
