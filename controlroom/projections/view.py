@@ -94,8 +94,8 @@ class ReadModelView(PostgresTrackingRecorder):
         given: a write of its own would commit ahead of the batch it belongs to.
         """
         # A lone live event is a batch of one: it commits with its own tracking at once.
-        curs = self._batch_cursor if self._batch is not None else self._begin_batch()
         try:
+            curs = self._batch_cursor if self._batch is not None else self._begin_batch()
             work(curs)
             self._batched += 1
             if self._batched >= BATCH_EVENTS or not self._more_to_come(curs, tracking):

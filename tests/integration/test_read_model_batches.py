@@ -24,7 +24,7 @@ from controlroom.projections.lineage import LineageProjection, LineageView
 from controlroom.projections.outbox import OutboxProjection, OutboxView
 from controlroom.projections.run_events import RunEventsProjection, RunEventsView
 from controlroom.projections.run_status import RunStatusProjection, RunStatusView
-from controlroom.projections.view import LogAhead, PositionPastBatchError, ReadModelView
+from controlroom.projections.view import LogAhead, PositionPastBatchError
 from tests.integration.read_model_feed import (
     APP,
     NOW,
@@ -134,11 +134,6 @@ def test_a_position_recorded_from_outside_joins_the_open_batch(outbox: Fed) -> N
     assert outbox.tracked() == 0
     outbox.restart()
     assert outbox.tracked() == 1
-
-
-def test_a_view_hosted_in_batches_is_a_read_model_view() -> None:
-    """The host batches only ReadModelViews; each hosted view is one (dispatch is not hosted so)."""
-    assert all(issubclass(view, ReadModelView) for _, view in VIEWS.values())
 
 
 def test_a_position_committed_by_a_transaction_of_its_own_is_refused_during_a_batch(
