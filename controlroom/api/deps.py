@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
@@ -14,6 +13,7 @@ from controlroom.api.api_key_auth import ApiKeyDeps
 from controlroom.api.event_ports import EventStreams
 from controlroom.api.problems import is_unavailable
 from controlroom.api.webhook_deps import WebhookDeps
+from controlroom.api.write_pool import DaemonThreadPool
 from controlroom.commands.connections import ConnectionCommands
 from controlroom.commands.handlers import RunCommands
 from controlroom.commands.lineage import LineageCommands
@@ -108,32 +108,53 @@ class Deps:
         self.webhooks = webhooks
         self.api_keys = api_keys
         self.settle_timeout_s = settle_timeout_s
-        self._pool = ThreadPoolExecutor(write_threads, thread_name_prefix="controlroom-write")
+        self._pool = DaemonThreadPool(write_threads, "controlroom-write")
         self._broken_until = 0.0
+        self._write_failure: str | None = None
+        """Why the last write failed (timed out, database away); None once one succeeds."""
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a (blocking) command handler off the event loop, failing fast if the DB is away.
+        """Run a (blocking) command handler off the event loop, failing fast if writes can't go.
 
-        The event store's driver retries for tens of seconds when the database is gone; after
-        one such failure, writes first probe the database (cheaply) until it answers again.
+        After a write timed out or found the database away, writes first probe the write path
+        (can an append take the log's lock now?) until it answers again.
         """
         loop = asyncio.get_running_loop()
-        if self._broken_until > loop.time():
-            try:
-                await asyncio.wait_for(self.reads.ping(), PROBE_TIMEOUT_S)
-            except Exception:
-                raise DatabaseUnavailableError("the database is unreachable") from None
-            self._broken_until = 0.0
+        if self._broken_until > loop.time() and await self._probe() is not None:
+            raise DatabaseUnavailableError("the database can't take writes right now")
         future = loop.run_in_executor(self._pool, fn, *args)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), WRITE_DEADLINE_S)
+            result = await asyncio.wait_for(asyncio.shield(future), WRITE_DEADLINE_S)
         except TimeoutError:
-            self._broken_until = loop.time() + BREAKER_COOLDOWN_S
+            self._failed(loop, "a write timed out")
             raise DatabaseUnavailableError("the database did not answer in time") from None
         except Exception as e:
             if is_unavailable(e):
-                self._broken_until = loop.time() + BREAKER_COOLDOWN_S
+                self._failed(loop, f"a write failed: {type(e).__name__}")
             raise
+        self._write_failure = None
+        return result
+
+    def _failed(self, loop: asyncio.AbstractEventLoop, why: str) -> None:
+        self._broken_until = loop.time() + BREAKER_COOLDOWN_S
+        self._write_failure = why
+
+    async def _probe(self) -> str | None:
+        """None if an append could take the log's lock now (and the breaker closes)."""
+        future = asyncio.get_running_loop().run_in_executor(self._pool, self.commands.probe)
+        try:
+            await asyncio.wait_for(future, PROBE_TIMEOUT_S)
+        except Exception as e:
+            return f"{self._write_failure or 'writes fail'}; probe: {type(e).__name__}"
+        self._broken_until = 0.0
+        self._write_failure = None
+        return None
+
+    async def write_health(self) -> str | None:
+        """None while writes go through; else why not (probing once the last write failed)."""
+        if self._write_failure is None:
+            return None
+        return await self._probe()
 
     async def settle(self, position: int, projection: str = RUN_STATUS) -> None:
         """Read-your-writes: return once `projection` shows `position` (or after a timeout)."""
@@ -149,5 +170,5 @@ class Deps:
         return self._preflight
 
     def close(self) -> None:
-        """Stop the write threads."""
+        """Stop the write threads (never waiting for one stuck in the database)."""
         self._pool.shutdown(wait=False, cancel_futures=True)

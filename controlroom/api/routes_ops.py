@@ -17,7 +17,7 @@ async def healthz() -> dict[str, str]:
 
 @get("/readyz", exclude_from_auth=True)
 async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
-    """Ready when the database answers and the projections are being applied."""
+    """Ready when the database answers, writes go through and projections are applied."""
     deps: Deps = request.app.state.deps
     checks: dict[str, Any] = {}
     try:
@@ -25,6 +25,10 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
         checks["database"] = "ok"
     except Exception as e:  # any failure means not ready
         checks["database"] = f"unavailable: {type(e).__name__}"
+    if (failing := await deps.write_health()) is not None:  # red while writes fail
+        checks["writes"] = f"failing: {failing}"
+    else:
+        checks["writes"] = "ok"
     ready = all(v == "ok" for v in checks.values())
     return Response(
         {"status": "ready" if ready else "unavailable", "checks": checks},

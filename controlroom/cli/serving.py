@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -13,6 +15,10 @@ from controlroom.cli.wiring import Services, artifact_store, bootstrap
 from controlroom.settings import Settings
 
 SETTLE_TIMEOUT_S = 5.0
+GRACEFUL_SHUTDOWN_S = 10.0
+"""After a stop signal, open requests get this long before uvicorn closes them."""
+STOP_DEADLINE_S = 30.0
+"""After a stop signal the process exits by then, whatever is stuck (a hung database, say)."""
 WRITE_THREADS = 3
 """Appends serialise on the event-store lock; more threads only add GIL contention."""
 
@@ -130,19 +136,25 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             print("Get a token:  controlroom token --tenant default --sub $USER"
                   + (f" --data-dir {settings.data_dir}" if args.data_dir else ""), file=sys.stderr)
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                                access_log=False, lifespan="on")
-        server = _server_ending_streams_first(config, app)
-        with _signals_stop(server):
+                                access_log=False, lifespan="on",
+                                timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN_S))
+        watchdog = _StopWatchdog(STOP_DEADLINE_S)
+        server = _server_ending_streams_first(config, app, watchdog)
+        with _signals_stop(server, watchdog):
             server.run()  # on uvloop when installed (uvicorn's loop="auto")
     return 0
 
 
-def _server_ending_streams_first(config: Any, app: Any) -> Any:
-    """A uvicorn server that ends live event streams when it stops: it waits for open responses."""
+def _server_ending_streams_first(config: Any, app: Any, watchdog: _StopWatchdog) -> Any:
+    """A uvicorn server that ends live event streams when it stops: it waits for open responses.
+
+    Stopping arms the watchdog (uvicorn's own signal handlers are the ones called meanwhile).
+    """
     import uvicorn
 
     class Server(uvicorn.Server):
         async def shutdown(self, sockets: Any = None) -> None:
+            watchdog.arm()
             deps = app.state.get("deps")
             if deps is not None and deps.events is not None:
                 deps.events.close()  # their clients reconnect with Last-Event-ID
@@ -151,9 +163,34 @@ def _server_ending_streams_first(config: Any, app: Any) -> Any:
     return Server(config)
 
 
+class _StopWatchdog:
+    """Once armed, exits the process after `deadline_s` whatever is still running: a thread
+    stuck in a database call must not keep it alive (blocking the teardown, or the
+    interpreter's exit, for ever)."""
+
+    def __init__(self, deadline_s: float) -> None:
+        self.deadline_s = deadline_s
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def arm(self) -> None:
+        """Start the countdown (once)."""
+        with self._lock:
+            if self._timer is None:
+                self._timer = threading.Timer(self.deadline_s, self._exit)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _exit(self) -> None:
+        print(f"controlroom: shutdown still not done after {self.deadline_s:.0f}s; exiting now",
+              file=sys.stderr, flush=True)
+        os._exit(1)
+
+
 @contextlib.contextmanager
-def _signals_stop(server: Any) -> Iterator[None]:
-    """SIGTERM/SIGINT stop `server` and then let the caller's teardown run.
+def _signals_stop(server: Any, watchdog: _StopWatchdog | None = None) -> Iterator[None]:
+    """SIGTERM/SIGINT stop `server` and then let the caller's teardown run (within the
+    watchdog's deadline).
 
     After its graceful shutdown uvicorn re-raises the signal that stopped it; under the
     default handlers that killed the process (exit -15) before the worker, projections
@@ -163,6 +200,8 @@ def _signals_stop(server: Any) -> Iterator[None]:
 
     def stop(signum: int, frame: Any) -> None:
         server.should_exit = True
+        if watchdog is not None:
+            watchdog.arm()
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -170,4 +209,3 @@ def _signals_stop(server: Any) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-

@@ -260,6 +260,14 @@ class RunCommands:
             lambda run: run.confirm_cancelled(reason=reason, now=self.clock(), attempt=attempt),
         )
 
+    def probe(self) -> None:
+        """Raise unless an append could take the event log's lock right now."""
+        probe = getattr(self.app.recorder, "probe", None)
+        if probe is not None:
+            probe()
+        else:
+            self.app.recorder.max_notification_id()
+
     def load(self, run_id: UUID) -> Run:
         """The run's current state, straight from the log."""
         return self._get(None, run_id)

@@ -259,3 +259,27 @@ def test_other_tenants_keep_writing_while_one_sends_big_and_oversized_appends(
         flooder.join(120)
     assert set(noisy_results) <= {202, 413}, noisy_results
     assert 202 in noisy_results and 413 in noisy_results
+
+
+def test_readyz_is_red_while_writes_fail_and_green_once_they_go_through(
+    served: tuple[Services, str], http: httpx.Client
+) -> None:
+    """A session holding the log's lock makes appends time out (lock_timeout): the write
+    answers 503 fast, /readyz says why; once the lock is released /readyz is green again."""
+    services, _ = served
+    h = headers(served, "ready")
+    assert http.get("/readyz").status_code == 200
+    with psycopg.connect(services.dsn) as holder:
+        holder.execute("LOCK TABLE controlroom_events IN EXCLUSIVE MODE")
+        failed = http.post(f"{API}/jobs/run", json=job("print(3)"), headers=h)
+        assert failed.status_code == 503, failed.text
+        assert int(failed.headers["retry-after"]) > 0
+        red = http.get("/readyz")
+        assert red.status_code == 503, red.text
+        assert red.json()["checks"]["writes"].startswith("failing")
+        assert red.json()["checks"]["database"] == "ok"  # reads still answer
+        holder.rollback()
+    green = http.get("/readyz")
+    assert green.status_code == 200, green.text
+    assert green.json()["checks"]["writes"] == "ok"
+    assert http.post(f"{API}/jobs/run", json=job("print(4)"), headers=h).status_code == 202
