@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import asyncpg
 import httpx
@@ -502,7 +502,8 @@ def _stop_embedded_postgres(data_dir: Path) -> None:
 def embedded_dsn(data_dir: Path) -> str:
     """DSN of the embedded Postgres a server started in `data_dir` (see adapters/embedded_postgres)."""
     lines = (data_dir / "postgres" / "data" / "postmaster.pid").read_text().splitlines()
-    return f"postgresql://controlroom@127.0.0.1:{int(lines[3])}/controlroom"
+    password = quote((data_dir / "postgres" / "password").read_text().strip(), safe="")
+    return f"postgresql://controlroom:{password}@127.0.0.1:{int(lines[3])}/controlroom"
 
 
 def controlroom_exe() -> str:

@@ -59,6 +59,7 @@ class Settings(msgspec.Struct, kw_only=True):
     executor: str = DEFAULT_EXECUTOR
     """Where runs without `spec.executor` run: `local` or `kubernetes`."""
     k8s: KubernetesSettings = msgspec.field(default_factory=lambda: KubernetesSettings())
+    sandbox: SandboxSettings = msgspec.field(default_factory=lambda: SandboxSettings())
 
     @property
     def executors(self) -> tuple[str, ...]:
@@ -112,6 +113,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         sse_buffer=int(env.get("CONTROLROOM_SSE_BUFFER") or DEFAULT_SSE_BUFFER),
         executor=executor_setting(env),
         k8s=kubernetes_settings(env),
+        sandbox=sandbox_settings(env),
     )
 
 
@@ -181,4 +183,64 @@ def webhook_settings(env: dict[str, str]) -> WebhookSettings:
         timeout_s=float(env.get("CONTROLROOM_WEBHOOK_TIMEOUT_S") or default.timeout_s),
         secret_grace_s=float(env.get("CONTROLROOM_WEBHOOK_SECRET_GRACE_S") or default.secret_grace_s),
         concurrency=int(env.get("CONTROLROOM_WEBHOOK_CONCURRENCY") or default.concurrency),
+    )
+
+
+JOB_NETWORKS = ("host", "none")
+DEFAULT_JOB_UID_BASE = 1_900_000_000
+DEFAULT_JOB_UID_COUNT = 4096
+DEFAULT_JOB_MEMORY_BYTES = 8 * 1024**3
+DEFAULT_JOB_CPU_S = 4 * 3600
+DEFAULT_JOB_MAX_PROCESSES = 1024
+DEFAULT_JOB_MAX_OPEN_FILES = 4096
+DEFAULT_JOB_MAX_FILE_BYTES = 2 * 1024**3
+DEFAULT_JOB_TMP_BYTES = 512 * 1024**2
+
+
+class SandboxSettings(msgspec.Struct, kw_only=True):
+    """Local jobs' sandbox (docs/sandbox.md): their network, ids and limits."""
+
+    network: str = "host"
+    """`host`: jobs share the host's network; `none`: only a loopback of their own."""
+    uid_base: int = DEFAULT_JOB_UID_BASE
+    """As root, attempts run as uids (and gids) `uid_base … uid_base + uid_count - 1`, one each."""
+    uid_count: int = DEFAULT_JOB_UID_COUNT
+    memory_bytes: int = DEFAULT_JOB_MEMORY_BYTES
+    """Address space of each job process (RLIMIT_AS)."""
+    cpu_s: int = DEFAULT_JOB_CPU_S
+    """CPU seconds of each job process (RLIMIT_CPU)."""
+    max_processes: int = DEFAULT_JOB_MAX_PROCESSES
+    """Processes and threads of a job (RLIMIT_NPROC of its uid)."""
+    max_open_files: int = DEFAULT_JOB_MAX_OPEN_FILES
+    max_file_bytes: int = DEFAULT_JOB_MAX_FILE_BYTES
+    """Largest file a job can write (RLIMIT_FSIZE)."""
+    tmp_bytes: int = DEFAULT_JOB_TMP_BYTES
+    """Size of a job's private /tmp (memory-backed)."""
+    readonly_paths: tuple[str, ...] = ()
+    """More host paths jobs see read-only (e.g. a Spark install), beside the system dirs."""
+    unsafe_no_sandbox: bool = False
+    """Let workers run jobs unsandboxed on a host that can't sandbox, even with DATABASE_URL."""
+
+
+def sandbox_settings(env: dict[str, str]) -> SandboxSettings:
+    """Sandbox settings from `CONTROLROOM_JOB_*` and `CONTROLROOM_UNSAFE_NO_SANDBOX`."""
+    d = SandboxSettings()
+    network = (env.get("CONTROLROOM_JOB_NETWORK") or d.network).strip().lower()
+    if network not in JOB_NETWORKS:
+        raise ValueError(f"CONTROLROOM_JOB_NETWORK must be one of {', '.join(JOB_NETWORKS)}, "
+                         f"not {network!r}")
+    paths = env.get("CONTROLROOM_JOB_READONLY_PATHS") or ""
+    return SandboxSettings(
+        network=network,
+        uid_base=int(env.get("CONTROLROOM_JOB_UID_BASE") or d.uid_base),
+        uid_count=int(env.get("CONTROLROOM_JOB_UID_COUNT") or d.uid_count),
+        memory_bytes=int(env.get("CONTROLROOM_JOB_MEMORY_BYTES") or d.memory_bytes),
+        cpu_s=int(env.get("CONTROLROOM_JOB_CPU_S") or d.cpu_s),
+        max_processes=int(env.get("CONTROLROOM_JOB_MAX_PROCESSES") or d.max_processes),
+        max_open_files=int(env.get("CONTROLROOM_JOB_MAX_OPEN_FILES") or d.max_open_files),
+        max_file_bytes=int(env.get("CONTROLROOM_JOB_MAX_FILE_BYTES") or d.max_file_bytes),
+        tmp_bytes=int(env.get("CONTROLROOM_JOB_TMP_BYTES") or d.tmp_bytes),
+        readonly_paths=tuple(p for p in paths.split(os.pathsep) if p),
+        unsafe_no_sandbox=(env.get("CONTROLROOM_UNSAFE_NO_SANDBOX") or "").lower()
+        in ("1", "true", "yes"),
     )

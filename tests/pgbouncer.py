@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 
@@ -30,7 +30,8 @@ class Pgbouncer:
         self.dsn = parts._replace(netloc=f"{user}@127.0.0.1:{self.port}").geturl()
         self.conf_dir = Path(tempfile.mkdtemp(prefix="controlroom-pgbouncer-"))
         self.conf_dir.chmod(0o755)
-        (self.conf_dir / "users.txt").write_text(f'"{user}" ""\n')
+        # Its clients are trusted; it logs in to the server with the direct DSN's password.
+        (self.conf_dir / "users.txt").write_text(f'"{user}" "{unquote(parts.password or "")}"\n')
         (self.conf_dir / "pgbouncer.ini").write_text(
             "[databases]\n"
             f"* = host={parts.hostname} port={parts.port or 5432}\n"

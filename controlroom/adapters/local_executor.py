@@ -1,4 +1,8 @@
-"""Runs a job's entrypoint as a local subprocess in its own temp dir and process group."""
+"""Runs a job's entrypoint as a local subprocess in its own temp dir and process group.
+
+With a Sandbox (the default wiring on hosts that can sandbox) each attempt runs confined
+(adapters/job_sandbox.py, docs/sandbox.md); without one, as the worker's own user.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from controlroom.adapters.job_sandbox import Sandbox
+from controlroom.adapters.job_uids import JobUid
 from controlroom.commands.ports import PYTHON, Attempt, Launch, OutputFile
 
 PR_SET_PDEATHSIG = 1
@@ -42,9 +48,12 @@ _EOF = ("", None)
 class LocalExecution:
     """A job process whose stdout/stderr lines are read by two threads."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], workdir: Path) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], workdir: Path, *,
+                 scratch: Path | None = None, uid: JobUid | None = None) -> None:
         self.proc = proc
         self.workdir = workdir
+        self.scratch = scratch or workdir
+        self.uid = uid
         self._lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
         self._open_streams = 2
         self._exited_at: float | None = None
@@ -117,8 +126,10 @@ class LocalExecution:
                     yield OutputFile(path.relative_to(root).as_posix(), path, st.st_size)
 
     def cleanup(self) -> None:
-        """Remove the job's working directory."""
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        """Remove the job's working directory, then free its uid (which then owns nothing)."""
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        if self.uid is not None:
+            self.uid.release()
 
     def failure(self) -> None:
         """None: a local process always ends with an exit code of its own."""
@@ -126,18 +137,23 @@ class LocalExecution:
 
 
 class LocalExecutor:
-    """Launches Python entrypoints with the worker's own interpreter."""
+    """Launches Python entrypoints with the worker's own interpreter, sandboxed if it has one."""
 
-    def __init__(self, python: str = sys.executable) -> None:
+    def __init__(self, python: str = sys.executable, sandbox: Sandbox | None = None) -> None:
         self.python = python
+        self.sandbox = sandbox
 
     def launch(
         self, *, files: dict[str, str], launch: Launch, env: dict[str, str],
         attempt: Attempt | None = None,
     ) -> LocalExecution:
         """Write `files` into a fresh temp dir and start the launch's command there."""
-        workdir = Path(tempfile.mkdtemp(prefix="controlroom-run-"))
+        # <scratch>/work is the job's; <scratch>/root is where a sandbox mounts its root.
+        scratch = Path(tempfile.mkdtemp(prefix="controlroom-run-"))
+        workdir = scratch / "work"
+        uid: JobUid | None = None
         try:
+            workdir.mkdir(mode=0o700)
             for rel, content in files.items():
                 target = workdir / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -146,18 +162,23 @@ class LocalExecutor:
             output.mkdir(exist_ok=True)
             base = {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
             argv = [self.python if arg == PYTHON else arg for arg in launch.argv]
-            proc = subprocess.Popen(
-                argv,
-                cwd=workdir,
-                env={**base, "HOME": str(workdir), "PYTHONUNBUFFERED": "1",
-                     "CONTROLROOM_OUTPUT_DIR": str(output), **launch.env, **env},
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-                preexec_fn=_die_with_worker,
-            )
+            job_env = {**base, "HOME": str(workdir), "PYTHONUNBUFFERED": "1",
+                       "CONTROLROOM_OUTPUT_DIR": str(output), **launch.env, **env}
+            if self.sandbox is not None:
+                (scratch / "root").mkdir()
+                uid = self.sandbox.lease()
+                proc = self.sandbox.start(argv, self.sandbox.job_env(job_env), workdir=workdir,
+                                          root=scratch / "root", uid=uid,
+                                          preexec_fn=_die_with_worker)
+            else:
+                proc = subprocess.Popen(
+                    argv, cwd=workdir, env=job_env, stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    start_new_session=True, preexec_fn=_die_with_worker,
+                )
         except BaseException:
-            shutil.rmtree(workdir, ignore_errors=True)
+            shutil.rmtree(scratch, ignore_errors=True)
+            if uid is not None:
+                uid.release()
             raise
-        return LocalExecution(proc, workdir)
+        return LocalExecution(proc, workdir, scratch=scratch, uid=uid)

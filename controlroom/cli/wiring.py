@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controlroom.cli.hosts import dispatch_hosts, read_model_hosts, webhook_hosts
+from controlroom.cli.sandboxing import local_sandbox
 from controlroom.settings import Settings
 
 log = logging.getLogger("controlroom")
@@ -32,6 +33,18 @@ class Services:
     lineage_commands: Any = None
     api_keys: Any = None
     api_key_store: Any = None
+    sandbox_warning: str | None = None
+    """Set when this process's worker runs local jobs unsandboxed (shown by /readyz)."""
+
+
+def _private_data_dir(settings: Settings) -> None:
+    """Create the data dir readable by this user only (keys, artifacts, the database)."""
+    path = settings.data_dir
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o067 and path.stat().st_uid == os.geteuid():
+        # Group traverse stays: the embedded PostgreSQL's own user reaches its dir through it.
+        path.chmod(mode & 0o710)
 
 
 def keys(settings: Settings) -> tuple[str, str]:
@@ -58,6 +71,7 @@ def bootstrap(
     from controlroom.commands.handlers import RunCommands
     from controlroom.commands.lineage import LineageCommands
 
+    _private_data_dir(settings)
     with contextlib.ExitStack() as stack:
         if settings.embedded:
             from controlroom.adapters.embedded_postgres import EmbeddedPostgres
@@ -102,8 +116,10 @@ def _projections(
         hosts.extend(webhook_hosts(services))
     worker = None
     if run_worker:
+        sandbox, services.sandbox_warning = local_sandbox(settings)
         worker = RunWorker(
-            services.commands, executor(settings, kube_client), default_job_types(services.connection_store),
+            services.commands, executor(settings, kube_client, sandbox),
+            default_job_types(services.connection_store),
             worker_id=f"{socket.gethostname()}:{os.getpid()}", base_url=settings.base_url,
             leases=leases, lease_timeout_s=settings.lease_timeout_s,
             tokens=run_tokens(services), artifacts=artifact_store(settings),
@@ -156,12 +172,13 @@ NO_KUBERNETES = ("Kubernetes is not configured on this worker: set CONTROLROOM_K
                  "(see docs/operations.md, Kubernetes Jobs)")
 
 
-def executor(settings: Settings, kube_client: Any = None) -> Any:
-    """Local processes, and Kubernetes Jobs once a namespace is configured; per run's spec.executor."""
+def executor(settings: Settings, kube_client: Any = None, sandbox: Any = None) -> Any:
+    """Local processes (in `sandbox` if given), and Kubernetes Jobs once a namespace is
+    configured; per run's spec.executor."""
     from controlroom.adapters.local_executor import LocalExecutor
     from controlroom.adapters.routing_executor import RoutingExecutor
 
-    executors: dict[str, Any] = {"local": LocalExecutor()}
+    executors: dict[str, Any] = {"local": LocalExecutor(sandbox=sandbox)}
     unavailable = {"kubernetes": NO_KUBERNETES}
     if settings.k8s.namespace:
         from controlroom.adapters.kubernetes_executor import KubernetesExecutor, api_client

@@ -48,7 +48,8 @@ def _port(dsn: str) -> int:
 
 def test_data_survives_restart(make_pg: Factory, data_dir: Path) -> None:
     with make_pg() as pg:
-        assert pg.dsn.startswith("postgresql://controlroom@127.0.0.1:")
+        assert pg.dsn.startswith("postgresql://controlroom:")
+        assert "@127.0.0.1:" in pg.dsn
         assert pg.dsn.endswith("/controlroom")
         with psycopg.connect(pg.dsn) as conn:
             assert conn.execute("SHOW listen_addresses").fetchone() == ("127.0.0.1",)
@@ -116,3 +117,40 @@ def test_pidfile_naming_an_unrelated_live_process_does_not_prevent_start(
                 assert conn.execute("SELECT 1").fetchone() == (1,)
         finally:
             unrelated.kill()
+
+
+def _without_password(dsn: str) -> str:
+    return f"host=127.0.0.1 port={_port(dsn)} user=controlroom dbname=controlroom"
+
+
+def test_connecting_without_the_password_is_refused(make_pg: Factory, data_dir: Path) -> None:
+    """Jobs share the host's network: the server must not trust loopback connections."""
+    with make_pg() as pg:
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(_without_password(pg.dsn), connect_timeout=5)
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(_without_password(pg.dsn) + " password=guess", connect_timeout=5)
+        password_file = data_dir / "postgres" / "password"
+        assert password_file.stat().st_mode & 0o777 == 0o600
+        assert password_file.read_text().strip() not in (data_dir / "postgres" / "server.log").read_text()
+
+
+def test_a_cluster_trusting_local_connections_is_moved_to_a_password(
+    make_pg: Factory, data_dir: Path
+) -> None:
+    with make_pg() as pg, psycopg.connect(pg.dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE kept (name text)")
+        conn.execute("INSERT INTO kept VALUES ('alice')")
+        conn.execute("ALTER ROLE controlroom PASSWORD NULL")
+    # What an older version left: trust everywhere, no password, no password file.
+    hba = data_dir / "postgres" / "data" / "pg_hba.conf"
+    hba.write_text(hba.read_text().replace("scram-sha-256", "trust"))
+    (data_dir / "postgres" / "password").unlink()
+
+    with make_pg() as pg:
+        with psycopg.connect(pg.dsn) as conn:
+            assert conn.execute("SELECT name FROM kept").fetchall() == [("alice",)]
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(_without_password(pg.dsn), connect_timeout=5)
+    assert "trust" not in "".join(
+        line for line in hba.read_text().splitlines() if not line.lstrip().startswith("#"))

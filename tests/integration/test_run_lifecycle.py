@@ -2,15 +2,15 @@
 
 Covers idempotent submission, cancellation (queued, running, finished, twice), timeouts,
 exit codes, batched log output, progress lines, reported events and secret handling.
-Jobs that must stay alive while the test looks at them wait on a "gate" file the test
-creates, so nothing here synchronises on a plain sleep.
+Jobs that must stay alive while the test looks at them wait at a gate the test opens
+(tests/job_gate.py), so nothing here synchronises on a plain sleep.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -22,6 +22,7 @@ from litestar.testing import TestClient
 from controlroom.adapters.local_executor import PASSTHROUGH_ENV
 from controlroom.cli import Services
 from tests.conftest import job, wait_for_status, wait_until
+from tests.job_gate import JobGate
 
 PROBLEM_JSON = "application/problem+json"
 SUBMIT = "/api/v1/jobs/run"
@@ -36,16 +37,16 @@ def submit(client: TestClient[Any], auth: dict[str, str], body: dict[str, Any]) 
     return str(resp.json()["run_id"])
 
 
-def gated(gate: Path, before: str = "", after: str = "") -> str:
-    """Job source: run `before`, wait (at most 20 s) for `gate` to exist, run `after`."""
-    return (
-        "import os, sys, time\n"
-        f"{before}\n"
-        "deadline = time.monotonic() + 20\n"
-        f"while not os.path.exists({str(gate)!r}) and time.monotonic() < deadline:\n"
-        "    time.sleep(0.02)\n"
-        f"{after}\n"
-    )
+@pytest.fixture
+def gate() -> Iterator[JobGate]:
+    """A gate for one job (sandboxed jobs see none of the test's files)."""
+    with JobGate() as g:
+        yield g
+
+
+def gated(gate: JobGate, before: str = "", after: str = "") -> str:
+    """Job source: run `before`, wait (at most 30 s) until the test opens `gate`, run `after`."""
+    return f"{before}\n{gate.source()}{after}\n"
 
 
 def logs(client: TestClient[Any], run_id: str, auth: dict[str, str], **params: str) -> str:
@@ -80,6 +81,21 @@ def is_gone(pid: int) -> bool:
         return True
     state = next(line.split()[1] for line in status.splitlines() if line.startswith("State:"))
     return state in ("Z", "X")
+
+
+def processes_of(run_id: str) -> set[int]:
+    """Pids of the host's processes started for `run_id` (they carry it in their environment)."""
+    marker = f"CONTROLROOM_RUN_ID={run_id}".encode()
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                environ = Path(f"/proc/{entry}/environ").read_bytes()
+            except OSError:
+                continue
+            if marker in environ.split(b"\0"):
+                found.add(int(entry))
+    return found
 
 
 def assert_problem(resp: Any, status: int) -> dict[str, Any]:
@@ -171,16 +187,14 @@ def test_cancelling_a_running_run_kills_the_job_and_its_children(
     run_id = submit(client, auth, job(source))
     wait_for_status(client, run_id, auth, statuses={"running"}, timeout=10)
 
-    def pids() -> dict[str, int] | None:
-        found = {}
-        for line in logs(client, run_id, auth).splitlines():
-            name, _, pid = line.partition(" ")
-            if name in ("job", "child") and pid.isdigit():
-                found[name] = int(pid)
-        return found if len(found) == 2 else None
+    def started() -> bool:
+        names = {line.partition(" ")[0] for line in logs(client, run_id, auth).splitlines()}
+        return {"job", "child"} <= names
 
-    found = wait_until(pids, what="the job and its child to log their pids")
-    assert not is_gone(found["job"]) and not is_gone(found["child"])
+    wait_until(started, what="the job and its child to start")
+    # The pids they print are their sandbox's own: find them on the host by their run id.
+    found = processes_of(run_id)
+    assert len(found) >= 2 and not any(is_gone(pid) for pid in found)
 
     started = time.monotonic()
     resp = client.post(f"/api/v1/runs/{run_id}/cancel", headers=auth)
@@ -188,7 +202,7 @@ def test_cancelling_a_running_run_kills_the_job_and_its_children(
     run = wait_for_status(client, run_id, auth, statuses={"cancelled"}, timeout=5)
     assert time.monotonic() - started < 5
     assert run["completed_at"] is not None
-    wait_until(lambda: is_gone(found["job"]) and is_gone(found["child"]), timeout=3,
+    wait_until(lambda: all(is_gone(pid) for pid in found), timeout=3,
                what="the job process and its child to be gone")
 
 
@@ -300,9 +314,8 @@ def test_the_stream_parameter_filters_the_log(client: TestClient[Any], auth: dic
 
 
 def test_progress_lines_become_run_progress_and_stay_out_of_the_log(
-    client: TestClient[Any], auth: dict[str, str], tmp_path: Path
+    client: TestClient[Any], auth: dict[str, str], gate: JobGate
 ) -> None:
-    gate = tmp_path / "gate"
     source = gated(gate, before="print('before')\nprint('::progress 40 loading rows')",
                    after="print('after')")
     run_id = submit(client, auth, job(source))
@@ -314,7 +327,7 @@ def test_progress_lines_become_run_progress_and_stay_out_of_the_log(
     run = wait_until(progressed, what="progress 40")
     assert run["status"] == "running"
     assert run["progress"]["message"] == "loading rows"
-    gate.touch()
+    gate.open()
     assert wait_for_status(client, run_id, auth)["status"] == "completed"
     text = logs(client, run_id, auth)
     assert text.splitlines() == ["before", "after"]
@@ -325,9 +338,8 @@ def test_progress_lines_become_run_progress_and_stay_out_of_the_log(
 
 
 def test_reported_progress_and_log_events_are_visible_at_once(
-    client: TestClient[Any], auth: dict[str, str], tmp_path: Path
+    client: TestClient[Any], auth: dict[str, str], gate: JobGate
 ) -> None:
-    gate = tmp_path / "gate"
     run_id = submit(client, auth, job(gated(gate)))
     wait_for_status(client, run_id, auth, statuses={"running"}, timeout=10)
     events_url = f"/api/v1/runs/{run_id}/events"
@@ -353,7 +365,7 @@ def test_reported_progress_and_log_events_are_visible_at_once(
     assert "reported line one\nreported line two\nreported on stderr" in text
     assert logs(client, run_id, auth, stream="stderr").splitlines() == ["reported on stderr"]
 
-    gate.touch()
+    gate.open()
     assert wait_for_status(client, run_id, auth)["status"] == "completed"
     late = client.post(events_url, headers=auth, json={"event_type": "log", "text": "too late"})
     assert_problem(late, 409)

@@ -30,10 +30,10 @@ from controlroom.cli import Services, bootstrap, build_app
 from controlroom.commands import outputs
 from controlroom.settings import Settings
 from tests.conftest import job, wait_for_status
+from tests.job_gate import JobGate
 from tests.live_events import free_port, serve_in_thread
 
 API = "/api/v1"
-GATE_WAIT_S = 30
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +70,16 @@ def user(served: tuple[Services, str], tenant: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def gated(source: str, gate: Path) -> str:
-    """Job source that runs `source`, then waits until the test creates `gate`."""
-    wait = (f"import os as _os, time as _t\n_end = _t.time() + {GATE_WAIT_S}\n"
-            f"while not _os.path.exists({str(gate)!r}) and _t.time() < _end:\n    _t.sleep(0.05)\n")
-    return source + "\n" + wait
+@pytest.fixture
+def gate() -> Iterator[JobGate]:
+    """A gate for one job (sandboxed jobs see none of the test's files)."""
+    with JobGate() as g:
+        yield g
+
+
+def gated(source: str, gate: JobGate, send: str = "''") -> str:
+    """Job source that runs `source`, sends `send` to the test and waits until it opens `gate`."""
+    return source + "\n" + gate.source(send)
 
 
 def submit(http: httpx.Client, headers: dict[str, str], source: str) -> str:
@@ -95,33 +100,28 @@ SDK_JOB = """
 import os, pathlib
 from controlroom import sdk
 assert sdk.in_control_room()  # so what follows goes over HTTP, not as control lines
-pathlib.Path({token_file!r}).write_text(os.environ["CONTROLROOM_TOKEN"])
 print("my token is", os.environ["CONTROLROOM_TOKEN"])
 sdk.progress(40, "loading rows")
 sdk.log("hello", "from", 3, "sdk calls")
 sdk.lineage("supabase://public.orders", "warehouse.orders_daily")
 pathlib.Path("report.csv").write_text("a,b\\n1,2\\n")
 assert sdk.artifact("report.csv") == "report.csv"
-pathlib.Path({ready!r}).write_text("ready")
 """
 
 
 def test_a_job_using_the_sdk_reports_everything_and_its_token_stays_confined(
     served: tuple[Services, str], http: httpx.Client, user: dict[str, str], tenant: str,
-    tmp_path: Path,
+    gate: JobGate,
 ) -> None:
     services = served[0]
-    token_file, ready, gate = tmp_path / "token", tmp_path / "ready", tmp_path / "gate"
-    source = SDK_JOB.format(token_file=str(token_file), ready=str(ready))
-    run_id = submit(http, user, gated(source, gate))
+    run_id = submit(http, user, gated(SDK_JOB, gate, send='os.environ["CONTROLROOM_TOKEN"]'))
     other_run = submit(http, user, "print('another run of the same tenant')")
-    wait_for(ready.exists)
+    run_token = gate.arrived()
     running = http.get(f"{API}/runs/{run_id}", headers=user).json()
     assert running["status"] == "running"
     assert running["progress"]["percent"] == 40
     assert running["progress"]["message"] == "loading rows"
 
-    run_token = token_file.read_text()
     as_job = {"Authorization": f"Bearer {run_token}"}
     own = http.post(f"{API}/runs/{run_id}/events", headers=as_job,
                     json={"event_type": "log", "text": f"leaking {run_token}?"})
@@ -136,7 +136,7 @@ def test_a_job_using_the_sdk_reports_everything_and_its_token_stays_confined(
     assert http.post(f"{API}/jobs/run", headers=as_job, json=job("print(1)")).status_code == 403
     assert http.post(f"{API}/runs/{run_id}/cancel", headers=as_job).status_code == 403
 
-    gate.write_text("go")
+    gate.open()
     run = wait_for_status(http, run_id, user)  # type: ignore[arg-type]
     assert run["status"] == "completed", run
     logs = http.get(run["logs_url"], headers=user).text
@@ -174,16 +174,15 @@ def test_a_job_using_the_sdk_reports_everything_and_its_token_stays_confined(
 
 def test_a_run_token_for_a_superseded_attempt_is_refused(
     served: tuple[Services, str], http: httpx.Client, user: dict[str, str], tenant: str,
-    tmp_path: Path,
+    gate: JobGate,
 ) -> None:
-    ready, gate = tmp_path / "ready", tmp_path / "gate"
-    run_id = submit(http, user, gated(f"open({str(ready)!r}, 'w').close()", gate))
-    wait_for(ready.exists)
+    run_id = submit(http, user, gated("", gate))
+    gate.arrived()
     stale = HmacRunTokens(served[0].jwt_secret).for_run(tenant, uuid.UUID(run_id), 60, attempt=2)
     resp = http.post(f"{API}/runs/{run_id}/events", headers={"Authorization": f"Bearer {stale}"},
                      json={"event_type": "progress", "percent": 5})
     assert resp.status_code == 409, resp.text
-    gate.write_text("go")
+    gate.open()
     wait_for_status(http, run_id, user)  # type: ignore[arg-type]
 
 
