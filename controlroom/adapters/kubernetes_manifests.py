@@ -3,6 +3,11 @@ a Secret holding its environment, and a batch/v1 Job running it through `control
 
 Secrets, the run token and the DSNs a job type resolves live only in the Secret, which the
 container reads with `envFrom`; the Job and the ConfigMap never carry them.
+
+Job code is untrusted, so the pod is locked down (docs/security-hardening.md): no
+service-account token, a non-root uid/gid, a read-only root filesystem (only the working
+dir and /tmp, both emptyDirs, are writable), no privilege escalation, every capability
+dropped and the runtime's default seccomp profile.
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ CODE_MOUNT = "/controlroom/code"
 """The ConfigMap, read-only; the pod's runner copies it into the working dir."""
 WORKDIR = "/workspace"
 OUTPUT_DIR = f"{WORKDIR}/output"
+TMP_DIR = "/tmp"
+JOB_UID = JOB_GID = 65532
+"""Not root, and no user of the image: the job owns nothing in it (its files stay read-only)."""
+TMP_SIZE_LIMIT = "1Gi"
 POD_RUNNER = ("python", "-m", "controlroom.jobs.pod")
 MAX_CODE_BYTES = 900 * 1024
 """A ConfigMap holds at most 1 MiB; this leaves room for its keys and metadata."""
@@ -96,6 +105,7 @@ def _job(settings: KubernetesSettings, meta: dict[str, Any], items: list[dict[st
                     *("python" if a == PYTHON else a for a in argv)],
         "workingDir": WORKDIR,
         "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}, {"name": "HOME", "value": WORKDIR},
+                {"name": "TMPDIR", "value": TMP_DIR}, {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
                 {"name": "CONTROLROOM_OUTPUT_DIR", "value": OUTPUT_DIR}],
         "envFrom": [{"secretRef": {"name": name}}],
         "resources": {
@@ -104,16 +114,29 @@ def _job(settings: KubernetesSettings, meta: dict[str, Any], items: list[dict[st
                        "memory": settings.memory_limit or settings.memory},
         },
         "volumeMounts": [{"name": "code", "mountPath": CODE_MOUNT, "readOnly": True},
-                         {"name": "workspace", "mountPath": WORKDIR}],
-        "securityContext": {"allowPrivilegeEscalation": False},
+                         {"name": "workspace", "mountPath": WORKDIR},
+                         {"name": "tmp", "mountPath": TMP_DIR}],
+        "securityContext": {
+            "runAsNonRoot": True, "runAsUser": JOB_UID, "runAsGroup": JOB_GID,
+            "readOnlyRootFilesystem": True,  # writable: the working dir and /tmp only
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
     }
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,  # job code gets no cluster credentials
+        "enableServiceLinks": False,  # nor the addresses of the namespace's services in its env
         "terminationGracePeriodSeconds": TERMINATION_GRACE_S,
+        "securityContext": {
+            "runAsNonRoot": True, "runAsUser": JOB_UID, "runAsGroup": JOB_GID, "fsGroup": JOB_GID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "containers": [container],
         "volumes": [{"name": "code", "configMap": {"name": name, "items": items}},
-                    {"name": "workspace", "emptyDir": {}}],
+                    {"name": "workspace", "emptyDir": {}},
+                    {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}}],
     }
     if settings.service_account:
         pod["serviceAccountName"] = settings.service_account

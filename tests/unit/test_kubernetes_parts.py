@@ -78,6 +78,34 @@ def test_the_container_runs_the_launch_with_python_under_the_pod_runner_with_con
     assert pod["automountServiceAccountToken"] is False
 
 
+def test_the_pod_is_locked_down_for_untrusted_code() -> None:
+    pod = manifests().job["spec"]["template"]["spec"]  # type: ignore[attr-defined]
+    assert pod["automountServiceAccountToken"] is False and pod["enableServiceLinks"] is False
+    for context in (pod["securityContext"], pod["containers"][0]["securityContext"]):
+        assert context["runAsNonRoot"] is True
+        assert context["runAsUser"] > 0 and context["runAsGroup"] > 0
+        assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = pod["containers"][0]["securityContext"]
+    assert container["readOnlyRootFilesystem"] is True
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["capabilities"] == {"drop": ["ALL"]}
+    assert "privileged" not in container and "add" not in container["capabilities"]
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]
+
+
+def test_only_the_working_dir_and_tmp_are_writable_and_both_are_empty_dirs() -> None:
+    pod = manifests().job["spec"]["template"]["spec"]  # type: ignore[attr-defined]
+    container = pod["containers"][0]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    writable = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]
+                if not m.get("readOnly")}
+    assert set(writable) == {container["workingDir"], "/tmp"}
+    assert all("emptyDir" in v for v in writable.values())
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["TMPDIR"] == "/tmp" and env["HOME"] == container["workingDir"]
+    assert env["CONTROLROOM_OUTPUT_DIR"].startswith(container["workingDir"] + "/")
+
+
 def test_code_goes_in_the_config_map_and_the_environment_only_in_the_secret() -> None:
     m = manifests()
     items = m.job["spec"]["template"]["spec"]["volumes"][0]["configMap"]["items"]
