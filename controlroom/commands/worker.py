@@ -226,7 +226,10 @@ class _Supervision:
             count += 1
             size += len(line) + 1
             if count >= MAX_CHUNK_LINES or size >= APPEND_TARGET_BYTES:
-                break
+                # More output is waiting: read it all before asking for the exit code (which
+                # gives up on output still unread a short while after the process ended).
+                self._flush(chunks)
+                return None
         self._flush(chunks)
         return self.execution.poll()
 
