@@ -30,8 +30,11 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     else:
         checks["writes"] = "ok"
     ready = all(v == "ok" for v in checks.values())
+    body: dict[str, Any] = {"status": "ready" if ready else "unavailable", "checks": checks}
+    if warning := request.app.state.get("sandbox_warning"):
+        body["warnings"] = {"sandbox": warning}  # not unready: a single-tenant install may run so
     return Response(
-        {"status": "ready" if ready else "unavailable", "checks": checks},
+        body,
         status_code=200 if ready else 503,
         headers=None if ready else {"Retry-After": "5"},
     )

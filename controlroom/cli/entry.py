@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import msgspec
 
 from controlroom.cli import log_setup, projections
 from controlroom.cli.admin import cmd_api_keys, cmd_background, cmd_connections, cmd_token
+from controlroom.cli.sandboxing import SandboxUnavailableError, not_dumpable
 from controlroom.cli.serving import cmd_serve
 from controlroom.settings import DEFAULT_TOKEN_TTL_S, from_env
 
@@ -93,6 +95,7 @@ def _add_api_keys(sub: Any, default_scopes: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `controlroom` command."""
+    not_dumpable()  # it holds secrets: keep its memory and environ from even its own uid
     args = parser().parse_args(argv)
     log_setup.configure(verbose=args.verbose)
     settings = from_env()
@@ -106,5 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         settings, **{k: v for k, v in overrides.items() if v is not None}
     )
     settings.data_dir = Path(settings.data_dir)
-    return int(args.func(settings, args))
+    try:
+        return int(args.func(settings, args))
+    except SandboxUnavailableError as e:
+        logging.getLogger("controlroom").error("%s", e)
+        return 2
 

@@ -120,7 +120,9 @@ def build_app(services: Services) -> Any:
         jwks = JwksKeys(s.jwks_url)
     verifier = TokenVerifier(services.jwt_secret, audience=s.jwt_audience, issuer=s.jwt_issuer,
                              jwks=jwks, max_lifetime_s=s.jwt_max_lifetime_s)
-    return create_app(verifier, _open_deps(services), max_body_bytes=s.max_body_bytes)
+    app = create_app(verifier, _open_deps(services), max_body_bytes=s.max_body_bytes)
+    app.state.sandbox_warning = services.sandbox_warning  # shown by /readyz
+    return app
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
