@@ -59,7 +59,8 @@ def is_json(content_type: str) -> bool:
 
 def _unsupported(content_type: str | None) -> ProblemError:
     got = f"got {content_type[:100]!r}" if content_type else "none was sent"
-    message = f"must be application/json (or an application/*+json type, UTF-8); {got}"
+    message = (f"must be application/json (or an application/*+json type, UTF-8); {got} "
+               "(with curl: -H 'Content-Type: application/json' or --json)")
     return ProblemError(415, "Unsupported media type", f"Content-Type: {message}",
                         errors=[{"field": "Content-Type", "message": message}])
 
