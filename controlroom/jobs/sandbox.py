@@ -1,8 +1,9 @@
-"""Starts one job in a sandbox of its own: run by path as `python -I -S sandbox.py <fd>`.
+"""Starts one job in a sandbox of its own: `python -I -S -c "…import sandbox; sandbox.main()" <fd>`.
 
 Stdlib only (it runs without site-packages, so it starts in a few milliseconds) and Linux
-only. Its configuration is a JSON object read from file descriptor `<fd>` (never from its
-environment, so nothing of the job's secrets shows in this process's own environ):
+only. Its configuration is a dict in `marshal` format (no json: importing it costs more than
+the rest of the launcher) read from file descriptor `<fd>`, never from its environment, so
+nothing of the job's secrets shows in this process's own environ:
 
     argv, env      the job's command and its whole environment
     workdir        the job's working dir: the only writable path it sees (same path inside)
@@ -24,13 +25,18 @@ could not be built (the reason is on stderr); 127: the command could not be star
 
 from __future__ import annotations
 
-import ctypes
-import json
+# Only cheap imports: `signal`, `typing` and `ctypes` pull in enum, re and struct, which
+# would double the launcher's start-up; `_signal` and `_ctypes` are what they wrap.
+import _ctypes
+import _signal as signal
+import marshal
 import os
 import resource
-import signal
 import sys
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -65,7 +71,38 @@ HOSTNAME = b"controlroom-job"
 EXIT_SANDBOX_FAILED = 126
 EXIT_NOT_STARTED = 127
 
-libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _Int(_ctypes._SimpleCData):
+    _type_ = "i"
+
+
+class _Long(_ctypes._SimpleCData):
+    _type_ = "l"
+
+
+class _ULong(_ctypes._SimpleCData):
+    _type_ = "L"
+
+
+class _Function(_ctypes.CFuncPtr):
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+    _restype_ = _Int
+
+
+class _Libc:
+    """The C library's functions, errno kept (what ctypes.CDLL(None, use_errno=True) gives)."""
+
+    def __init__(self) -> None:
+        self._handle = _ctypes.dlopen(None, 0)
+
+    def __getattr__(self, name: str) -> Any:
+        function = _Function((name, self))
+        setattr(self, name, function)
+        return function
+
+
+libc = _Libc()
 
 
 class SandboxError(Exception):
@@ -74,7 +111,7 @@ class SandboxError(Exception):
 
 def _check(result: int, what: str) -> None:
     if result != 0:
-        err = ctypes.get_errno()
+        err = _ctypes.get_errno()
         raise SandboxError(f"{what}: {os.strerror(err)} (errno {err})")
 
 
@@ -82,12 +119,12 @@ def _syscall(name: str, *args: Any) -> int:
     numbers = SYSCALLS.get(os.uname().machine)
     if numbers is None:
         raise SandboxError(f"unsupported machine {os.uname().machine}")
-    return int(libc.syscall(numbers[name], *args))
+    return int(libc.syscall(_Long(numbers[name]), *args))
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str = "") -> None:
     """mount(2)."""
-    _check(libc.mount(_c(source), _c(target), _c(fstype), ctypes.c_ulong(flags), _c(data or None)),
+    _check(libc.mount(_c(source), _c(target), _c(fstype), _ULong(flags), _c(data or None)),
            f"mount {source or fstype} on {target}")
 
 
@@ -95,17 +132,13 @@ def _c(text: str | None) -> bytes | None:
     return None if text is None else os.fsencode(text)
 
 
-class _MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
-
-
 def restrict(target: str, attrs: int) -> None:
     """Set mount attributes (read-only, nosuid, nodev) on `target` and every mount under it."""
-    attr = _MountAttr(attrs, 0, 0, 0)
-    result = _syscall("mount_setattr", ctypes.c_int(AT_FDCWD), _c(target),
-                      ctypes.c_uint(AT_RECURSIVE), ctypes.byref(attr), ctypes.c_size_t(32))
-    if result != 0 and ctypes.get_errno() == 38:  # ENOSYS before Linux 5.12: the top mount only
+    # struct mount_attr {u64 attr_set, attr_clr, propagation, userns_fd}
+    attr = attrs.to_bytes(8, sys.byteorder) + bytes(24)
+    result = _syscall("mount_setattr", _Long(AT_FDCWD), _c(target), _ULong(AT_RECURSIVE), attr,
+                      _ULong(len(attr)))
+    if result != 0 and _ctypes.get_errno() == 38:  # ENOSYS before Linux 5.12: the top mount only
         flags = MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV
         flags |= MS_RDONLY if attrs & MOUNT_ATTR_RDONLY else 0
         flags |= _kept_flags(target)
@@ -134,7 +167,7 @@ def unshare(network: bool) -> None:
     as_user = os.geteuid() != 0
     if as_user:
         flags |= CLONE_NEWUSER
-    _check(libc.unshare(ctypes.c_int(flags)), "unshare")
+    _check(libc.unshare(flags), "unshare")
     if as_user:  # our uid stays our uid inside: the job never holds root even there
         _write("/proc/self/setgroups", "deny")
         _write("/proc/self/uid_map", f"{uid} {uid} 1")
@@ -194,13 +227,13 @@ def build_root(config: dict[str, Any]) -> None:
     _mkdirs(_inside(root, "/proc"))
     mount("proc", _inside(root, "/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     _build_dev(_inside(root, "/dev"))
-    _check(libc.sethostname(HOSTNAME, ctypes.c_size_t(len(HOSTNAME))), "sethostname")
+    _check(libc.sethostname(HOSTNAME, _ULong(len(HOSTNAME))), "sethostname")
     if not config["network"]:
         _loopback_up()
     os.chdir(root)
     # pivot_root(".", "."): the old root ends up under the new one, detached right away.
     _check(_syscall("pivot_root", b".", b"."), "pivot_root")
-    _check(libc.umount2(b".", ctypes.c_int(MNT_DETACH)), "detaching the host's root")
+    _check(libc.umount2(b".", MNT_DETACH), "detaching the host's root")
     os.chdir("/")
     mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
@@ -302,13 +335,13 @@ def _read_all(fd: int) -> bytes:
 
 def main() -> None:
     """Read the configuration, unshare, fork the namespace's PID 1, exit as the job did."""
-    config = json.loads(_read_all(int(sys.argv[1])))
+    config = marshal.loads(_read_all(int(sys.argv[1])))
     os.umask(0o022)
     try:
         unshare(bool(config["network"]))
     except (OSError, SandboxError) as e:
         os.write(2, f"sandbox: could not create namespaces: {e}\n".encode())
-        sys.exit(EXIT_SANDBOX_FAILED)
+        os._exit(EXIT_SANDBOX_FAILED)
     status_r, status_w = os.pipe()
     child = os.fork()  # the first child in the new PID namespace is its PID 1
     if child == 0:
@@ -326,7 +359,8 @@ def main() -> None:
         if sig not in (signal.SIGKILL, signal.SIGSTOP):  # those can't have a handler
             signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
-    sys.exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else EXIT_SANDBOX_FAILED)
+    # os._exit: the interpreter's shutdown would add milliseconds to every job's start
+    os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else EXIT_SANDBOX_FAILED)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@ workers that die or are stopped (leases, the reaper, retries, graceful shutdown)
 
 The API, the projections, the dispatcher and the reaper run in this process (bootstrapped with
 REDIS_URL, no worker, a 3 s lease timeout), so nothing here executes a job except the worker
-subprocesses. Jobs record their pid so that a job orphaned
-by a SIGKILLed worker (jobs run in sessions of their own) is killed too, as a machine that
+subprocesses. Jobs are found on the host by the run id in their environment (a sandboxed
+job's own pids are its namespace's); a job dies with a SIGKILLed worker, as a machine that
 died would take it along.
 """
 
@@ -30,6 +30,7 @@ from controlroom.cli import Services, bootstrap, build_app
 from controlroom.commands.reaper import MAX_REAP_INTERVAL_S
 from controlroom.settings import Settings
 from tests.conftest import job, wait_for_status, wait_until
+from tests.job_processes import processes_of
 from tests.worker_processes import (
     LEASE_TIMEOUT_S,
     Worker,
@@ -79,15 +80,13 @@ def auth(services: Services, tenant: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def pids(tmp_path: Path) -> Iterator[Path]:
-    """Where jobs write their pid; whatever is listed there is killed after the test."""
-    path = tmp_path / "pids"
-    path.mkdir()
-    path.chmod(0o777)
-    yield path
-    for pidfile in path.iterdir():
-        if pidfile.read_text().strip().isdigit():
-            kill_group(int(pidfile.read_text()))
+def run_ids() -> Iterator[list[str]]:
+    """Runs the test starts: whatever is left of their jobs is killed after the test."""
+    started: list[str] = []
+    yield started
+    for run_id in started:
+        for pid in processes_of(run_id):
+            kill_group(pid)
 
 
 @pytest.fixture
@@ -96,12 +95,11 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., W
         yield start
 
 
-def _long_on_first_attempt(pids: Path) -> str:
-    """Attempt 1 records its pid and sleeps; any later attempt finishes at once."""
+def _long_on_first_attempt() -> str:
+    """Attempt 1 sleeps; any later attempt finishes at once."""
     return (
         "import os, time\n"
         "attempt = os.environ['CONTROLROOM_ATTEMPT']\n"
-        f"open(os.path.join({str(pids)!r}, 'job-' + attempt), 'w').write(str(os.getpid()))\n"
         "print('attempt', attempt, flush=True)\n"
         "if attempt == '1':\n"
         "    time.sleep(120)\n"
@@ -127,25 +125,26 @@ def _pid_of(worker_id: str) -> int:
 
 
 def test_a_killed_worker_is_reaped_and_its_retry_completes_on_another_process(
-    client: TestClient[Any], auth: dict[str, str], services: Services, pids: Path,
+    client: TestClient[Any], auth: dict[str, str], services: Services, run_ids: list[str],
     start_worker: Callable[..., Worker],
 ) -> None:
-    body = job(_long_on_first_attempt(pids), max_retries=1)
+    body = job(_long_on_first_attempt(), max_retries=1)
     resp = client.post("/api/v1/jobs/run", json=body, headers=auth)
     assert resp.status_code == 202, resp.text
     run_id = resp.json()["run_id"]
+    run_ids.append(run_id)
     workers = start_worker(processes=2, threads=1)
 
-    job_pid = int(wait_until(lambda: (pids / "job-1").exists() and (pids / "job-1").read_text(),
-                             RUN_TIMEOUT_S, f"attempt 1 to start{workers.output()}"))
+    job_pids = wait_until(lambda: processes_of(run_id, 1), RUN_TIMEOUT_S,
+                          f"attempt 1 to start{workers.output()}")
     first = _started(services, run_id)
     assert len(first) == 1 and first[0].attempt == 1
     doomed = _pid_of(first[0].worker_id)
     assert doomed != workers.proc.pid, "the job should run in a child of the supervisor"
 
-    kill_group(job_pid)  # as if the machine died: the worker process and its job with it
-    os.kill(doomed, signal.SIGKILL)
+    os.kill(doomed, signal.SIGKILL)  # as if the machine died: its job dies with the worker
     killed_at = time.monotonic()
+    wait_until(lambda: not any(_alive(pid) for pid in job_pids), 5, "the job to die with its worker")
 
     lost = wait_for_status(client, run_id, auth, statuses={"queued"}, timeout=REAP_WITHIN_S + 1)
     reaped_after = time.monotonic() - killed_at
@@ -164,13 +163,14 @@ def test_a_killed_worker_is_reaped_and_its_retry_completes_on_another_process(
 
 
 def test_sigterm_stops_taking_work_and_fails_the_running_attempt_as_a_shutdown(
-    client: TestClient[Any], auth: dict[str, str], services: Services, pids: Path,
+    client: TestClient[Any], auth: dict[str, str], services: Services, run_ids: list[str],
     start_worker: Callable[..., Worker],
 ) -> None:
-    resp = client.post("/api/v1/jobs/run", json=job(_long_on_first_attempt(pids)), headers=auth)
+    resp = client.post("/api/v1/jobs/run", json=job(_long_on_first_attempt()), headers=auth)
     run_id = resp.json()["run_id"]
+    run_ids.append(run_id)
     worker = start_worker()
-    wait_until(lambda: (pids / "job-1").exists(), RUN_TIMEOUT_S, f"the job to start{worker.output()}")
+    wait_until(lambda: processes_of(run_id, 1), RUN_TIMEOUT_S, f"the job to start{worker.output()}")
 
     t0 = time.monotonic()
     code = worker.terminate(SHUTDOWN_WITHIN_S)
@@ -181,14 +181,15 @@ def test_sigterm_stops_taking_work_and_fails_the_running_attempt_as_a_shutdown(
 
 
 def test_a_worker_that_lost_its_lease_kills_its_job_and_records_nothing_more(
-    client: TestClient[Any], auth: dict[str, str], services: Services, pids: Path,
+    client: TestClient[Any], auth: dict[str, str], services: Services, run_ids: list[str],
     start_worker: Callable[..., Worker],
 ) -> None:
-    body = job(_long_on_first_attempt(pids), max_retries=1)
+    body = job(_long_on_first_attempt(), max_retries=1)
     run_id = client.post("/api/v1/jobs/run", json=body, headers=auth).json()["run_id"]
+    run_ids.append(run_id)
     frozen = start_worker(threads=1)
-    job_pid = int(wait_until(lambda: (pids / "job-1").exists() and (pids / "job-1").read_text(),
-                             RUN_TIMEOUT_S, f"attempt 1 to start{frozen.output()}"))
+    job_pids = wait_until(lambda: processes_of(run_id, 1), RUN_TIMEOUT_S,
+                          f"attempt 1 to start{frozen.output()}")
     wait_until(lambda: "attempt 1" in client.get(f"/api/v1/runs/{run_id}/logs", headers=auth).text,
                RUN_TIMEOUT_S, "the job's output to be recorded")  # nothing left to flush
 
@@ -203,7 +204,8 @@ def test_a_worker_that_lost_its_lease_kills_its_job_and_records_nothing_more(
         os.kill(frozen.proc.pid, signal.SIGCONT)
 
     # Back, the worker's next renewal finds its lease gone: it kills the job, records nothing.
-    wait_until(lambda: not _alive(job_pid), LEASE_TIMEOUT_S + 5, f"the job to die{frozen.output()}")
+    wait_until(lambda: not any(_alive(pid) for pid in job_pids), LEASE_TIMEOUT_S + 5,
+               f"the job to die{frozen.output()}")
     wait_until(lambda: "lease lost" in frozen.output(), 5, f"the worker to notice{frozen.output()}")
     names = [type(e).__name__ for e in run_events(services, run_id)]
     assert names[-1] == "RunCompleted", names

@@ -23,6 +23,7 @@ from controlroom.adapters.local_executor import PASSTHROUGH_ENV
 from controlroom.cli import Services
 from tests.conftest import job, wait_for_status, wait_until
 from tests.job_gate import JobGate
+from tests.job_processes import processes_of
 
 PROBLEM_JSON = "application/problem+json"
 SUBMIT = "/api/v1/jobs/run"
@@ -81,21 +82,6 @@ def is_gone(pid: int) -> bool:
         return True
     state = next(line.split()[1] for line in status.splitlines() if line.startswith("State:"))
     return state in ("Z", "X")
-
-
-def processes_of(run_id: str) -> set[int]:
-    """Pids of the host's processes started for `run_id` (they carry it in their environment)."""
-    marker = f"CONTROLROOM_RUN_ID={run_id}".encode()
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                environ = Path(f"/proc/{entry}/environ").read_bytes()
-            except OSError:
-                continue
-            if marker in environ.split(b"\0"):
-                found.add(int(entry))
-    return found
 
 
 def assert_problem(resp: Any, status: int) -> dict[str, Any]:
