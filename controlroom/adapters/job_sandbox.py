@@ -48,6 +48,15 @@ class Sandbox:
         """Host paths a job sees read-only: system dirs, the Python prefixes, configured paths."""
         return [*SYSTEM_PATHS, sys.base_prefix, sys.prefix, *self.settings.readonly_paths]
 
+    def exposing(self, path: Path) -> str | None:
+        """The read-only path through which jobs would see `path`, if any."""
+        target = path.resolve()
+        for shown in self.readonly_paths():
+            base = Path(shown).resolve()
+            if target == base or base in target.parents:
+                return shown
+        return None
+
     def limits(self) -> dict[str, int]:
         """The rlimits each job process gets, by the launcher's names."""
         s = self.settings

@@ -35,6 +35,10 @@ def local_sandbox(settings: Settings) -> tuple[Any, str | None]:
     from controlroom.adapters.job_sandbox import Sandbox
 
     sandbox = Sandbox(settings.sandbox)
+    if shown := sandbox.exposing(settings.data_dir):
+        raise SandboxUnavailableError(
+            f"the data dir {settings.data_dir} is inside {shown}, which every job sees: move it "
+            "(CONTROLROOM_DATA_DIR) out of the system and Python dirs")
     why = sandbox.probe()
     if why is None:
         log.info("local jobs run sandboxed (network: %s)", settings.sandbox.network)

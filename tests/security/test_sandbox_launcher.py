@@ -125,6 +125,12 @@ def test_a_host_that_cannot_sandbox_refuses_shared_deployments_and_warns_embedde
     assert local_sandbox(Settings(data_dir=tmp_path))[1] is None
 
 
+def test_a_data_dir_that_jobs_would_see_is_refused() -> None:
+    inside_python = Path(sys.prefix) / "controlroom-data"
+    with pytest.raises(SandboxUnavailableError, match="every job sees"):
+        local_sandbox(Settings(data_dir=inside_python))
+
+
 def test_command_line_processes_are_not_dumpable(tmp_path: Path) -> None:
     """Even their own uid can't read their environ or ptrace them (PR_GET_DUMPABLE is 0)."""
     if sys.platform != "linux":
