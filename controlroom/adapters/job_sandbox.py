@@ -39,10 +39,9 @@ class Sandbox:
         self.python = python
         self.uids = JobUids(settings.uid_base, settings.uid_count) if os.geteuid() == 0 else None
 
-    @property
-    def network(self) -> bool:
-        """Whether jobs share the host's network."""
-        return self.settings.network != "none"
+    def network(self, requested: str | None = None) -> bool:
+        """Whether a job shares the host's network: never if the operator or the run cut it."""
+        return self.settings.network != "none" and requested != "none"
 
     def readonly_paths(self) -> list[str]:
         """Host paths a job sees read-only: system dirs, the Python prefixes, configured paths."""
@@ -67,17 +66,17 @@ class Sandbox:
         """A uid for one attempt (as root), else None: the job keeps ours."""
         return self.uids.acquire() if self.uids is not None else None
 
-    def job_env(self, env: dict[str, str]) -> dict[str, str]:
+    def job_env(self, env: dict[str, str], network: bool = True) -> dict[str, str]:
         """The job's environment as it is inside: its own /tmp, no API without a network."""
         env = {**env, "TMPDIR": "/tmp"}
-        if not self.network:
+        if not network:
             for name in NETWORK_ENV:
                 env.pop(name, None)
         return env
 
     def start(
         self, argv: list[str], env: dict[str, str], *, workdir: Path, root: Path,
-        uid: JobUid | None, preexec_fn: Callable[[], None] | None = None,
+        uid: JobUid | None, preexec_fn: Callable[[], None] | None = None, network: bool = True,
     ) -> subprocess.Popen[bytes]:
         """Start `argv` sandboxed in `workdir` (chowned to `uid`), mounting its root on `root`."""
         if uid is not None:
@@ -85,7 +84,7 @@ class Sandbox:
         config = {
             "argv": argv, "env": env, "workdir": str(workdir), "root": str(root),
             "uid": None if uid is None else uid.uid, "gid": None if uid is None else uid.gid,
-            "network": self.network, "readonly": self.readonly_paths(),
+            "network": network, "readonly": self.readonly_paths(),
             "tmp_bytes": self.settings.tmp_bytes, "limits": self.limits(),
         }
         read_end, write_end = os.pipe()
@@ -118,7 +117,7 @@ class Sandbox:
             (scratch / "work").mkdir()
             (scratch / "root").mkdir()
             proc = self.start([self.python, "-I", "-S", "-c", "pass"], {}, workdir=scratch / "work",
-                              root=scratch / "root", uid=uid)
+                              root=scratch / "root", uid=uid, network=self.network())
             try:
                 _, err = proc.communicate(timeout=PROBE_TIMEOUT_S)
             except subprocess.TimeoutExpired:

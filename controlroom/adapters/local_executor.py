@@ -24,7 +24,7 @@ from typing import IO
 
 from controlroom.adapters.job_sandbox import Sandbox
 from controlroom.adapters.job_uids import JobUid
-from controlroom.commands.ports import PYTHON, Attempt, Launch, OutputFile
+from controlroom.commands.ports import PYTHON, Attempt, Launch, OutputFile, PlanError
 
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
@@ -164,12 +164,17 @@ class LocalExecutor:
             argv = [self.python if arg == PYTHON else arg for arg in launch.argv]
             job_env = {**base, "HOME": str(workdir), "PYTHONUNBUFFERED": "1",
                        "CONTROLROOM_OUTPUT_DIR": str(output), **launch.env, **env}
+            requested = attempt.network if attempt is not None else None
             if self.sandbox is not None:
                 (scratch / "root").mkdir()
                 uid = self.sandbox.lease()
-                proc = self.sandbox.start(argv, self.sandbox.job_env(job_env), workdir=workdir,
-                                          root=scratch / "root", uid=uid,
-                                          preexec_fn=_die_with_worker)
+                network = self.sandbox.network(requested)
+                proc = self.sandbox.start(argv, self.sandbox.job_env(job_env, network),
+                                          workdir=workdir, root=scratch / "root", uid=uid,
+                                          preexec_fn=_die_with_worker, network=network)
+            elif requested == "none":
+                raise PlanError("network_unavailable", "spec.network 'none' needs the job "
+                                "sandbox, which this worker's host can't provide")
             else:
                 proc = subprocess.Popen(
                     argv, cwd=workdir, env=job_env, stdin=subprocess.DEVNULL,

@@ -44,6 +44,9 @@ class Spec(msgspec.Struct):
     outputs: list[str] = []
     executor: Literal["local", "kubernetes"] | None = None
     """Where to run it; unset: the deployment's default (`CONTROLROOM_EXECUTOR`)."""
+    network: Literal["none"] | None = None
+    """`none`: a local job runs with no network (only its own loopback); unset: the worker's
+    setting (`CONTROLROOM_JOB_NETWORK`). A run can cut its network, never open it."""
 
 
 class Callbacks(msgspec.Struct, forbid_unknown_fields=True):

@@ -114,6 +114,8 @@ class Attempt:
     timeout_s: int | None = None
     executor: str | None = None
     """`spec.executor` (`local`, `kubernetes`); None: the worker's default."""
+    network: str | None = None
+    """`spec.network`: `none` cuts a local job off the network; None: the worker's setting."""
 
 
 class Executor(Protocol):

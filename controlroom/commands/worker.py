@@ -105,7 +105,8 @@ class RunWorker:
         try:
             plan = self.planner.plan(ctx)
             where = Attempt(run_id, attempt, timeout_s=run.timeout_s,
-                            executor=_executor_of(run.spec))
+                            executor=_spec_str(run.spec, "executor"),
+                            network=_spec_str(run.spec, "network"))
             execution = self.executor.launch(files=files, launch=plan, env=env, attempt=where)
         except PlanError as e:
             self.commands.fail(run_id, reason=e.reason, message=e.message, exit_code=None,
@@ -248,8 +249,8 @@ class _Supervision:
         return self.commands.load(self.run_id).cancel_requested
 
 
-def _executor_of(spec: dict[str, object]) -> str | None:
-    value = spec.get("executor")
+def _spec_str(spec: dict[str, object], key: str) -> str | None:
+    value = spec.get(key)
     return value if isinstance(value, str) else None
 
 

@@ -236,3 +236,34 @@ def test_a_greedy_job_fails_at_its_limit_while_others_complete(
     assert all(a["size"] <= LIMITS.max_file_bytes for a in big), "kept to the file-size limit"
     assert wait_for_status(client, bystander, other)["status"] == "completed"
     assert_no_job_process_left()
+
+
+CUT_OFF = """
+import json, os, socket
+from controlroom import sdk
+try:
+    socket.create_connection(("127.0.0.1", PORT), timeout=2).close()
+    reached = "reached"
+except OSError as e:
+    reached = type(e).__name__
+print("seen", json.dumps({"host": reached, "url": "CONTROLROOM_URL" in os.environ,
+                          "token": "CONTROLROOM_TOKEN" in os.environ}))
+sdk.log("reported", "offline")
+"""
+
+
+def test_a_run_can_cut_its_own_network_and_the_sdk_still_reports(
+    services: Services, client: TestClient[Any]
+) -> None:
+    import json
+    import socket
+
+    auth = headers(services)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        source = f"PORT = {listener.getsockname()[1]}\n" + CUT_OFF
+        run_id = submit(client, auth, source, spec={"description": "offline", "network": "none"})
+        run = wait_for_status(client, run_id, auth)
+    assert run["status"] == "completed", run
+    seen = json.loads(logs(client, run, auth).split("seen ", 1)[1].splitlines()[0])
+    assert seen == {"host": "ConnectionRefusedError", "url": False, "token": False}
+    assert "reported offline" in logs(client, run, auth), "its output still reaches the log"

@@ -37,9 +37,11 @@ def run(sandbox: Sandbox, scratch: Path, code: str, env: dict[str, str] | None =
         timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
     uid = sandbox.lease()
     try:
+        network = sandbox.network()
         proc = sandbox.start([sys.executable, "-I", "-c", code],
-                             sandbox.job_env(env or {"PATH": "/usr/bin:/bin"}),
-                             workdir=scratch / "work", root=scratch / "root", uid=uid)
+                             sandbox.job_env(env or {"PATH": "/usr/bin:/bin"}, network),
+                             workdir=scratch / "work", root=scratch / "root", uid=uid,
+                             network=network)
         out, err = proc.communicate(timeout=timeout)
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     finally:
