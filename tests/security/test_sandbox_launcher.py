@@ -163,3 +163,57 @@ def test_readyz_says_loudly_when_jobs_run_unsandboxed(
             TestClient(build_app(services)) as client:
         body = client.get("/readyz").json()
     assert "UNSANDBOXED" in body["warnings"]["sandbox"]
+
+
+AS_A_USER = r"""
+import json, os, sys, tempfile
+from pathlib import Path
+from controlroom.adapters.job_sandbox import Sandbox
+from controlroom.settings import SandboxSettings
+sandbox = Sandbox(SandboxSettings())
+assert sandbox.uids is None, "not root: no uid pool"
+scratch = Path(tempfile.mkdtemp())
+(scratch / "work").mkdir()
+(scratch / "root").mkdir()
+code = (
+    "import json, os\n"
+    "def attempt(f):\n"
+    "    try:\n"
+    "        f()\n"
+    "        return 'done'\n"
+    "    except OSError as e:\n"
+    "        return type(e).__name__\n"
+    "pids = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
+    "print(json.dumps({'uid': os.getuid(), 'pids': pids,\n"
+    "    'write_etc': attempt(lambda: open('/etc/owned', 'w')),\n"
+    "    'write_work': attempt(lambda: open('mine', 'w').write('x')),\n"
+    "    'root_dirs': sorted(os.listdir('/'))}))\n"
+)
+proc = sandbox.start([sys.executable, "-I", "-c", code], {"PATH": "/usr/bin:/bin"},
+                     workdir=scratch / "work", root=scratch / "root", uid=None)
+out, err = proc.communicate(timeout=30)
+print(json.dumps({"code": proc.returncode, "out": out.decode(), "err": err.decode()}))
+"""
+
+
+@needs_sandbox
+def test_as_a_user_the_sandbox_uses_a_user_namespace_of_its_own() -> None:
+    """Run the service as uid 1000 (a user namespace mapping it to us, so files stay readable)."""
+    import shutil
+
+    if shutil.which("unshare") is None:
+        pytest.skip("needs util-linux unshare to become a user")
+    as_user = ["unshare", "--user", "--map-user=1000", "--map-group=1000"]
+    if subprocess.run([*as_user, "true"], capture_output=True, check=False).returncode != 0:
+        pytest.skip("this host does not allow user namespaces")
+    done = subprocess.run([*as_user, sys.executable, "-c", AS_A_USER], capture_output=True,
+                          text=True, timeout=60, cwd=Path(__file__).resolve().parents[2],
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["code"] == 0, result["err"]
+    seen = json.loads(result["out"])
+    assert seen["uid"] == 1000, "the job keeps the service's uid, without privileges"
+    assert seen["pids"] == [1, 2]
+    assert seen["write_etc"] in ("OSError", "PermissionError") and seen["write_work"] == "done"
+    assert "root" in seen["root_dirs"] and "home" not in seen["root_dirs"]
