@@ -25,7 +25,7 @@ from tests.e2e.test_serve_process import (  # noqa: F401  (fixtures)
     _tenant,
     _token,
     data_dir,
-    job_pids,
+    job_runs,
     start_server,
 )
 
