@@ -13,7 +13,7 @@ COLUMNS = "position, tenant_id, run_id, version, job_type, event, type, data::te
 
 RUN_PAGE = f"""
 SELECT {COLUMNS} FROM run_events
-WHERE run_id = $1 AND tenant_id = $2 AND version > $3
+WHERE run_id = $1 AND tenant_id = $2 AND version > $3::bigint
 ORDER BY version LIMIT $4
 """
 

@@ -13,9 +13,10 @@ from litestar.openapi import OpenAPIConfig
 from controlroom import __version__
 from controlroom.api import (
     artifact_uploads,
-    json_body,
+    openapi_doc,
     openlineage,
     problems,
+    request_gate,
     routes_api_keys,
     routes_artifacts,
     routes_connections,
@@ -50,7 +51,7 @@ def create_app(
             app.state.deps = deps
             yield
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             routes_runs.submit_job, validate_job, routes_runs.get_run, routes_runs.list_runs,
             routes_runs.post_events, routes_runs.cancel_run, routes_runs.get_logs,
@@ -66,7 +67,7 @@ def create_app(
             *WEBHOOK_ROUTES, continue_run,
         ],
         middleware=[DefineMiddleware(BearerAuthMiddleware, exclude=OPEN_PATHS)],
-        before_request=json_body.guard,
+        before_request=request_gate.before_request,
         exception_handlers={Exception: problems.handle},
         lifespan=[lifespan],
         state=State({"verifier": verifier}),
@@ -78,4 +79,6 @@ def create_app(
         debug=debug,
         logging_config=None,  # the CLI configures logging once for the process
     )
+    openapi_doc.complete(app, OPEN_PATHS)
+    return app
 

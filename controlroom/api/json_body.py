@@ -1,7 +1,7 @@
 """The one gate every JSON request body passes before a route decodes it: type and depth.
 
-Run as the application's `before_request` hook, so no route can forget it. Routes whose
-body is not JSON (artifact uploads) say so with `opt={"body": "raw"}`.
+Run from the application's `before_request` hook (request_gate.py), so no route can forget
+it. Routes whose body is not JSON (artifact uploads) say so with `opt={"body": "raw"}`.
 """
 
 from __future__ import annotations

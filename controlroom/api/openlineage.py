@@ -96,7 +96,7 @@ def decode(raw: bytes) -> LineageEvent:
         event = _decode.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError) as e:
         raise from_decode_error(e) from None
-    check_storable([[d.namespace, d.name] for d in (*event.inputs, *event.outputs)], "datasets")
+    check_storable(msgspec.to_builtins(event))  # every string of it is recorded, NUL can't be
     if len(event.inputs) * len(event.outputs) > MAX_EDGES:
         raise invalid("outputs", f"the inputs and outputs may pair into at most {MAX_EDGES} edges")
     return event
