@@ -3,6 +3,8 @@
 Environment: `CONTROLROOM_DIAGRAMS` (JSON list of source paths), `CONTROLROOM_DIAGRAMS_SKIPPED`
 (JSON list of sources that can't be rendered here). `a/b.dot` becomes `output/a/b.svg` and
 `output/a/b.png`; each rendered path is printed. A source `dot` rejects fails the run.
+`dot` is the host's Graphviz if the PATH has one, else the bundled graphviz-pure (see
+`controlroom.jobs.graphviz`); the log says which.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import subprocess
 import sys
 from pathlib import Path, PurePosixPath
 
-from controlroom.jobs.common import env_json, progress, run
+from controlroom.jobs.common import JobError, env_json, progress, run
+from controlroom.jobs.graphviz import INSTALL_HINT, dot_program, is_bundled
 
 SOURCES_ENV = "CONTROLROOM_DIAGRAMS"
 SKIPPED_ENV = "CONTROLROOM_DIAGRAMS_SKIPPED"
@@ -20,14 +23,14 @@ FORMATS = ("svg", "png")
 DOT_TIMEOUT_S = 120
 
 
-def render(source: str) -> list[Path] | str:
+def render(dot: str, source: str) -> list[Path] | str:
     """The rendered files, or dot's complaint."""
     rendered = []
     for fmt in FORMATS:
         target = OUTPUT_DIR / PurePosixPath(source).with_suffix(f".{fmt}")
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            done = subprocess.run(["dot", f"-T{fmt}", "-o", str(target), source], capture_output=True,
+            done = subprocess.run([dot, f"-T{fmt}", "-o", str(target), source], capture_output=True,
                                   text=True, timeout=DOT_TIMEOUT_S, check=False)
         except subprocess.TimeoutExpired:
             return f"dot took longer than {DOT_TIMEOUT_S} s"
@@ -40,11 +43,16 @@ def render(source: str) -> list[Path] | str:
 def main() -> int:
     """Render every source; 1 if any could not be rendered."""
     sources: list[str] = env_json(SOURCES_ENV)
+    dot = dot_program()
+    if dot is None:
+        raise JobError(f"Graphviz is not installed on this worker: {INSTALL_HINT}")
+    which = "graphviz-pure, installed with Control Room" if is_bundled(dot) else "the host's Graphviz"
+    print(f"rendering with {dot} ({which})")
     for skipped in env_json(SKIPPED_ENV):
         print(f"skipped {skipped}: Mermaid can't be rendered offline on this worker")
     failed = 0
     for i, source in enumerate(sources, 1):
-        result = render(source)
+        result = render(dot, source)
         if isinstance(result, str):
             print(f"{source}: {result}", file=sys.stderr)
             failed += 1

@@ -2,17 +2,19 @@
 
 Mermaid sources (`.mmd`, `.mermaid`) need a headless browser to render, which a worker
 can't be assumed to have offline: they are listed as skipped in the log, never rendered.
+Graphviz is the host's `dot` or, without one, graphviz-pure installed with Control Room
+(`controlroom.jobs.graphviz`).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from controlroom.commands.ports import PYTHON, JobContext, Launch, PlanError
+from controlroom.jobs.graphviz import INSTALL_HINT, dot_program
 from controlroom.validation import FilesNeeded, JobRules, ToolNeeded
 
 RUNNER = "controlroom.jobs.diagram_export"
@@ -20,18 +22,17 @@ SOURCES_ENV = "CONTROLROOM_DIAGRAMS"
 SKIPPED_ENV = "CONTROLROOM_DIAGRAMS_SKIPPED"
 GRAPHVIZ_SUFFIXES = (".dot", ".gv")
 MERMAID_SUFFIXES = (".mmd", ".mermaid")
-DOT = "dot"
 
 
 @dataclass(frozen=True)
 class DiagramExport:
     """Plans a diagram_export attempt."""
 
-    which: Callable[[str], str | None] = field(default=shutil.which)
+    find_dot: Callable[[], str | None] = field(default=dot_program)
     name: str = "diagram_export"
     rules: ClassVar[JobRules] = JobRules(
         files=(FilesNeeded((".dot", ".gv"), "a Graphviz .dot or .gv source"),),
-        tools=(ToolNeeded("dot", "Graphviz renders the diagrams"),),
+        tools=(ToolNeeded("dot", "Graphviz renders the diagrams", install=INSTALL_HINT),),
     )
 
     def plan(self, ctx: JobContext) -> Launch:
@@ -41,7 +42,7 @@ class DiagramExport:
         if not sources:
             hint = " (Mermaid can't be rendered offline here)" if skipped else ""
             raise PlanError("no_diagrams", f"no Graphviz .dot or .gv files among the code files{hint}")
-        if self.which(DOT) is None:
-            raise PlanError("missing_tool", "Graphviz is not installed on this worker (`dot` not found)")
+        if self.find_dot() is None:
+            raise PlanError("missing_tool", f"Graphviz is not installed on this worker: {INSTALL_HINT}")
         env = {SOURCES_ENV: json.dumps(sources), SKIPPED_ENV: json.dumps(skipped)}
         return Launch(argv=[PYTHON, "-I", "-u", "-m", RUNNER], env=env)

@@ -55,6 +55,8 @@ def check(job: Job, rules: JobRules, trees: dict[str, ast.Module], tools: Tools,
         if tools.which(need.tool) is not None:
             continue
         message = f"{need.tool} is not installed on the worker ({need.why})"
+        if need.install:
+            message += f": {need.install}"
         if need.when_imports is not None:
             path, imp = imported[need.when_imports]
             found.error(path, message, imp.line, imp.column)

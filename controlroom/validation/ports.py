@@ -14,7 +14,7 @@ class Tools(Protocol):
     """Programs of the worker environment."""
 
     def which(self, tool: str) -> str | None:
-        """Where `tool` is, or None if the worker doesn't have it."""
+        """Where `tool` is (or the stand-in installed with Control Room), None if the worker lacks it."""
         ...
 
     def parse_dot(self, source: str) -> tuple[int, str] | None:

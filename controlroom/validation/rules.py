@@ -21,6 +21,8 @@ class ToolNeeded:
     tool: str
     why: str
     when_imports: str | None = None
+    install: str | None = None
+    """How to get it, said with the error: where `pip install .` can't bring it."""
 
 
 @dataclass(frozen=True)

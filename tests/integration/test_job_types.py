@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -28,7 +29,9 @@ from controlroom.commands.errors import ConnectionNotFoundError
 from controlroom.commands.messages import SubmitJob
 from controlroom.commands.ports import PYTHON, JobContext, PlanError
 from controlroom.jobs import kb_catalog
+from controlroom.jobs.graphviz import bundled_dot
 from controlroom.jobtypes import default_job_types
+from controlroom.jobtypes.diagram_export import DiagramExport
 from controlroom.jobtypes.spark_etl import SparkEtl
 from tests.conftest import wait_for_status
 
@@ -240,6 +243,49 @@ def test_diagram_export_renders_dot_sources_to_svg_and_png(
     assert "skipped notes.mmd: Mermaid can't be rendered offline" in log
 
 
+GRAPHVIZ_PROGRAMS = ("dot", "nop")
+"""What Control Room looks for on the PATH: the renderer and pre-flight's parser."""
+
+
+@pytest.fixture
+def without_system_graphviz(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This process's PATH (so the worker's, the pre-flight check's and the jobs') without Graphviz.
+
+    The machine has Graphviz installed (CI installs it for the other tests), so it is hidden
+    rather than relied on to be absent: one directory of links to every other program.
+    """
+    bin_dir = tmp_path / "bin-without-graphviz"
+    bin_dir.mkdir()
+    for entry in filter(None, os.environ.get("PATH", "").split(os.pathsep)):
+        if not os.path.isdir(entry):
+            continue
+        for program in os.scandir(entry):
+            target = bin_dir / program.name
+            if program.name not in GRAPHVIZ_PROGRAMS and not target.exists() and program.is_file():
+                target.symlink_to(program.path)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert all(shutil.which(p) is None for p in GRAPHVIZ_PROGRAMS)
+    return bin_dir
+
+
+def test_diagram_export_runs_without_system_graphviz(
+    client: TestClient[Any], auth: dict[str, str], without_system_graphviz: Path,
+) -> None:
+    files = {"flow.dot": "digraph flow { extract -> load }\n", "bad.gv": "graph {\n  a -- ;\n}\n"}
+    validated = client.post("/api/v1/jobs/validate", json={
+        "job_type": "diagram_export", "spec": {},
+        "code": {"files": [{"path": p, "content": c} for p, c in files.items()]}}, headers=auth)
+    assert validated.status_code == 200, validated.text
+    syntax = next(c for c in validated.json()["checks"] if c["name"] == "syntax")
+    assert [(e["path"], e["line"]) for e in syntax["errors"]] == [("bad.gv", 2)], validated.json()
+    assert all(not c["errors"] for c in validated.json()["checks"] if c["name"] != "syntax")
+
+    run, log = run_job(client, auth, "diagram_export", {"flow.dot": files["flow.dot"]}, {})
+    assert run["status"] == "completed", (run, log)
+    assert f"rendering with {bundled_dot()} (graphviz-pure, installed with Control Room)" in log
+    assert "-> output/flow.svg (" in log and "-> output/flow.png (" in log
+
+
 def test_a_diagram_dot_rejects_fails_the_run(
     client: TestClient[Any], auth: dict[str, str], services: Services, tenant: str,
 ) -> None:
@@ -306,16 +352,22 @@ def test_the_catalog_documents_columns_types_comments_and_row_counts(
     assert "| name | character varying(80) | yes |  | full name |" in markdown
 
 
-def test_the_diagram_runner_writes_real_svg_and_png_files(tmp_path: Path) -> None:
+@pytest.mark.parametrize("host_path", [True, False], ids=["host-path", "no-graphviz-on-path"])
+def test_the_diagram_runner_writes_real_svg_and_png_files(tmp_path: Path, host_path: bool) -> None:
     (tmp_path / "g").mkdir()
     (tmp_path / "g" / "flow.dot").write_text("digraph { a -> b }\n")
-    env = {"PATH": os.environ["PATH"], "CONTROLROOM_DIAGRAMS": '["g/flow.dot"]',
-           "CONTROLROOM_DIAGRAMS_SKIPPED": "[]"}
+    path = os.environ["PATH"] if host_path else str(tmp_path / "empty-path")
+    env = {"PATH": path, "CONTROLROOM_DIAGRAMS": '["g/flow.dot"]', "CONTROLROOM_DIAGRAMS_SKIPPED": "[]"}
     done = subprocess.run([sys.executable, "-I", "-m", "controlroom.jobs.diagram_export"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "output/g/flow.svg").read_text().lstrip().startswith("<?xml")
+    svg = (tmp_path / "output/g/flow.svg").read_text()
+    assert svg.lstrip().startswith("<?xml") and "<title>a&#45;&gt;b</title>" in svg
     assert (tmp_path / "output/g/flow.png").read_bytes().startswith(b"\x89PNG")
+    # the host's Graphviz is preferred; without one, graphviz-pure installed with Control Room
+    host = shutil.which("dot", path=path)
+    assert f"rendering with {host or bundled_dot()} " in done.stdout
+    assert ("(graphviz-pure)" in svg) == (host is None)
 
 
 # -- planning (no processes) -------------------------------------------------------------
@@ -373,3 +425,10 @@ def test_jobs_that_cannot_start_fail_with_a_named_reason(
     with pytest.raises(PlanError) as failed:
         default_job_types(Known({"db": "postgresql://db/x"})).plan(context(job_type, files, spec))
     assert failed.value.reason == reason
+
+
+def test_diagram_export_without_any_graphviz_says_how_to_install_it() -> None:
+    with pytest.raises(PlanError) as failed:
+        DiagramExport(find_dot=lambda: None).plan(context("diagram_export", {"g.dot": ""}, {}))
+    assert failed.value.reason == "missing_tool"
+    assert "apt-get install graphviz" in str(failed.value) and "graphviz-pure" in str(failed.value)
