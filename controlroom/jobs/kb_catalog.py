@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ from controlroom.jobs.common import (
     run,
 )
 from controlroom.jobs.markdown import catalog_markdown
+
+_BARE = re.compile(r"[^\W\d][\w$]*")
+"""An identifier that reads back unchanged without quotes (when lower case)."""
 
 INPUTS_ENV = "CONTROLROOM_INPUTS"
 CATALOG_ENTITY_ENV = "CONTROLROOM_CATALOG_ENTITY"
@@ -116,6 +120,18 @@ def write(catalog: dict[str, Any], out: Path = OUTPUT_DIR) -> list[Path]:
     return [as_json, as_md]
 
 
+def _quoted(name: str) -> str:
+    """An identifier as a URI writes it (as validation.uris.quote_identifier does)."""
+    if _BARE.fullmatch(name) and name == name.lower():
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+def table_uri(table: dict[str, Any]) -> str:
+    """`connection://schema.table`: lineage keeps the connection as the table's namespace."""
+    return f"{table['connection']}://{_quoted(table['schema'])}.{_quoted(table['name'])}"
+
+
 def main() -> int:
     """Catalog the inputs, write both files, then report lineage."""
     entity = os.environ.get(CATALOG_ENTITY_ENV) or "catalog://kb_catalog"
@@ -126,7 +142,7 @@ def main() -> int:
         if any(ch.isspace() for ch in table["entity"]):
             print(f"warning: no lineage for {table['entity']!r}: entities can't contain whitespace")
             continue
-        lineage(table["entity"], entity)
+        lineage(table_uri(table), entity)
     progress(100, f"catalogued {len(catalog['tables'])} tables")
     return 0
 

@@ -26,6 +26,7 @@ from controlroom.jobtypes.tables import (
     resolve,
 )
 from controlroom.validation import FilesNeeded, JobRules
+from controlroom.validation.uris import TableUri, UriError, parse_uri
 
 RUNNER = "controlroom.jobs.schema_migration"
 FILES_ENV = "CONTROLROOM_SQL_FILES"
@@ -57,8 +58,8 @@ class SchemaMigration:
         target = _target(ctx)
         resolved = resolve(self.connections, ctx.tenant_id, [target])
         edges = [] if dry_run(ctx.spec) else [
-            (entity_uri(SOURCE_SCHEME, ctx.job_name), table)
-            for table in changed_tables(ctx.files[p] for p in files)
+            (entity_uri(SOURCE_SCHEME, ctx.job_name), in_connection(target, *table))
+            for table in changed_relations(ctx.files[p] for p in files)
         ]
         env = {
             **resolved.env,
@@ -81,14 +82,24 @@ def _target(ctx: JobContext) -> str:
                                  "(or a first spec.outputs URI such as warehouse://public)")
 
 
-def changed_tables(sources: Iterable[str]) -> list[str]:
-    """`schema.table` of every persistent table or view the SQL creates or alters, in order.
+def in_connection(connection: str, schema: str, name: str) -> str:
+    """A changed table as a URI through `connection`: lineage keeps the connection as namespace."""
+    uri = TableUri(connection, schema, name).uri
+    try:
+        parse_uri(uri)
+    except UriError:  # a target that is no connection name: the table alone
+        return TableUri(None, schema, name).uri
+    return uri
+
+
+def changed_relations(sources: Iterable[str]) -> list[tuple[str, str]]:
+    """(schema, name) of every persistent table or view the SQL creates or alters, in order.
 
     Follows `SET search_path` across the files (they run in one session); SQL pglast can't
     parse contributes nothing here — the database reports it when the migration runs.
     """
     schema = DEFAULT_SCHEMA
-    found: dict[str, None] = {}
+    found: dict[tuple[str, str], None] = {}
     for sql in sources:
         try:
             statements = parse_sql(sql)
@@ -100,7 +111,7 @@ def changed_tables(sources: Iterable[str]) -> list[str]:
                 schema = _first_schema(stmt) or DEFAULT_SCHEMA
             for rel in _targets(stmt):
                 if rel.relpersistence != TEMPORARY:
-                    found[f"{rel.schemaname or schema}.{rel.relname}"] = None
+                    found[(rel.schemaname or schema, rel.relname)] = None
     return list(found)
 
 

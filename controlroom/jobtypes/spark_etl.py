@@ -57,8 +57,8 @@ class SparkEtl:
             OUTPUTS_ENV: describe(outputs, ctx.spec.get("outputs") or []),
             DRY_RUN_ENV: "true" if dry_run(ctx.spec) else "false",
         }
-        edges = [] if dry_run(ctx.spec) else [
-            (i.entity, o.entity) for i in inputs for o in outputs if i.entity != o.entity
+        edges = [] if dry_run(ctx.spec) else [  # as URIs: the connection is the namespace
+            (i.uri, o.uri) for i in inputs for o in outputs if i.entity != o.entity
         ]
         return Launch(argv=argv, env=env, redact=resolved.redact,
                       lineage_on_success=list(dict.fromkeys(edges)))

@@ -18,6 +18,7 @@ MAX_IDENTIFIER_BYTES = 63
 GRAMMAR = "[<connection>://]<schema>.<table>"
 
 _IDENT = r'(?:[^\W\d][\w$]*|"(?:[^"]|"")+")'
+_BARE = re.compile(r"[^\W\d][\w$]*")
 _URI = re.compile(
     rf"(?:(?P<connection>[A-Za-z][A-Za-z0-9_+.-]*)://)?(?P<schema>{_IDENT})(?:\.(?P<table>{_IDENT}))?"
 )
@@ -39,6 +40,19 @@ class TableUri:
     def entity(self) -> str:
         """`schema.table` (or `schema`), as lineage names it."""
         return f"{self.schema}.{self.table}" if self.table is not None else self.schema
+
+    @property
+    def uri(self) -> str:
+        """The URI text that parses back to this one: lineage keeps its connection as namespace."""
+        names = ".".join(quote_identifier(n) for n in (self.schema, self.table) if n is not None)
+        return f"{self.connection}://{names}" if self.connection else names
+
+
+def quote_identifier(name: str) -> str:
+    """`name` as a URI writes it: bare where it reads back unchanged, else double-quoted."""
+    if _BARE.fullmatch(name) and name == name.lower():
+        return name
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _identifier(token: str) -> str:
@@ -78,4 +92,4 @@ def lineage_entity(text: str) -> tuple[str, str | None]:
     return uri.entity, uri.connection
 
 
-__all__ = ["GRAMMAR", "TableUri", "UriError", "lineage_entity", "parse_uri"]
+__all__ = ["GRAMMAR", "TableUri", "UriError", "lineage_entity", "parse_uri", "quote_identifier"]

@@ -139,7 +139,12 @@ def test_spark_etl_copies_rows_between_real_tables_and_records_lineage(
     assert "copied 3 rows" in log
     assert "reading with postgresql://" in log and ":***@" in log
     assert PASSWORD not in log
-    assert lineage_edges(services, run["run_id"]) == {(f"{warehouse}.src", f"{warehouse}.dst")}
+    assert lineage_edges(services, run["run_id"]) == {
+        (f"warehouse://{warehouse}.src", f"warehouse://{warehouse}.dst")}
+    graph = client.get("/api/v1/lineage/graph", params={"entity": f"{warehouse}.dst"}, headers=auth)
+    assert graph.json()["namespace"] == "warehouse", graph.text  # the connection, never null
+    assert [(u["entity"], u["namespace"]) for u in graph.json()["upstream"]] == [
+        (f"{warehouse}.src", "warehouse")]
     assert PASSWORD not in caplog.text
     assert PASSWORD not in client.get(f"/api/v1/runs/{run['run_id']}", headers=auth).text
 
@@ -183,7 +188,7 @@ def test_schema_migration_applies_files_in_order_in_one_transaction(
     assert PASSWORD not in log
     source = "migration://accounts-schema"
     assert lineage_edges(services, run["run_id"]) == {
-        (source, f"{warehouse}.accounts"), (source, f"{warehouse}.audit")}
+        (source, f"warehouse://{warehouse}.accounts"), (source, f"warehouse://{warehouse}.audit")}
 
 
 def test_a_dry_run_migration_is_rolled_back(
@@ -317,7 +322,10 @@ def test_kb_catalog_catalogues_a_schema_and_links_each_table_to_the_catalog(
     assert PASSWORD not in log
     catalog = "catalog://warehouse%20docs"
     assert lineage_edges(services, run["run_id"]) == {
-        (f"{warehouse}.orders", catalog), (f"{warehouse}.big_orders", catalog)}
+        (f"warehouse://{warehouse}.orders", catalog), (f"warehouse://{warehouse}.big_orders", catalog)}
+    graph = client.get("/api/v1/lineage/graph", params={"entity": catalog}, headers=auth).json()
+    assert {(u["entity"], u["namespace"]) for u in graph["upstream"]} == {
+        (f"{warehouse}.orders", "warehouse"), (f"{warehouse}.big_orders", "warehouse")}
 
 
 def test_the_catalog_documents_columns_types_comments_and_row_counts(
@@ -407,7 +415,8 @@ def test_spark_etl_runs_under_spark_submit_when_it_is_installed() -> None:
         "uri": "supabase://mart.daily", "connection": "supabase", "schema": "mart", "table": "daily",
         "entity": "mart.daily", "env": "CONTROLROOM_CONNECTION_SUPABASE"}]
     assert set(plain.redact) == {"p%40ss-word", "p@ss-word"}
-    assert plain.lineage_on_success == [("public.orders", "mart.daily"), ("public.users", "mart.daily")]
+    assert plain.lineage_on_success == [("supabase://public.orders", "supabase://mart.daily"),
+                                        ("supabase://public.users", "supabase://mart.daily")]
 
 
 @pytest.mark.parametrize(("job_type", "files", "spec", "reason"), [
