@@ -42,6 +42,15 @@ CREATE INDEX IF NOT EXISTS run_status_tenant_job_type_created
     ON run_status (tenant_id, job_type, created_at DESC, run_id DESC);
 CREATE INDEX IF NOT EXISTS run_status_tenant_creator_created
     ON run_status (tenant_id, created_by, created_at DESC, run_id DESC);
+-- What a submission says beyond the above: `created_by` holds the client it named (else the
+-- token's subject, as it always did), `submitted_by` the token's subject (NULL in rows
+-- projected before it existed: there `created_by` is the subject), where the code came
+-- from, and its callbacks.
+ALTER TABLE run_status ADD COLUMN IF NOT EXISTS submitted_by text;
+ALTER TABLE run_status ADD COLUMN IF NOT EXISTS repo jsonb;
+ALTER TABLE run_status ADD COLUMN IF NOT EXISTS callbacks jsonb NOT NULL DEFAULT '{}';
+CREATE INDEX IF NOT EXISTS run_status_tenant_submitter_created
+    ON run_status (tenant_id, submitted_by, created_at DESC, run_id DESC);
 
 CREATE TABLE IF NOT EXISTS run_log_chunks (
     run_id      uuid        NOT NULL,

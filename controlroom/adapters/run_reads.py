@@ -10,7 +10,9 @@ import asyncpg
 RUN_COLUMNS = """run_id, job_type, job_name, created_by, status, attempt, max_retries, timeout_s,
     labels::text AS labels, spec::text AS spec, created_at, started_at, completed_at, updated_at,
     progress_percent, progress_message, progress_at, cancel_requested, exit_code, summary,
-    error_reason, error_message, next_attempt_at, log_lines, artifacts::text AS artifacts"""
+    error_reason, error_message, next_attempt_at, log_lines, artifacts::text AS artifacts,
+    COALESCE(submitted_by, created_by) AS submitted_by, repo::text AS repo,
+    callbacks::text AS callbacks"""
 
 GET_RUN = f"SELECT {RUN_COLUMNS} FROM run_status WHERE run_id = $1 AND tenant_id = $2"
 
@@ -19,7 +21,7 @@ SELECT {RUN_COLUMNS} FROM run_status
 WHERE tenant_id = $1
   AND ($2::text IS NULL OR status = $2)
   AND ($3::text IS NULL OR job_type = $3)
-  AND ($4::text IS NULL OR created_by = $4)
+  AND ($4::text IS NULL OR created_by = $4 OR submitted_by = $4)
   AND ($5::timestamptz IS NULL OR (created_at, run_id) < ($5, $6::uuid))
 ORDER BY created_at DESC, run_id DESC
 LIMIT $7

@@ -32,15 +32,30 @@ class Code(msgspec.Struct):
     ref: str | None = None
 
 
+class Repo(msgspec.Struct, forbid_unknown_fields=True):
+    """The PRD's top-level `repo`: where the code came from (the same as `code.repo` / `code.ref`)."""
+
+    url: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+    ref: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
+
+
+Role = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+Inputs = list[str] | dict[Role, str]
+"""A list of URIs read, or the PRD's object of role → URI (`target` written, other roles read)."""
+
+
 class Spec(msgspec.Struct):
     """The natural-language spec and how to run it; unknown keys are kept as given."""
 
-    description: str = ""
+    text: str | None = None
+    """The PRD's name for the natural-language description."""
+    description: str | None = None
+    """The same as `text` (its earlier name); both are returned."""
     entrypoint: Path | None = None
     job_name: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
     dry_run: bool = False
     secrets: dict[Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = {}
-    inputs: list[str] = []
+    inputs: Inputs = []
     outputs: list[str] = []
     executor: Literal["local", "kubernetes"] | None = None
     """Where to run it; unset: the deployment's default (`CONTROLROOM_EXECUTOR`)."""
@@ -68,6 +83,9 @@ class JobSubmission(msgspec.Struct):
     timeout_s: Annotated[int, msgspec.Meta(ge=1, le=MAX_TIMEOUT_S)] = 3600
     max_retries: Annotated[int, msgspec.Meta(ge=0, le=MAX_RETRIES)] = 0
     labels: dict[Label, Label] = {}
+    created_by: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
+    """The client that submitted (`continue-ide-plugin`); kept beside the token's subject."""
+    repo: Repo | None = None
 
 
 EventBatch = RunEvent | Annotated[list[RunEvent], msgspec.Meta(min_length=1)]
@@ -129,11 +147,16 @@ class RunView(msgspec.Struct):
     progress: Progress | None
     job_name: str
     created_by: str
+    """The client the submission named (`created_by`), else the token's subject."""
+    submitted_by: str
+    """The token's subject: who submitted, as authenticated."""
+    repo: Repo | None
     attempt: int
     max_retries: int
     timeout_s: int
     labels: dict[str, str]
     spec: dict[str, Any]
+    callbacks: dict[str, str]
     cancel_requested: bool
     exit_code: int | None
     summary: str | None

@@ -71,6 +71,29 @@ def _check_paths(sub: JobSubmission) -> None:
         raise invalid("spec.entrypoint", f"{entry!r} is not one of the code files")
 
 
+def _check_aliases(sub: JobSubmission) -> None:
+    """A field sent under both of its names must say the same under each (else it's refused)."""
+    text, description = sub.spec.text, sub.spec.description
+    if text is not None and description is not None and text != description:
+        raise invalid("spec.description", "differs from spec.text: they are one field "
+                      "(`text` is the PRD's name, `description` its alias); send one")
+    if sub.repo is None:
+        return
+    for name, top, inside in (("url", sub.repo.url, sub.code.repo), ("ref", sub.repo.ref, sub.code.ref)):
+        if top is not None and inside is not None and top != inside:
+            raise invalid(f"repo.{name}", f"differs from code.{'repo' if name == 'url' else 'ref'}: "
+                          "they are one field (top-level `repo` is the PRD's form); send one")
+
+
+def code_of(sub: JobSubmission) -> dict[str, Any]:
+    """`code` as stored: the top-level `repo {url, ref}` folded into `code.repo` / `code.ref`."""
+    code = msgspec.to_builtins(sub.code)
+    if sub.repo is not None:
+        code["repo"] = code.get("repo") or sub.repo.url
+        code["ref"] = code.get("ref") or sub.repo.ref
+    return code
+
+
 def job_name_of(sub: JobSubmission) -> str:
     """`spec.job_name`, else a stable name from job type, repo and entrypoint."""
     if sub.spec.job_name:
@@ -78,13 +101,14 @@ def job_name_of(sub: JobSubmission) -> str:
     entry = sub.spec.entrypoint or next(
         (f.path for f in sub.code.files if f.path.endswith(".py")), sub.code.files[0].path
     )
-    return f"{sub.job_type}:{sub.code.repo or 'inline'}:{entry}"
+    return f"{sub.job_type}:{code_of(sub).get('repo') or 'inline'}:{entry}"
 
 
 def checked(body: bytes) -> tuple[JobSubmission, dict[str, Any]]:
-    """Decode a submission and check its paths (ProblemError if either fails)."""
+    """Decode a submission and check its paths and aliases (ProblemError if any fails)."""
     sub, raw = decode(body)
     _check_paths(sub)
+    _check_aliases(sub)
     return sub, raw
 
 
@@ -97,7 +121,7 @@ def _as_schema_check(e: ProblemError) -> ProblemError:
     """Errors of a 422 in the pre-flight form too: the schema check, at a field, no position."""
     if e.status == 422 and e.errors:
         e.errors = [{**err, "check": "schema", "path": err.get("field") or "body", "line": None,
-                     "column": None} for err in e.errors]
+                     "column": None, "severity": "error"} for err in e.errors]
     return e
 
 
@@ -118,8 +142,9 @@ def command(
     return SubmitJob(
         tenant_id=principal.tenant_id,
         created_by=principal.sub,
+        client=sub.created_by,
         job_type=sub.job_type,
-        code=msgspec.to_builtins(sub.code),
+        code=code_of(sub),
         spec=spec,
         secrets=dict(sub.spec.secrets),
         timeout_s=sub.timeout_s,

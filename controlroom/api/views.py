@@ -12,12 +12,26 @@ from uuid import UUID
 import msgspec
 
 from controlroom.api.problems import invalid
-from controlroom.api.schemas import Artifact, ArtifactView, Progress, RunError, RunView
+from controlroom.api.schemas import Artifact, ArtifactView, Progress, Repo, RunError, RunView
 from controlroom.commands.messages import SubmitJob
 
 API = "/api/v1"
 _decode_obj = msgspec.json.Decoder(dict[str, Any])
-_decode_labels = msgspec.json.Decoder(dict[str, str])
+_decode_str_map = msgspec.json.Decoder(dict[str, str])
+_decode_repo = msgspec.json.Decoder(Repo | None)
+TEXT_ALIASES = ("text", "description")
+"""One field under two names (the PRD's and the earlier one): a spec shows both."""
+
+
+def spec_view(spec: dict[str, Any]) -> dict[str, Any]:
+    """A run's spec as returned: as submitted, with `text` and `description` both shown."""
+    given = next((spec[k] for k in TEXT_ALIASES if spec.get(k) is not None), None)
+    return spec if given is None else {**spec, **dict.fromkeys(TEXT_ALIASES, given)}
+
+
+def repo_of(code: dict[str, Any]) -> Repo | None:
+    """The PRD's `repo {url, ref}` of a submission's `code`."""
+    return Repo(code["repo"], code.get("ref")) if code.get("repo") else None
 
 
 class _ArtifactRow(msgspec.Struct):
@@ -71,11 +85,14 @@ def run_view(row: Mapping[str, Any]) -> RunView:
         progress=progress,
         job_name=row["job_name"],
         created_by=row["created_by"],
+        submitted_by=row["submitted_by"],
+        repo=_decode_repo.decode(row["repo"]) if row["repo"] else None,
         attempt=row["attempt"],
         max_retries=row["max_retries"],
         timeout_s=row["timeout_s"],
-        labels=_decode_labels.decode(row["labels"]),
-        spec=_decode_obj.decode(row["spec"]),
+        labels=_decode_str_map.decode(row["labels"]),
+        spec=spec_view(_decode_obj.decode(row["spec"])),
+        callbacks=_decode_str_map.decode(row["callbacks"]),
         cancel_requested=row["cancel_requested"],
         exit_code=row["exit_code"],
         summary=row["summary"],
@@ -113,8 +130,10 @@ def accepted_view(run_id: UUID, cmd: SubmitJob, created_at: datetime) -> RunView
     return RunView(
         run_id=rid, job_type=cmd.job_type, status="queued", created_at=created_at,
         started_at=None, completed_at=None, artifacts=[], logs_url=f"{API}/runs/{rid}/logs",
-        progress=None, job_name=cmd.job_name, created_by=cmd.created_by, attempt=1,
-        max_retries=cmd.max_retries, timeout_s=cmd.timeout_s, labels=cmd.labels, spec=cmd.spec,
-        cancel_requested=False, exit_code=None, summary=None, error=None, next_attempt_at=None,
+        progress=None, job_name=cmd.job_name, created_by=cmd.client or cmd.created_by,
+        submitted_by=cmd.created_by, repo=repo_of(cmd.code), attempt=1,
+        max_retries=cmd.max_retries, timeout_s=cmd.timeout_s, labels=cmd.labels,
+        spec=spec_view(cmd.spec), callbacks=cmd.callbacks, cancel_requested=False,
+        exit_code=None, summary=None, error=None, next_attempt_at=None,
         updated_at=created_at, log_lines=0, events_url=f"{API}/runs/{rid}/events",
     )

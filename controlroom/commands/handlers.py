@@ -79,6 +79,7 @@ class RunCommands:
             tenant_id=cmd.tenant_id,
             job_type=cmd.job_type,
             created_by=cmd.created_by,
+            client=cmd.client,
             code=cmd.code,
             spec=cmd.spec,
             sealed_secrets=self.secrets.seal(cmd.secrets) if cmd.secrets else None,

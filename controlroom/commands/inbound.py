@@ -14,6 +14,7 @@ import msgspec
 
 from controlroom.commands.errors import RunNotFoundError
 from controlroom.commands.handlers import RunCommands
+from controlroom.domain.data_flow import lineage_edges
 from controlroom.domain.errors import InvalidTransitionError
 from controlroom.domain.run import QUEUED, RUNNING
 
@@ -70,6 +71,8 @@ class InboundOutcomes:
             position = self.runs.add_artifacts(run_id, [_artifact(run_id, attempt, a)
                                                         for a in outcome.artifacts], attempt=attempt)
         if outcome.status == "completed":
+            if edges := lineage_edges(run.spec):  # as a worker records them on success
+                self.runs.lineage(run_id, edges, attempt=attempt)
             return self.runs.complete(run_id, summary=outcome.summary, exit_code=outcome.exit_code,
                                       attempt=attempt)
         return self.runs.fail(run_id, reason=outcome.reason or REPORTED_FAILURE,

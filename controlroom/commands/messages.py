@@ -14,6 +14,9 @@ class SubmitJob(msgspec.Struct, frozen=True, kw_only=True):
 
     tenant_id: str
     created_by: str
+    """The token's subject."""
+    client: str | None = None
+    """The body's `created_by`: the client that submitted, as it names itself."""
     job_type: str
     code: dict[str, Any]
     spec: dict[str, Any]

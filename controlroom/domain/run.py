@@ -27,7 +27,24 @@ COMPLETED, FAILED, CANCELLED = (
 class Run(Aggregate):
     """A job submission and every attempt to execute it."""
 
+    class_version = 2
+    """v2: `client` (snapshots taken before it have none)."""
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Snapshots of v1 runs: no client was named."""
+        state.setdefault("client", None)
+
     class RunSubmitted(Aggregate.Created):
+        """`created_by` is the token's subject; `client` the submission's own `created_by`."""
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """v1 submissions named no client."""
+            state.setdefault("client", None)
+
         tenant_id: str
         job_type: str
         created_by: str
@@ -42,6 +59,7 @@ class Run(Aggregate):
         request_hash: str
         job_name: str
         submitted_at: datetime
+        client: str | None = None
 
     def __init__(
         self,
@@ -59,6 +77,7 @@ class Run(Aggregate):
         request_hash: str,
         job_name: str,
         submitted_at: datetime,
+        client: str | None = None,
     ) -> None:
         self.tenant_id = tenant_id
         self.job_type = job_type
@@ -74,6 +93,7 @@ class Run(Aggregate):
         self.request_hash = request_hash
         self.job_name = job_name
         self.submitted_at = submitted_at
+        self.client = client
         self.status: str = QUEUED
         self.attempt = 1
         self.cancel_requested = False

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from controlroom.commands.ports import PYTHON, Connections, JobContext, Launch, PlanError
-from controlroom.jobtypes.tables import INPUTS_ENV, describe, entity_uri, parse_spec_uris, resolve
+from controlroom.jobtypes.tables import (
+    INPUTS_ENV,
+    describe,
+    entity_uri,
+    parse_spec_uris,
+    resolve,
+    spec_uris,
+)
 from controlroom.validation import JobRules
 
 RUNNER = "controlroom.jobs.kb_catalog"
@@ -30,8 +37,9 @@ class KbCatalog:
 
     connections: Connections
     name: str = "kb_catalog"
-    rules: ClassVar[JobRules] = JobRules(inputs_need_table=False)
-    """An input may name a whole schema: the catalog covers every table in it."""
+    rules: ClassVar[JobRules] = JobRules(inputs_need_table=False, connects_inputs=True)
+    """An input may name a whole schema: the catalog covers every table in it. The runner
+    connects to each input to read its catalog."""
 
     def plan(self, ctx: JobContext) -> Launch:
         """Run the catalog runner over the resolved inputs."""
@@ -39,14 +47,15 @@ class KbCatalog:
         if not inputs:
             raise PlanError("no_inputs", "spec.inputs must name what to catalog: "
                                          "<connection>://<schema> or <connection>://<schema>.<table>")
-        for i, uri in enumerate(inputs):
+        declared = spec_uris(ctx.spec, "inputs")
+        for uri, item in zip(inputs, declared, strict=True):
             if uri.connection is None:
-                raise PlanError("invalid_uri", f"spec.inputs[{i}]: name the connection to read, "
+                raise PlanError("invalid_uri", f"{item.field}: name the connection to read, "
                                                "as in <connection>://<schema>")
         resolved = resolve(self.connections, ctx.tenant_id, [u.connection for u in inputs])
         env = {
             **resolved.env,
-            INPUTS_ENV: describe(inputs, ctx.spec["inputs"]),
+            INPUTS_ENV: describe(inputs, [d.uri for d in declared]),
             CATALOG_ENTITY_ENV: catalog_entity(ctx.job_name),
         }
         return Launch(argv=[PYTHON, "-I", "-u", "-m", RUNNER], env=env, redact=resolved.redact)

@@ -1,7 +1,10 @@
 """spark_etl: the submission's Python entrypoint, under spark-submit when PySpark is installed.
 
 Its `spec.inputs` / `spec.outputs` table URIs are resolved through the tenant's connections
-into environment variables; on success a lineage edge runs from every input to every output.
+into environment variables. Only the job's own code connects: a connection the tenant has not
+configured leaves its variable unset (`env: null` in the URI's description) instead of
+stopping the run. On success a lineage edge runs from every input to every output: the
+declared flow every job type records (`JobTypes.plan`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from controlroom.jobtypes.tables import (
     dry_run,
     parse_spec_uris,
     resolve,
+    spec_uris,
 )
 from controlroom.validation import JobRules, ToolNeeded
 
@@ -47,18 +51,16 @@ class SparkEtl:
         inputs = parse_spec_uris(ctx.spec, "inputs", table_required=True)
         outputs = parse_spec_uris(ctx.spec, "outputs", table_required=True)
         resolved = resolve(
-            self.connections, ctx.tenant_id, [u.connection for u in (*inputs, *outputs)]
+            self.connections, ctx.tenant_id, [u.connection for u in (*inputs, *outputs)],
+            optional=True,
         )
         spark = self.which(SPARK_SUBMIT)
         argv = [spark, entry] if spark else [PYTHON, "-u", entry]
+        texts = {key: [d.uri for d in spec_uris(ctx.spec, key)] for key in ("inputs", "outputs")}
         env = {
             **resolved.env,
-            INPUTS_ENV: describe(inputs, ctx.spec.get("inputs") or []),
-            OUTPUTS_ENV: describe(outputs, ctx.spec.get("outputs") or []),
+            INPUTS_ENV: describe(inputs, texts["inputs"], resolved.missing),
+            OUTPUTS_ENV: describe(outputs, texts["outputs"], resolved.missing),
             DRY_RUN_ENV: "true" if dry_run(ctx.spec) else "false",
         }
-        edges = [] if dry_run(ctx.spec) else [  # as URIs: the connection is the namespace
-            (i.uri, o.uri) for i in inputs for o in outputs if i.entity != o.entity
-        ]
-        return Launch(argv=argv, env=env, redact=resolved.redact,
-                      lineage_on_success=list(dict.fromkeys(edges)))
+        return Launch(argv=argv, env=env, redact=resolved.redact)

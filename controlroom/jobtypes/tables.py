@@ -8,28 +8,22 @@ each connection's DSN in `CONTROLROOM_CONNECTION_<NAME>` and the parsed URIs as 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from controlroom.commands.errors import ConnectionNotFoundError
 from controlroom.commands.ports import Connections, PlanError
-from controlroom.validation.uris import TableUri, UriError, parse_uri
+from controlroom.domain.data_flow import DeclarationError, Declared, read, written
+from controlroom.validation.uris import TableUri, UriError, connection_env, parse_uri
 
-CONNECTION_ENV_PREFIX = "CONTROLROOM_CONNECTION_"
 INPUTS_ENV = "CONTROLROOM_INPUTS"
 OUTPUTS_ENV = "CONTROLROOM_OUTPUTS"
 DRY_RUN_ENV = "CONTROLROOM_DRY_RUN"
 SECRET_QUERY_KEYS = ("password", "sslpassword")
 ENTITY_SAFE = ":/@-._~"
 """Characters kept as-is in synthetic lineage entities (`catalog://…`); the rest is %-encoded."""
-
-
-def connection_env(name: str) -> str:
-    """The environment variable holding connection `name`'s DSN."""
-    return CONNECTION_ENV_PREFIX + re.sub(r"[^A-Z0-9]", "_", name.upper())
 
 
 def entity_uri(scheme: str, name: str) -> str:
@@ -59,35 +53,50 @@ class Resolved:
 
     env: dict[str, str]
     redact: list[str]
+    missing: list[str] = field(default_factory=list)
+    """Connections the tenant has not configured (only where they were optional)."""
 
 
-def describe(uris: Sequence[TableUri], raw: Sequence[str]) -> str:
-    """JSON the job reads: one object per URI, naming the env var holding its DSN."""
+def describe(uris: Sequence[TableUri], raw: Sequence[str],
+             missing: Collection[str] = ()) -> str:
+    """JSON the job reads: one object per URI, naming the env var holding its DSN (null where
+    the tenant has not configured that connection)."""
     return json.dumps([
         {"uri": text, "connection": u.connection, "schema": u.schema, "table": u.table,
-         "entity": u.entity, "env": connection_env(u.connection) if u.connection else None}
+         "entity": u.entity,
+         "env": connection_env(u.connection) if u.connection and u.connection not in missing
+         else None}
         for u, text in zip(uris, raw, strict=True)
     ])
 
 
+def spec_uris(spec: dict[str, Any], key: str) -> list[Declared]:
+    """What `spec` declares the job reads (`inputs`: the list, or every role but `target`) or
+    writes (`outputs`, and the `target` role); PlanError if the shape is neither."""
+    try:
+        return read(spec) if key == "inputs" else written(spec)
+    except DeclarationError as e:
+        raise PlanError("invalid_spec", str(e)) from None
+
+
 def parse_spec_uris(spec: dict[str, Any], key: str, *, table_required: bool) -> list[TableUri]:
-    """The URIs of `spec[key]`; PlanError naming the first malformed one."""
-    values = spec.get(key) or []
-    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-        raise PlanError("invalid_spec", f"spec.{key} must be a list of table URIs")
+    """The URIs of `spec_uris(spec, key)`; PlanError naming the first malformed one."""
     parsed = []
-    for i, text in enumerate(values):
+    for item in spec_uris(spec, key):
         try:
-            parsed.append(parse_uri(text, table_required=table_required))
+            parsed.append(parse_uri(item.uri, table_required=table_required))
         except UriError as e:
-            raise PlanError("invalid_uri", f"spec.{key}[{i}]: {e}") from None
+            raise PlanError("invalid_uri", f"{item.field}: {e}") from None
     return parsed
 
 
-def resolve(connections: Connections, tenant_id: str, names: Sequence[str | None]) -> Resolved:
-    """Each named connection's DSN in its env var; PlanError if the tenant lacks one."""
+def resolve(connections: Connections, tenant_id: str, names: Sequence[str | None], *,
+            optional: bool = False) -> Resolved:
+    """Each named connection's DSN in its env var; one the tenant lacks is a PlanError, or —
+    `optional`, where only the job's own code would use it — left out and listed as missing."""
     env: dict[str, str] = {}
     redact: list[str] = []
+    missing: list[str] = []
     owner: dict[str, str] = {}
     for name in dict.fromkeys(n for n in names if n):
         var = connection_env(name)
@@ -97,6 +106,9 @@ def resolve(connections: Connections, tenant_id: str, names: Sequence[str | None
         try:
             dsn = connections.dsn(tenant_id, name)
         except ConnectionNotFoundError:
+            if optional:
+                missing.append(name)
+                continue
             raise PlanError(
                 "connection_not_found",
                 f"no connection named {name!r} for this tenant; an admin can create it with "
@@ -104,4 +116,4 @@ def resolve(connections: Connections, tenant_id: str, names: Sequence[str | None
             ) from None
         env[var] = dsn
         redact += dsn_secrets(dsn)
-    return Resolved(env, redact)
+    return Resolved(env, redact, missing)

@@ -124,7 +124,8 @@ class RunEventsProjection(Projection[RunEventsView]):
     @process_event.register
     def _(self, e: Run.RunSubmitted, tracking: Tracking) -> None:
         data = {"status": "queued", "attempt": 1, "job_name": e.job_name,
-                "created_by": e.created_by, "labels": e.labels, "max_retries": e.max_retries,
+                "created_by": e.client or e.created_by, "submitted_by": e.created_by,
+                "labels": e.labels, "max_retries": e.max_retries,
                 "timeout_s": e.timeout_s}
         self.view.record(tracking, e, "status", data,
                          first={"tenant_id": e.tenant_id, "job_type": e.job_type})

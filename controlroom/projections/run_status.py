@@ -13,11 +13,12 @@ from controlroom.domain.run import Run
 from controlroom.projections.view import ReadModelView
 
 INSERT_RUN = """
-INSERT INTO run_status (run_id, tenant_id, job_type, job_name, created_by, status, max_retries,
-    timeout_s, labels, spec, secret_names, idempotency_key, created_at, updated_at, last_position)
-VALUES (%(run_id)s, %(tenant_id)s, %(job_type)s, %(job_name)s, %(created_by)s, 'queued',
-    %(max_retries)s, %(timeout_s)s, %(labels)s, %(spec)s, %(secret_names)s, %(idempotency_key)s,
-    %(at)s, %(at)s, %(position)s)
+INSERT INTO run_status (run_id, tenant_id, job_type, job_name, created_by, submitted_by, status,
+    max_retries, timeout_s, labels, spec, secret_names, idempotency_key, repo, callbacks,
+    created_at, updated_at, last_position)
+VALUES (%(run_id)s, %(tenant_id)s, %(job_type)s, %(job_name)s, %(created_by)s, %(submitted_by)s,
+    'queued', %(max_retries)s, %(timeout_s)s, %(labels)s, %(spec)s, %(secret_names)s,
+    %(idempotency_key)s, %(repo)s, %(callbacks)s, %(at)s, %(at)s, %(position)s)
 ON CONFLICT (run_id) DO NOTHING
 """
 
@@ -74,6 +75,13 @@ ON CONFLICT DO NOTHING
 """
 
 
+def _repo(code: dict[str, Any]) -> Jsonb | None:
+    """`{url, ref}` of where the code came from (`code.repo` / `code.ref`), if it says."""
+    if not code.get("repo"):
+        return None
+    return Jsonb({"url": code["repo"], "ref": code.get("ref")})
+
+
 class RunStatusView(ReadModelView):
     """Writes for the run_status, run_log_chunks and artifacts tables."""
 
@@ -105,10 +113,12 @@ class RunStatusProjection(Projection[RunStatusView]):
     def _(self, e: Run.RunSubmitted, tracking: Tracking) -> None:
         self.view.change(
             INSERT_RUN, tracking, run_id=e.originator_id, tenant_id=e.tenant_id,
-            job_type=e.job_type, job_name=e.job_name, created_by=e.created_by,
-            max_retries=e.max_retries, timeout_s=e.timeout_s, labels=Jsonb(e.labels),
-            spec=Jsonb(e.spec), secret_names=sorted(e.spec.get("secret_names", [])),
-            idempotency_key=e.idempotency_key, at=e.submitted_at,
+            job_type=e.job_type, job_name=e.job_name, created_by=e.client or e.created_by,
+            submitted_by=e.created_by, max_retries=e.max_retries, timeout_s=e.timeout_s,
+            labels=Jsonb(e.labels), spec=Jsonb(e.spec),
+            secret_names=sorted(e.spec.get("secret_names", [])),
+            idempotency_key=e.idempotency_key, repo=_repo(e.code), callbacks=Jsonb(e.callbacks),
+            at=e.submitted_at,
         )
 
     @process_event.register

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
+from controlroom.domain.data_flow import DeclarationError, Declared, declared
+
 CHECKS = ("syntax", "schema", "dependencies")
 """Every report names these checks, in this order."""
+
+Severity = Literal["error", "warning"]
+"""`error`: the job is refused as it stands; `warning`: it runs, but read this first."""
 
 
 class Issue(msgspec.Struct, frozen=True):
@@ -19,15 +24,30 @@ class Issue(msgspec.Struct, frozen=True):
     line: int | None
     column: int | None
     message: str
+    severity: Severity = "error"
 
 
 class Check(msgspec.Struct):
-    """One named check: ok unless it has errors; warnings never make a job invalid."""
+    """One named check: ok unless it has errors; warnings never make a job invalid.
+
+    `severity` is the gravest of its findings (None when it found nothing); each finding says
+    its own too, whichever list it was filed in.
+    """
 
     name: str
     ok: bool
     errors: list[Issue]
     warnings: list[Issue]
+    severity: Severity | None = None
+
+    def __post_init__(self) -> None:
+        self.errors = [_as(i, "error") for i in self.errors]
+        self.warnings = [_as(i, "warning") for i in self.warnings]
+        self.severity = "error" if self.errors else "warning" if self.warnings else None
+
+
+def _as(issue: Issue, severity: Severity) -> Issue:
+    return issue if issue.severity == severity else msgspec.structs.replace(issue, severity=severity)
 
 
 class Report(msgspec.Struct):
@@ -58,21 +78,27 @@ class Job:
     entrypoint: str | None = None
     target: object = None
     """`spec.target` as given (a connection name, if it is valid)."""
-    inputs: tuple[str, ...] = ()
-    outputs: tuple[str, ...] = ()
+    flow: tuple[Declared, ...] = ()
+    """The URIs `spec.inputs` / `spec.outputs` declare, each with its JSON field."""
+    flow_error: DeclarationError | None = None
+    """Why they could not be read, if they are in neither accepted shape."""
     executor: str | None = None
     """`spec.executor`: where the job asked to run."""
 
     @classmethod
     def of(cls, job_type: str, files: Iterable[Mapping[str, Any]], spec: Mapping[str, Any]) -> Job:
         """From a decoded submission's `job_type`, `code.files` and `spec`."""
+        try:
+            flow, flow_error = tuple(declared(spec)), None
+        except DeclarationError as e:
+            flow, flow_error = (), e
         return cls(
             job_type=job_type,
             files=tuple(SourceFile(str(f["path"]), str(f["content"])) for f in files),
             entrypoint=spec.get("entrypoint"),
             target=spec.get("target"),
-            inputs=tuple(spec.get("inputs") or ()),
-            outputs=tuple(spec.get("outputs") or ()),
+            flow=flow,
+            flow_error=flow_error,
             executor=spec.get("executor"),
         )
 
@@ -96,7 +122,7 @@ class Findings:
     def warn(self, path: str | None, message: str, line: int | None = None,
              column: int | None = None) -> None:
         """Record a warning."""
-        self.warnings.append(Issue(path, line, column, message))
+        self.warnings.append(Issue(path, line, column, message, "warning"))
 
     def check(self, name: str) -> Check:
         """These findings as the check `name`."""

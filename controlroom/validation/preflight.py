@@ -50,7 +50,8 @@ class Preflight:
         dots = [f for f in job.files if parser_of(f.path) == "dot"]
         wanted = [n for n in named if n.connection is not None]
         if dots or wanted:  # tasks cost event-loop turns: only when there is something to wait for
-            await asyncio.gather(self._dot(dots, syntax), self._lookups(wanted, tenant_id, shape))
+            await asyncio.gather(self._dot(dots, syntax),
+                                 self._lookups(job.job_type, wanted, tenant_id, shape))
         order = {f.path: i for i, f in enumerate(job.files)}
         syntax.errors.sort(key=lambda e: (order.get(e.path or "", 0), e.line or 0, e.column or 0))
         return report([syntax.check("syntax"), shape.check("schema"), deps.check("dependencies")])
@@ -81,11 +82,13 @@ class Preflight:
             else:
                 dot_errors(f, result[0], result[1], syntax)
 
-    async def _lookups(self, wanted: Sequence[Named], tenant_id: str, found: Findings) -> None:
+    async def _lookups(self, job_type: str, wanted: Sequence[Named], tenant_id: str,
+                       found: Findings) -> None:
         if not wanted:
             return
         known = await self._names(tenant_id)
-        sources = [n for n in schema.connections(wanted, known, found) if n.source and n.uri]
+        sources = [n for n in schema.connections(job_type, wanted, known, found)
+                   if n.source and n.uri]
         exists: dict[str, bool | str] = {}
         by_connection: dict[str, list[Named]] = {}
         for n in sources:

@@ -36,7 +36,11 @@ class JobRules:
     """False where an input may name a whole schema (kb_catalog catalogs one)."""
     outputs_need_table: bool = True
     needs_target: bool = False
-    """A database to work on: `spec.target` (a connection name), else the first output's connection."""
+    """A database to work on: `spec.target` (a connection name), else the first output's connection;
+    the job type connects to it, so an unknown one is an error."""
+    connects_inputs: bool = False
+    """The job type itself connects to what `spec.inputs` name (not just the job's code): an
+    input through an unknown connection is an error, not a warning."""
 
 
 SYNTAX_PARSERS: dict[str, str] = {".py": "python", ".sql": "sql", ".dot": "dot", ".gv": "dot"}

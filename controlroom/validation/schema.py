@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from controlroom.validation.model import Findings, Job
 from controlroom.validation.rules import JobRules
-from controlroom.validation.uris import TableUri, UriError, parse_uri
+from controlroom.validation.uris import TableUri, UriError, connection_env, parse_uri
 
 TARGET = "spec.target"
 
@@ -20,6 +20,8 @@ class Named:
     connection: str | None
     uri: TableUri | None = None
     source: bool = False
+    needed: bool = False
+    """The job type connects through it to run at all: unknown, it is an error (else a warning)."""
 
 
 def shape(job: Job, rules: JobRules, found: Findings) -> list[Named]:
@@ -29,19 +31,20 @@ def shape(job: Job, rules: JobRules, found: Findings) -> list[Named]:
             found.error("code.files", f"{job.job_type} needs {need.what} among the code files")
     if rules.python_entrypoint:
         _python_entrypoint(job, found)
+    if job.flow_error is not None:
+        found.error(job.flow_error.field, job.flow_error.message)
     named: list[Named] = []
-    for key, uris, need_table in (("inputs", job.inputs, rules.inputs_need_table),
-                                  ("outputs", job.outputs, rules.outputs_need_table)):
-        for i, text in enumerate(uris):
-            field = f"spec.{key}[{i}]"
-            try:
-                uri = parse_uri(text, table_required=need_table)
-            except UriError as e:
-                found.error(field, str(e))
-                continue
-            named.append(Named(field, uri.connection, uri, source=key == "inputs"))
+    for item in job.flow:
+        try:
+            uri = parse_uri(item.uri, table_required=rules.outputs_need_table if item.written
+                            else rules.inputs_need_table)
+        except UriError as e:
+            found.error(item.field, str(e))
+            continue
+        named.append(Named(item.field, uri.connection, uri, source=not item.written,
+                           needed=rules.connects_inputs and not item.written))
     if rules.needs_target or job.target is not None:
-        named += _target(job, named, found)
+        named = _target(job, rules, named, found)
     return named
 
 
@@ -54,21 +57,29 @@ def _python_entrypoint(job: Job, found: Findings) -> None:
                     "(or name one in spec.entrypoint)")
 
 
-def _target(job: Job, named: list[Named], found: Findings) -> list[Named]:
+def _target(job: Job, rules: JobRules, named: list[Named], found: Findings) -> list[Named]:
+    """`named` with the database the job works on: `spec.target`, else the first URI written."""
     if job.target is not None:
         if isinstance(job.target, str) and job.target:
-            return [Named(TARGET, job.target)]
+            return [*named, Named(TARGET, job.target, needed=rules.needs_target)]
         found.error(TARGET, "must be the name of one of the tenant's connections")
-        return []
-    first_output = next((n for n in named if n.field == "spec.outputs[0]"), None)
+        return named
+    first_written = next((d.field for d in job.flow if d.written), None)
+    first_output = next((n for n in named if n.field == first_written), None)
     if first_output is None or first_output.connection is None:
         found.error(TARGET, f"{job.job_type} needs a database: set spec.target to a connection name "
                     "(or make the first of spec.outputs a URI such as warehouse://public)")
-    return []
+        return named
+    return [replace(n, needed=True) if n is first_output else n for n in named]
 
 
-def connections(named: Sequence[Named], known: set[str] | None, found: Findings) -> list[Named]:
-    """Errors for unknown connections (`known` None: couldn't tell); those whose connection is known."""
+def connections(job_type: str, named: Sequence[Named], known: set[str] | None,
+                found: Findings) -> list[Named]:
+    """Unknown connections found (`known` None: couldn't tell); those whose connection is known.
+
+    An unknown connection is an error only where the job type connects through it to run;
+    elsewhere it names data the job's own code reaches (and lineage records): a warning.
+    """
     usable: list[Named] = []
     for n in named:
         if n.connection is None:
@@ -76,12 +87,23 @@ def connections(named: Sequence[Named], known: set[str] | None, found: Findings)
         if known is None:
             found.warn(n.field, f"connection {n.connection!r} not checked: "
                        "the tenant's connections could not be read")
-        elif n.connection not in known:
-            found.error(n.field, f"unknown connection {n.connection!r}"
-                        + ("" if known else "; this tenant has no connections"))
-        else:
+        elif n.connection in known:
             usable.append(n)
+        elif n.needed:
+            found.error(n.field, f"unknown connection {n.connection!r}"
+                        + ("" if known else "; this tenant has no connections")
+                        + f": {job_type} connects to it before it can run. {configure(n.connection)}")
+        else:
+            found.warn(n.field, f"connection {n.connection!r} is not configured for this tenant: "
+                       f"the job runs without ${connection_env(n.connection)} and its tables are "
+                       f"not checked (lineage still records them). {configure(n.connection)}")
     return usable
+
+
+def configure(name: str) -> str:
+    """How to create connection `name`."""
+    return (f"An admin configures it with PUT /api/v1/connections/{name} "
+            '{"dsn": "postgresql://user:password@host:5432/db"}.')
 
 
 def tables(sources: Sequence[Named], exists: Mapping[str, bool | str], found: Findings) -> None:

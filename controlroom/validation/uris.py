@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+CONNECTION_ENV_PREFIX = "CONTROLROOM_CONNECTION_"
 MAX_IDENTIFIER_BYTES = 63
 """PostgreSQL's NAMEDATALEN - 1; longer names are silently truncated by the server."""
 GRAMMAR = "[<connection>://]<schema>.<table>"
@@ -53,6 +54,11 @@ def quote_identifier(name: str) -> str:
     if _BARE.fullmatch(name) and name == name.lower():
         return name
     return '"' + name.replace('"', '""') + '"'
+
+
+def connection_env(name: str) -> str:
+    """The environment variable a job finds connection `name`'s DSN in."""
+    return CONNECTION_ENV_PREFIX + re.sub(r"[^A-Z0-9]", "_", name.upper())
 
 
 def _identifier(token: str) -> str:

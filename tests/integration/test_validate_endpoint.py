@@ -58,8 +58,9 @@ INVALID: dict[str, tuple[dict[str, Any], tuple[str, str, int | None, int | None]
                                ("schema", "code.files", None, None)),
     "malformed input uri": (job("print(1)", spec={"inputs": ["a.b.c"]}),
                             ("schema", "spec.inputs[0]", None, None)),
-    "unknown connection": (job("print(1)", spec={"outputs": ["nowhere://public.t"]}),
-                           ("schema", "spec.outputs[0]", None, None)),
+    "unknown connection the job type connects to": (
+        job("", job_type="kb_catalog", spec={"inputs": ["nowhere://public"]}),
+        ("schema", "spec.inputs[0]", None, None)),
     "undecodable field": (job("print(1)", timeout_s="soon"), ("schema", "timeout_s", None, None)),
     "entrypoint not a file": (job("print(1)", spec={"entrypoint": "x.py"}),
                               ("schema", "spec.entrypoint", None, None)),
@@ -84,7 +85,7 @@ def test_an_invalid_job_is_reported_by_validate_and_refused_by_submit_with_the_s
     assert refused.status_code == 422, refused.text
     assert refused.headers["content-type"].startswith("application/problem+json")
     problem = refused.json()
-    keys = ("check", "path", "line", "column", "message")
+    keys = ("check", "path", "line", "column", "message", "severity")
     assert [{k: e[k] for k in keys} for e in problem["errors"]] == found
     assert all(e["field"] for e in problem["errors"])
     assert new_streams() == before
@@ -102,7 +103,7 @@ def test_a_valid_job_is_valid_and_validating_runs_and_records_nothing(
         resp = client.post(VALIDATE, json=body, headers={**auth, "Idempotency-Key": "v-1"})
         assert resp.status_code == 200, resp.text
         assert resp.json() == {"valid": True, "checks": [
-            {"name": n, "ok": True, "errors": [], "warnings": []} for n in CHECKS]}
+            {"name": n, "ok": True, "errors": [], "warnings": [], "severity": None} for n in CHECKS]}
     assert new_streams() == before
     assert client.get(RUNS, headers=auth).json()["runs"] == []
     assert client.post(SUBMIT, json=body, headers=auth).status_code == 202
@@ -142,7 +143,8 @@ def test_source_tables_are_looked_up_through_the_tenants_connection(
             "outputs": [f"wh://{schema}.new_table"]}
     report = client.post(VALIDATE, json=job("print(1)", spec=spec), headers=auth).json()
     assert errors_of(report) == [{"check": "schema", "path": "spec.inputs[1]", "line": None, "column": None,
-                                  "message": f"table '{schema}.absent' does not exist in connection 'wh'"}]
+                                  "message": f"table '{schema}.absent' does not exist in connection 'wh'",
+                                  "severity": "error"}]
     (warning,) = report["checks"][1]["warnings"]
     assert warning["path"] == "spec.inputs[2]" and "could not be reached" in warning["message"]
     del spec["inputs"][1]

@@ -165,9 +165,12 @@ def test_without_system_graphviz_the_one_installed_with_control_room_stands_in()
     ("spark_etl", {"main.py": "", "run.sh": ""}, {"entrypoint": "run.sh"}, "spec.entrypoint", "not a .py"),
     ("spark_etl", {"main.py": ""}, {"inputs": ["orders"]}, "spec.inputs[0]", "the table is missing"),
     ("spark_etl", {"main.py": ""}, {"outputs": ["a.b", "a.b.c"]}, "spec.outputs[1]", "expected"),
-    ("spark_etl", {"main.py": ""}, {"inputs": ["other://public.orders"]}, "spec.inputs[0]",
-     "unknown connection 'other'"),
+    ("kb_catalog", {}, {"inputs": ["other://public"]}, "spec.inputs[0]",
+     "unknown connection 'other': kb_catalog connects to it before it can run"),
     ("schema_migration", {"a.sql": ""}, {"target": "other"}, "spec.target", "unknown connection 'other'"),
+    ("schema_migration", {"a.sql": ""}, {"inputs": {"target": "other://public"}}, "spec.inputs.target",
+     "PUT /api/v1/connections/other"),
+    ("spark_etl", {"main.py": ""}, {"inputs": {"source": "a.b.c"}}, "spec.inputs.source", "expected"),
 ])
 def test_what_a_job_type_needs_is_a_schema_error_naming_the_field(
     job_type: str, files: dict[str, str], spec: dict[str, Any], path: str, message: str
@@ -178,8 +181,40 @@ def test_what_a_job_type_needs_is_a_schema_error_naming_the_field(
 
 
 def test_without_connections_every_connection_is_unknown() -> None:
-    issue = only(run(spec={"outputs": ["wh://public.orders"]}), "schema")
-    assert issue.message == "unknown connection 'wh'; this tenant has no connections"
+    issue = only(run("schema_migration", {"a.sql": ""}, {"outputs": ["wh://public"]}), "schema")
+    assert issue.message.startswith("unknown connection 'wh'; this tenant has no connections: "
+                                    "schema_migration connects to it before it can run.")
+    assert "PUT /api/v1/connections/wh" in issue.message
+
+
+def test_a_connection_only_the_jobs_code_uses_is_a_warning_saying_how_to_configure_it() -> None:
+    spec = {"text": "copy", "inputs": {"source": "supabase://schema.table",
+                                       "target": "supabase://schema.output_table"}}
+    report = run(spec=spec, preflight=WAREHOUSE)
+    assert report.valid, report
+    schema = next(c for c in report.checks if c.name == "schema")
+    assert schema.ok and schema.severity == "warning" and not schema.errors
+    assert [(w.path, w.severity) for w in schema.warnings] == [
+        ("spec.inputs.source", "warning"), ("spec.inputs.target", "warning")]
+    assert all("connection 'supabase' is not configured for this tenant" in w.message
+               and "$CONTROLROOM_CONNECTION_SUPABASE" in w.message
+               and "PUT /api/v1/connections/supabase" in w.message for w in schema.warnings)
+
+
+def test_each_check_and_finding_says_its_severity() -> None:
+    report = run(files={"main.py": "def (:\n"}, spec={"inputs": ["nowhere://public.t"]})
+    by_name = {c.name: c for c in report.checks}
+    assert by_name["syntax"].severity == "error" and by_name["syntax"].errors[0].severity == "error"
+    assert by_name["schema"].severity == "warning" and by_name["schema"].warnings[0].severity == "warning"
+    assert by_name["dependencies"].severity is None
+
+
+def test_the_object_form_of_inputs_reads_every_role_but_target() -> None:
+    spec = {"inputs": {"source": "wh://public.orders", "lookup": 'wh://Public."Orders"',
+                       "target": "wh://public.missing"}}
+    issue = only(run(spec=spec, preflight=WAREHOUSE), "schema")  # the target is written, not looked up
+    assert issue.path == "spec.inputs.lookup"
+    assert issue.message == "table 'public.Orders' does not exist in connection 'wh'"
 
 
 def test_a_dsn_in_place_of_a_uri_is_refused_without_echoing_it() -> None:
