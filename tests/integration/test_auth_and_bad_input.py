@@ -29,7 +29,7 @@ from psycopg import sql
 
 from controlroom.api.auth import ALL_SCOPES, issue_token
 from controlroom.cli import Services
-from tests.conftest import job, wait_for_status
+from tests.conftest import job, wait_for_status, wait_until
 
 SUBMIT = "/api/v1/jobs/run"
 RUNS = "/api/v1/runs"
@@ -113,6 +113,9 @@ def sleeping_run(client: TestClient[Any], headers: dict[str, str]) -> Iterator[s
     run_id = resp.json()["run_id"]
     try:
         wait_for_status(client, run_id, headers, statuses={"running"})
+        # The worker archives the code just after the start: wait, so the run holds still.
+        wait_until(lambda: client.get(f"{RUNS}/{run_id}", headers=headers).json()["artifacts"],
+                   what="the run's code to be archived")
         yield run_id
     finally:
         client.post(f"{RUNS}/{run_id}/cancel", headers=headers)

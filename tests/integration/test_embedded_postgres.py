@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,8 +22,14 @@ Factory = Callable[[], EmbeddedPostgres]
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
+def data_dir() -> Iterator[Path]:
+    """Not under pytest's temp root: another pytest session may reset its mode to 0700, and as
+    root the server runs as an unprivileged user that must traverse to its data dir."""
+    top = Path(tempfile.mkdtemp(prefix="controlroom-test-embedded-"))
+    try:
+        yield top / "data"
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
 
 
 @pytest.fixture
