@@ -80,6 +80,13 @@ CREATE TABLE IF NOT EXISTS artifacts (
 CREATE INDEX IF NOT EXISTS artifacts_run ON artifacts (run_id, position, path);
 -- The run's artifacts again, as shown in its status: GET /runs/{id} stays a one-row read.
 ALTER TABLE run_status ADD COLUMN IF NOT EXISTS artifacts jsonb NOT NULL DEFAULT '[]';
+-- External artifacts (registered by reference, bytes kept elsewhere) have a `url`; their
+-- size and sha256 only if the reporter said.
+ALTER TABLE artifacts ADD COLUMN IF NOT EXISTS url text;
+ALTER TABLE artifacts ALTER COLUMN size DROP NOT NULL;
+ALTER TABLE artifacts ALTER COLUMN sha256 DROP NOT NULL;
+-- GET /api/v1/artifacts: a tenant's artifacts newest first (the log position is the order).
+CREATE INDEX IF NOT EXISTS artifacts_tenant_position ON artifacts (tenant_id, position DESC);
 
 -- Leases on running attempts: operational state, deliberately not events — a heartbeat
 -- every few seconds per running attempt would flood the log with noise nobody replays.

@@ -33,10 +33,21 @@ WHERE c.run_id = $1 AND c.tenant_id = $2
 ORDER BY c.position
 """
 
-GET_ARTIFACT = """
-SELECT artifact_id, run_id, attempt, path, size, sha256, content_type, created_at FROM artifacts
+ARTIFACT_COLUMNS = "artifact_id, run_id, attempt, path, size, sha256, content_type, created_at, url"
+GET_ARTIFACT = f"""
+SELECT {ARTIFACT_COLUMNS} FROM artifacts
 WHERE artifact_id = $1 AND tenant_id = $2
 """
+LIST_ARTIFACTS = f"""
+SELECT {ARTIFACT_COLUMNS}, position FROM artifacts
+WHERE tenant_id = $1
+  AND ($2::uuid IS NULL OR run_id = $2)
+  AND ($3::text IS NULL OR starts_with(path, $3))
+  AND ($4::bigint IS NULL OR position < $4)
+ORDER BY position DESC
+LIMIT $5
+"""
+"""Newest first: the log position an artifact was recorded at orders them (and is the cursor)."""
 
 RUN_EXISTS = "SELECT 1 FROM run_status WHERE run_id = $1 AND tenant_id = $2"
 
@@ -77,6 +88,13 @@ class RunReads:
     async def artifact(self, tenant_id: str, artifact_id: UUID) -> asyncpg.Record | None:
         """One artifact's metadata, or None if it isn't the tenant's."""
         return await self.pool.fetchrow(GET_ARTIFACT, artifact_id, tenant_id)
+
+    async def artifacts(
+        self, tenant_id: str, *, run_id: UUID | None, path_prefix: str | None,
+        before: int | None, limit: int,
+    ) -> list[asyncpg.Record]:
+        """The tenant's artifacts newest first, recorded before log position `before`."""
+        return await self.pool.fetch(LIST_ARTIFACTS, tenant_id, run_id, path_prefix, before, limit)
 
     async def ping(self) -> None:
         """Raises if the database can't answer."""

@@ -14,7 +14,8 @@ from uuid import UUID
 import jwt
 
 ALGORITHM = "HS256"
-RUN_SCOPES = ("runs:write", "artifacts:write", "lineage:write")
+RUN_SCOPES = ("runs:write", "artifacts:write", "artifacts:read", "lineage:write")
+"""`artifacts:read`: a job lists and reads its own run's artifacts (never another's)."""
 
 
 class HmacRunTokens:

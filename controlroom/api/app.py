@@ -12,6 +12,7 @@ from litestar.openapi import OpenAPIConfig
 
 from controlroom import __version__
 from controlroom.api import (
+    artifact_listing,
     artifact_uploads,
     openapi_doc,
     openlineage,
@@ -59,7 +60,7 @@ def create_app(
             routes_events.run_events, routes_events.tenant_events,
             routes_artifacts.get_artifact, routes_artifacts.get_artifact_content,
             routes_lineage.lineage_graph, openlineage.post_lineage,
-            artifact_uploads.upload_artifact,
+            artifact_uploads.upload_artifact, artifact_listing.list_artifacts,
             routes_connections.put_connection, routes_connections.list_connections,
             routes_connections.get_connection, routes_connections.delete_connection,
             routes_api_keys.create_api_key, routes_api_keys.list_api_keys,

@@ -55,6 +55,11 @@ class RunReadsPort(Protocol):
 
     async def artifact(self, tenant_id: str, artifact_id: UUID) -> Record | None: ...
 
+    async def artifacts(
+        self, tenant_id: str, *, run_id: UUID | None, path_prefix: str | None,
+        before: int | None, limit: int,
+    ) -> Sequence[Record]: ...
+
     async def ping(self) -> None: ...
 
 

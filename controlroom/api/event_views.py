@@ -61,11 +61,12 @@ class FeedPage(msgspec.Struct):
 
 
 def view(row: RunEventRow) -> RunEventView:
-    """The public shape of a read-model row (an artifact gains the URL of its bytes)."""
+    """The public shape of a read-model row (a stored artifact gains the URL of its bytes)."""
     data = msgspec.Raw(row.data)
     if row.event == "artifact":
         fields = _decode_obj.decode(row.data)
-        data = msgspec.Raw(_encode({**fields, "url": artifact_url(fields.get("artifact_id"))}))
+        if not fields.get("external"):  # an external artifact's url is where it is kept
+            data = msgspec.Raw(_encode({**fields, "url": artifact_url(fields.get("artifact_id"))}))
     return RunEventView(run_id=str(row.run_id), version=row.version, position=row.position,
                         event=row.event, type=row.type, job_type=row.job_type, at=row.at, data=data)
 

@@ -6,12 +6,12 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any, BinaryIO
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 from uuid import UUID
 
 from litestar import Request, Response, get
 from litestar.params import FromPath
-from litestar.response import Stream
+from litestar.response import Redirect, Stream
 
 from controlroom.api.auth import Principal, requires
 from controlroom.api.deps import Deps, Record
@@ -31,12 +31,13 @@ def _not_found(artifact_id: UUID) -> ProblemError:
 async def _row(request: Request[Principal, str, Any], artifact_id: UUID) -> Record:
     deps: Deps = request.app.state.deps
     row = await deps.reads.artifact(request.user.tenant_id, artifact_id)
-    if row is None:
+    own = request.user.run_id  # a run token reaches its own run's artifacts only
+    if row is None or (own is not None and row["run_id"] != own):
         raise _not_found(artifact_id)
     return row
 
 
-@get(f"{API}/artifacts/{{artifact_id:uuid}}", guards=[requires("artifacts:read")])
+@get(f"{API}/artifacts/{{artifact_id:uuid}}", guards=[requires("artifacts:read", run_token=True)])
 async def get_artifact(
     request: Request[Principal, str, Any], artifact_id: FromPath[UUID]
 ) -> ArtifactView:
@@ -44,7 +45,8 @@ async def get_artifact(
     return artifact_view(await _row(request, artifact_id))
 
 
-@get(f"{API}/artifacts/{{artifact_id:uuid}}/content", guards=[requires("artifacts:read")])
+@get(f"{API}/artifacts/{{artifact_id:uuid}}/content",
+     guards=[requires("artifacts:read", run_token=True)])
 async def get_artifact_content(
     request: Request[Principal, str, Any], artifact_id: FromPath[UUID]
 ) -> Response[Any]:
@@ -55,6 +57,8 @@ async def get_artifact_content(
     the whole content.
     """
     row = await _row(request, artifact_id)
+    if row["url"] is not None:
+        return _elsewhere(row["url"])
     etag, size = f'"{row["sha256"]}"', row["size"]
     if _matches(request.headers.get("if-none-match"), etag):
         return Response(None, status_code=304, headers={"ETag": etag})
@@ -86,6 +90,15 @@ async def get_artifact_content(
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     return Stream(_chunks(source, end - start + 1), media_type=row["content_type"],
                   status_code=206 if span is not None else 200, headers=headers)
+
+
+def _elsewhere(url: str) -> Response[Any]:
+    """An external artifact's bytes are at its URL: a web one is a redirect there (307); any
+    other (`s3://…`) can't be followed by a browser, so the answer says where to fetch it."""
+    if urlsplit(url).scheme.lower() in ("http", "https"):
+        return Redirect(url, status_code=307)
+    raise ProblemError(409, "Artifact kept elsewhere",
+                       f"this artifact was registered by reference; its bytes are at {url}")
 
 
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None:

@@ -19,6 +19,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from controlroom.api.auth import Principal, authenticate
 from controlroom.api.deps import Deps
 from controlroom.api.problems import ProblemError, from_decode_error, invalid
+from controlroom.api.reported_artifacts import external_artifacts
 from controlroom.api.routes_webhooks import webhooks_of
 from controlroom.api.views import API
 from controlroom.api.webhook_deps import WebhookDeps
@@ -31,6 +32,7 @@ SCOPE = "runs:write"
 MAX_WEBHOOK_ID = 255
 _decode = msgspec.json.Decoder(ContinueReport)
 _encode = msgspec.json.Encoder()
+_decode_paths = msgspec.json.Decoder(list[dict[str, Any]])
 
 
 def _report(raw: bytes) -> tuple[UUID, ContinueReport]:
@@ -88,12 +90,13 @@ async def continue_run(request: Request[Any, Any, Any]) -> Response[ContinueAcce
         tenant, by = principal.tenant_id, principal.sub
     else:
         tenant, by = await _signed_tenant(hooks, request, raw, run_id), "webhook"
+    artifacts = await _artifacts(deps, tenant, run_id, report)  # refused before it's claimed
     webhook_id = (request.headers.get("webhook-id") or "")[:MAX_WEBHOOK_ID]
     if webhook_id and (seen := await hooks.reads.claim_inbound(tenant, webhook_id)) is not None:
         return _repeat(*seen)
     outcome = Outcome(status=report.status, summary=report.summary, attempt=report.attempt,
                       reason=report.reason, exit_code=report.exit_code,
-                      artifacts=[ExternalArtifact(a.path, a.url) for a in report.artifacts])
+                      artifacts=artifacts)
     try:
         position = await deps.write(partial(hooks.outcomes.report, by=by), tenant, run_id, outcome)
         await deps.settle(position)
@@ -111,6 +114,18 @@ async def continue_run(request: Request[Any, Any, Any]) -> Response[ContinueAcce
     if webhook_id:
         await hooks.reads.finish_inbound(tenant, webhook_id, 200, _encode.encode(answer).decode())
     return Response(answer)
+
+
+async def _artifacts(deps: Deps, tenant: str, run_id: UUID, report: ContinueReport
+                     ) -> list[ExternalArtifact]:
+    """The report's artifacts to record; a path it names must be one the run has."""
+    known: list[str] = []
+    if any(isinstance(a, str) and "://" not in a for a in report.artifacts):
+        row = await deps.reads.get(tenant, run_id)
+        if row is None:
+            raise RunNotFoundError(run_id)
+        known = [a["path"] for a in _decode_paths.decode(row["artifacts"])]
+    return external_artifacts(report.artifacts, known)
 
 
 def _status_of(e: Exception) -> int:

@@ -12,19 +12,18 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 
 from controlroom.api.auth import Principal, requires
 from controlroom.api.deps import Deps
+from controlroom.api.event_bodies import decode_events
 from controlroom.api.event_limits import check_event_limits
-from controlroom.api.problems import ProblemError, from_decode_error
 from controlroom.api.routes_validate import ensure_valid
 from controlroom.api.routes_webhooks import check_callbacks
-from controlroom.api.schemas import Accepted, EventBatch, RunPage, RunView
-from controlroom.api.submission import check_storable, command, too_deep
+from controlroom.api.schemas import Accepted, RunPage, RunView
+from controlroom.api.submission import check_storable, command
 from controlroom.api.views import API, accepted_view, decode_cursor, encode_cursor, run_view
 from controlroom.commands.append_limits import MAX_EVENTS_BODY_BYTES
 from controlroom.commands.errors import RunNotFoundError
 from controlroom.commands.handlers import idempotent_run_id
 
 StatusFilter = Literal["queued", "running", "completed", "failed", "cancelled"]
-_decode_events = msgspec.json.Decoder(EventBatch)
 MAX_PAGE = 200
 
 
@@ -91,24 +90,16 @@ async def list_runs(
 @post(f"{API}/runs/{{run_id:uuid}}/events", guards=[requires("runs:write", run_token=True)],
       status_code=202, request_max_body_size=MAX_EVENTS_BODY_BYTES)
 async def post_events(request: Request[Principal, str, Any], run_id: FromPath[UUID]) -> Accepted:
-    """Report progress, log output or lineage for a run: one event or a list of them.
+    """Report progress, log output, external artifacts or lineage: one event or a list, each
+    flat or as `{event_type, timestamp, data}` (docs/api.md "Reporting events").
 
     Limits (docs/limits.md) are checked before anything is written; a body over the limit is
     refused (413) from its Content-Length, before it is read.
     """
     deps: Deps = request.app.state.deps
-    body = await request.body()
-    if not body:
-        raise ProblemError(400, "Malformed JSON", "request body is empty; expected an event")
-    try:
-        batch = _decode_events.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError) as e:
-        raise from_decode_error(e) from None
-    except RecursionError:
-        raise too_deep() from None
-    check_storable(msgspec.to_builtins(batch))
-    events = batch if isinstance(batch, list) else [batch]
-    check_event_limits(events, listed=isinstance(batch, list))
+    events, listed = decode_events(await request.body())
+    check_storable(msgspec.to_builtins(events if listed else events[0]))
+    check_event_limits(events, listed=listed)
     tenant = request.user.tenant_id
     # A job's own token is never recorded, even if the job echoes it back.
     redact = [request.auth] if request.user.run_id is not None else []

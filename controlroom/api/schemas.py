@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from controlroom.commands.messages import RunEvent
+from controlroom.api.event_bodies import EventEnvelope
 
 JobType = Literal["spark_etl", "schema_migration", "diagram_export", "kb_catalog"]
 Path = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
@@ -88,7 +88,9 @@ class JobSubmission(msgspec.Struct):
     repo: Repo | None = None
 
 
-EventBatch = RunEvent | Annotated[list[RunEvent], msgspec.Meta(min_length=1)]
+EventBatch = EventEnvelope | Annotated[list[EventEnvelope], msgspec.Meta(min_length=1)]
+"""The PRD's form of what the events route accepts, as documented (api/event_bodies.py also
+takes each event flat: `{"event_type": "progress", "percent": 40}`; docs/api.md)."""
 """At most MAX_EVENTS_PER_REQUEST, checked by the route (a 422 naming the limit)."""
 
 
@@ -112,11 +114,16 @@ class Artifact(msgspec.Struct):
 
     path: str
     url: str
+    """Where its bytes are: our `/content` link, or for an external artifact its own URL."""
     artifact_id: str
-    size: int
-    sha256: str
+    size: int | None
+    """Null only for an external artifact whose reporter didn't say."""
+    sha256: str | None
+    """Null only for an external artifact whose reporter didn't say."""
     content_type: str
     attempt: int
+    external: bool = False
+    """Registered by reference: the bytes are kept elsewhere, at `url`."""
 
 
 class ArtifactView(msgspec.Struct):
@@ -124,13 +131,23 @@ class ArtifactView(msgspec.Struct):
 
     path: str
     url: str
+    """Where its bytes are: our `/content` link, or for an external artifact its own URL."""
     artifact_id: str
     run_id: str
     attempt: int
-    size: int
-    sha256: str
+    size: int | None
+    sha256: str | None
     content_type: str
     created_at: datetime
+    external: bool = False
+    """Registered by reference: the bytes are kept elsewhere, at `url`."""
+
+
+class ArtifactPage(msgspec.Struct):
+    """GET /api/v1/artifacts — a page of the tenant's artifacts, newest first."""
+
+    artifacts: list[ArtifactView]
+    next_cursor: str | None
 
 
 class RunView(msgspec.Struct):

@@ -37,10 +37,12 @@ def repo_of(code: dict[str, Any]) -> Repo | None:
 class _ArtifactRow(msgspec.Struct):
     artifact_id: str
     path: str
-    size: int
-    sha256: str
+    size: int | None
+    sha256: str | None
     content_type: str
     attempt: int
+    url: str | None = None
+    """Set for an external artifact only."""
 
 
 _decode_artifacts = msgspec.json.Decoder(list[_ArtifactRow])
@@ -52,17 +54,20 @@ def artifact_url(artifact_id: object) -> str:
 
 
 def _artifact(a: _ArtifactRow) -> Artifact:
-    return Artifact(path=a.path, url=artifact_url(a.artifact_id), artifact_id=a.artifact_id,
-                    size=a.size, sha256=a.sha256, content_type=a.content_type, attempt=a.attempt)
+    return Artifact(path=a.path, url=a.url or artifact_url(a.artifact_id),
+                    artifact_id=a.artifact_id, size=a.size, sha256=a.sha256,
+                    content_type=a.content_type, attempt=a.attempt, external=a.url is not None)
 
 
 def artifact_view(row: Mapping[str, Any]) -> ArtifactView:
-    """The public shape of one artifacts row."""
+    """The public shape of one artifacts row (an external one's `url` is where it is kept)."""
     aid = str(row["artifact_id"])
+    external = row["url"]
     return ArtifactView(
-        path=row["path"], url=artifact_url(aid), artifact_id=aid, run_id=str(row["run_id"]),
-        attempt=row["attempt"], size=row["size"], sha256=row["sha256"],
-        content_type=row["content_type"], created_at=row["created_at"],
+        path=row["path"], url=external or artifact_url(aid), artifact_id=aid,
+        run_id=str(row["run_id"]), attempt=row["attempt"], size=row["size"],
+        sha256=row["sha256"], content_type=row["content_type"], created_at=row["created_at"],
+        external=external is not None,
     )
 
 

@@ -94,19 +94,28 @@ class DeliveryList(msgspec.Struct):
 
 
 class ReportedArtifact(msgspec.Struct, forbid_unknown_fields=True):
-    """An artifact the external runner keeps: a path and where to fetch it."""
+    """An artifact the external runner keeps: a path, where to fetch it, what it knows of it."""
 
     path: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
     url: Url
+    content_type: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] | None = None
+    size: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    sha256: Annotated[str, msgspec.Meta(min_length=64, max_length=64)] | None = None
 
 
-class ContinueReport(msgspec.Struct):
+ArtifactMention = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_URL_CHARS)]
+"""A reported artifact as a string: an absolute URL (an external artifact), or the path of
+an artifact the run already has (uploaded or collected)."""
+
+
+class ContinueReport(msgspec.Struct, forbid_unknown_fields=True):
     """POST /api/v1/webhooks/continue — an external runner's report on a run."""
 
     run_id: str
     status: Status
     summary: Annotated[str, msgspec.Meta(max_length=MAX_SUMMARY)] = ""
-    artifacts: Annotated[list[ReportedArtifact], msgspec.Meta(max_length=MAX_ARTIFACTS)] = []
+    artifacts: Annotated[list[ReportedArtifact | ArtifactMention],
+                         msgspec.Meta(max_length=MAX_ARTIFACTS)] = []
     attempt: Annotated[int, msgspec.Meta(ge=1)] | None = None
     reason: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
     exit_code: int | None = None

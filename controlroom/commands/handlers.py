@@ -18,9 +18,18 @@ from controlroom.commands.errors import (
     IdempotencyConflictError,
     RunNotFoundError,
 )
-from controlroom.commands.messages import Lineage, Log, Progress, RunEvent, SubmitJob, Submitted
+from controlroom.commands.messages import (
+    Artifact,
+    Lineage,
+    Log,
+    Progress,
+    RunEvent,
+    SubmitJob,
+    Submitted,
+)
 from controlroom.commands.ports import SecretBox
 from controlroom.commands.scrubbing import Scrubber
+from controlroom.domain.external_artifacts import external_artifact
 from controlroom.domain.retry import RetryPolicy
 from controlroom.domain.run import Run
 
@@ -38,6 +47,8 @@ def _event_size(event: RunEvent) -> int:
             return len(message)
         case Lineage(source=source, target=target):
             return len(source) + len(target)
+        case Artifact(path=path, url=url):
+            return len(path) + len(url)
     return 0
 
 
@@ -122,8 +133,9 @@ class RunCommands:
             match item:
                 case Progress(message=message):
                     items.append(msgspec.structs.replace(item, message=scrub(message)))
-                case Log(text=text, stream=stream):
-                    items += [Log(text=piece, stream=stream) for piece in split_log(scrub(text))]
+                case Log(text=text, stream=stream, timestamp=reported_at):
+                    items += [Log(text=piece, stream=stream, timestamp=reported_at)
+                              for piece in split_log(scrub(text))]
                 case _:
                     items.append(item)
 
@@ -131,16 +143,22 @@ class RunCommands:
             def apply(run: Run) -> None:
                 now = self.clock()
                 for item in batch:
+                    ts = item.timestamp  # the reporter's clock, kept beside `now`
                     match item:
                         case Progress(percent=percent, message=message):
                             run.progress(percent=percent, message=message, now=now,
-                                         attempt=attempt)
+                                         attempt=attempt, reported_at=ts)
                         case Log(text=text, stream=stream):
                             run.log(text=text, stream=stream, lines=text.count("\n") + 1,
-                                    now=now, attempt=attempt)
+                                    now=now, attempt=attempt, reported_at=ts)
                         case Lineage(source=source, target=target):
                             run.record_lineage(source=source, target=target, now=now,
-                                               attempt=attempt)
+                                               attempt=attempt, reported_at=ts)
+                        case Artifact():
+                            run.add_artifact(artifact=external_artifact(
+                                run_id, run.attempt, path=item.path, url=item.url,
+                                content_type=item.content_type, size=item.size,
+                                sha256=item.sha256), now=now, attempt=attempt, reported_at=ts)
             return apply
 
         position = 0

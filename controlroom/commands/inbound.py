@@ -7,8 +7,8 @@ run — raises its DomainError and nothing is recorded.
 
 from __future__ import annotations
 
-from typing import Any, Literal
-from uuid import NAMESPACE_URL, UUID, uuid5
+from typing import Literal
+from uuid import UUID
 
 import msgspec
 
@@ -16,6 +16,7 @@ from controlroom.commands.errors import RunNotFoundError
 from controlroom.commands.handlers import RunCommands
 from controlroom.domain.data_flow import lineage_edges
 from controlroom.domain.errors import InvalidTransitionError
+from controlroom.domain.external_artifacts import external_artifact
 from controlroom.domain.run import QUEUED, RUNNING
 
 REPORTED_FAILURE = "reported"
@@ -25,10 +26,13 @@ Status = Literal["running", "completed", "failed", "cancelled"]
 
 
 class ExternalArtifact(msgspec.Struct, frozen=True):
-    """An artifact kept elsewhere: where to fetch it."""
+    """An artifact kept elsewhere: where to fetch it, and what the runner knows of it."""
 
     path: str
     url: str
+    content_type: str | None = None
+    size: int | None = None
+    sha256: str | None = None
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -68,8 +72,9 @@ class InboundOutcomes:
                 raise InvalidTransitionError("start", run.status)
             return position
         if outcome.artifacts:
-            position = self.runs.add_artifacts(run_id, [_artifact(run_id, attempt, a)
-                                                        for a in outcome.artifacts], attempt=attempt)
+            position = self.runs.add_artifacts(run_id, [external_artifact(
+                run_id, attempt, path=a.path, url=a.url, content_type=a.content_type, size=a.size,
+                sha256=a.sha256) for a in outcome.artifacts], attempt=attempt)
         if outcome.status == "completed":
             if edges := lineage_edges(run.spec):  # as a worker records them on success
                 self.runs.lineage(run_id, edges, attempt=attempt)
@@ -77,10 +82,3 @@ class InboundOutcomes:
                                       attempt=attempt)
         return self.runs.fail(run_id, reason=outcome.reason or REPORTED_FAILURE,
                               message=outcome.summary, exit_code=outcome.exit_code, attempt=attempt)
-
-
-def _artifact(run_id: UUID, attempt: int, a: ExternalArtifact) -> dict[str, Any]:
-    """An external artifact: no bytes in our store, only where it lives."""
-    aid = uuid5(NAMESPACE_URL, f"controlroom:external-artifact:{run_id}:{attempt}:{a.path}")
-    return {"artifact_id": str(aid), "path": a.path, "url": a.url, "external": True,
-            "attempt": attempt}

@@ -145,34 +145,46 @@ class _Supervision:
 
     def run(self) -> None:
         try:
-            while (code := self._pump()) is None:
-                if self.lease is not None and not self.lease.held():
-                    # The reaper may have handed the run on: stop the job, record nothing more.
-                    log.warning("run %s attempt %s: lease lost; stopping the job",
-                                self.run_id, self.attempt)
-                    self.execution.kill()
-                    return
-                if self._cancel_requested():
-                    self.execution.kill()
-                    self._pump_rest()
-                    self._archive_log()
-                    self.commands.confirm_cancelled(self.run_id, "cancelled on request", self.attempt)
-                    return
-                if time.monotonic() > self.deadline:
-                    self.execution.kill()
-                    self._pump_rest()
-                    self._fail("timeout", f"exceeded timeout_s={self.timeout_s}", None)
-                    return
-                if self.stopping.is_set():
-                    self.execution.kill()
-                    self._pump_rest()
-                    self._fail("worker_shutdown", "the worker shut down mid-run", None)
-                    return
+            self._supervise()
         except (DomainError, RunNotFoundError) as e:
-            # The run was finished elsewhere (e.g. an external runner reported it).
+            # The run was finished elsewhere (e.g. an external runner reported it) while this
+            # worker recorded output or the outcome: the log refuses more, the job must stop.
             log.info("run %s ended elsewhere (%s); stopping its process", self.run_id, e)
             self.execution.kill()
-            return
+
+    def _supervise(self) -> None:
+        while (code := self._pump()) is None:
+            if self.lease is not None and not self.lease.held():
+                # The reaper may have handed the run on: stop the job, record nothing more.
+                log.warning("run %s attempt %s: lease lost; stopping the job",
+                            self.run_id, self.attempt)
+                self.execution.kill()
+                return
+            run = self.commands.load(self.run_id)
+            if run.is_finished or run.attempt != self.attempt:
+                # Ended elsewhere — an external runner reported its outcome (POST
+                # /webhooks/continue): stop the job now, as a cancel does, and record nothing
+                # more; a silent job would otherwise hold its slot until it exits.
+                log.info("run %s attempt %s is %s elsewhere; stopping the job",
+                         self.run_id, self.attempt, run.status)
+                self.execution.kill()
+                return
+            if run.cancel_requested:
+                self.execution.kill()
+                self._pump_rest()
+                self._archive_log()
+                self.commands.confirm_cancelled(self.run_id, "cancelled on request", self.attempt)
+                return
+            if time.monotonic() > self.deadline:
+                self.execution.kill()
+                self._pump_rest()
+                self._fail("timeout", f"exceeded timeout_s={self.timeout_s}", None)
+                return
+            if self.stopping.is_set():
+                self.execution.kill()
+                self._pump_rest()
+                self._fail("worker_shutdown", "the worker shut down mid-run", None)
+                return
         if code == 0:
             self._collect_outputs()
             if self.lineage_on_success:
@@ -244,9 +256,6 @@ class _Supervision:
                 self.run_id, [(stream, "\n".join(lines), len(lines)) for stream, lines in chunks],
                 self.attempt,
             )
-
-    def _cancel_requested(self) -> bool:
-        return self.commands.load(self.run_id).cancel_requested
 
 
 def _spec_str(spec: dict[str, object], key: str) -> str | None:

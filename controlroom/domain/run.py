@@ -122,32 +122,37 @@ class Run(Aggregate):
         self._started(attempt=attempt, worker_id=worker_id, at=now)
 
     def progress(
-        self, *, percent: float | None, message: str, now: datetime, attempt: int | None = None
+        self, *, percent: float | None, message: str, now: datetime, attempt: int | None = None,
+        reported_at: datetime | None = None,
     ) -> None:
-        """Report how far the current attempt has got."""
+        """Report how far the current attempt has got (`reported_at`: the reporter's clock)."""
         self._require_active("report progress on", attempt)
-        self._progressed(percent=percent, message=message, at=now)
+        self._progressed(percent=percent, message=message, at=now, reported_at=reported_at)
 
     def log(
-        self, *, text: str, stream: str, lines: int, now: datetime, attempt: int | None = None
+        self, *, text: str, stream: str, lines: int, now: datetime, attempt: int | None = None,
+        reported_at: datetime | None = None,
     ) -> None:
         """Append a chunk of log output."""
         self._require_active("log to", attempt)
-        self._logged(text=text, stream=stream, lines=lines, attempt=self.attempt, at=now)
+        self._logged(text=text, stream=stream, lines=lines, attempt=self.attempt, at=now,
+                     reported_at=reported_at)
 
     def add_artifact(
-        self, *, artifact: dict[str, Any], now: datetime, attempt: int | None = None
+        self, *, artifact: dict[str, Any], now: datetime, attempt: int | None = None,
+        reported_at: datetime | None = None,
     ) -> None:
-        """Attach an artifact (metadata only; bytes live in the artifact store)."""
+        """Attach an artifact (metadata only; bytes live in the artifact store, or elsewhere)."""
         self._require_active("add an artifact to", attempt)
-        self._artifact_added(artifact=artifact, at=now)
+        self._artifact_added(artifact=artifact, at=now, reported_at=reported_at)
 
     def record_lineage(
-        self, *, source: str, target: str, now: datetime, attempt: int | None = None
+        self, *, source: str, target: str, now: datetime, attempt: int | None = None,
+        reported_at: datetime | None = None,
     ) -> None:
         """Record that this run read `source` and wrote `target`."""
         self._require_active("record lineage on", attempt)
-        self._lineage_recorded(source=source, target=target, at=now)
+        self._lineage_recorded(source=source, target=target, at=now, reported_at=reported_at)
 
     def complete(
         self, *, summary: str, exit_code: int | None, now: datetime, attempt: int | None = None
@@ -215,20 +220,27 @@ class Run(Aggregate):
         self.started_at = at
         self.worker_id = worker_id
 
+    # `reported_at` (the reporter's own clock, if it said) came later: events recorded before
+    # it have none, and load with the default.
+
     @event("RunProgressed")
-    def _progressed(self, percent: float | None, message: str, at: datetime) -> None:
+    def _progressed(self, percent: float | None, message: str, at: datetime,
+                    reported_at: datetime | None = None) -> None:
         pass
 
     @event("RunLogged")
-    def _logged(self, text: str, stream: str, lines: int, attempt: int, at: datetime) -> None:
+    def _logged(self, text: str, stream: str, lines: int, attempt: int, at: datetime,
+                reported_at: datetime | None = None) -> None:
         pass
 
     @event("ArtifactAdded")
-    def _artifact_added(self, artifact: dict[str, Any], at: datetime) -> None:
+    def _artifact_added(self, artifact: dict[str, Any], at: datetime,
+                        reported_at: datetime | None = None) -> None:
         pass
 
     @event("LineageEdgeRecorded")
-    def _lineage_recorded(self, source: str, target: str, at: datetime) -> None:
+    def _lineage_recorded(self, source: str, target: str, at: datetime,
+                          reported_at: datetime | None = None) -> None:
         pass
 
     @event("RunCompleted")

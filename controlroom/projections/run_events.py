@@ -94,6 +94,14 @@ _TYPES = {
     "RunCancelled": "cancelled", "RunRetryScheduled": "retry_scheduled",
 }
 ARTIFACT_FIELDS = ("artifact_id", "path", "size", "sha256", "content_type", "attempt")
+EXTERNAL_FIELDS = ("url", "external")
+"""Shown too for an external artifact (its bytes are kept elsewhere, at `url`)."""
+
+
+def _reported(e: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with the reporter's own `timestamp`, when it gave one (the server's is `at`)."""
+    reported_at = getattr(e, "reported_at", None)  # absent from events recorded before it
+    return data if reported_at is None else {**data, "timestamp": reported_at}
 
 
 def _clean(value: Any) -> Any:
@@ -136,21 +144,25 @@ class RunEventsProjection(Projection[RunEventsView]):
 
     @process_event.register
     def _(self, e: Run.RunProgressed, tracking: Tracking) -> None:
-        self.view.record(tracking, e, "progress", {"percent": e.percent, "message": e.message})
+        self.view.record(tracking, e, "progress",
+                         _reported(e, {"percent": e.percent, "message": e.message}))
 
     @process_event.register
     def _(self, e: Run.RunLogged, tracking: Tracking) -> None:
-        self.view.record(tracking, e, "log", {"stream": e.stream, "text": e.text, "lines": e.lines,
-                                              "attempt": e.attempt})
+        self.view.record(tracking, e, "log", _reported(
+            e, {"stream": e.stream, "text": e.text, "lines": e.lines, "attempt": e.attempt}))
 
     @process_event.register
     def _(self, e: Run.ArtifactAdded, tracking: Tracking) -> None:
         shown = {k: e.artifact.get(k) for k in ARTIFACT_FIELDS}
-        self.view.record(tracking, e, "artifact", shown)
+        if e.artifact.get("external"):
+            shown.update({k: e.artifact.get(k) for k in EXTERNAL_FIELDS})
+        self.view.record(tracking, e, "artifact", _reported(e, shown))
 
     @process_event.register
     def _(self, e: Run.LineageEdgeRecorded, tracking: Tracking) -> None:
-        self.view.record(tracking, e, "lineage", {"source": e.source, "target": e.target})
+        self.view.record(tracking, e, "lineage",
+                         _reported(e, {"source": e.source, "target": e.target}))
 
     @process_event.register
     def _(self, e: Run.RunCompleted, tracking: Tracking) -> None:

@@ -67,12 +67,14 @@ TOUCHED = _update("")
 ARTIFACT_ADDED = _update("artifacts = artifacts || %(shown)s")
 INSERT_ARTIFACT = """
 INSERT INTO artifacts (artifact_id, tenant_id, run_id, attempt, path, size, sha256, content_type,
-    created_at, position)
+    created_at, position, url)
 SELECT %(artifact_id)s, tenant_id, %(run_id)s, %(attempt)s, %(path)s, %(size)s, %(sha256)s,
-    %(content_type)s, %(at)s, %(position)s
+    %(content_type)s, %(at)s, %(position)s, %(url)s
 FROM run_status WHERE run_id = %(run_id)s
 ON CONFLICT DO NOTHING
 """
+ARTIFACT_SHOWN = ("artifact_id", "path", "size", "sha256", "content_type", "attempt", "url")
+"""An artifact in the run's `artifacts`; `url` only for an external one (bytes kept elsewhere)."""
 
 
 def _repo(code: dict[str, Any]) -> Jsonb | None:
@@ -172,18 +174,20 @@ class RunStatusProjection(Projection[RunStatusView]):
     @process_event.register
     def _(self, e: Run.ArtifactAdded, tracking: Tracking) -> None:
         a = e.artifact
+        external = bool(a.get("external")) and isinstance(a.get("url"), str)
         params = {
             "run_id": e.originator_id, "at": e.at, "position": tracking.notification_id,
             "artifact_id": a.get("artifact_id"), "attempt": a.get("attempt", 1),
-            "path": a.get("path"), "size": a.get("size", 0), "sha256": a.get("sha256"),
+            "path": a.get("path"), "size": a.get("size", None if external else 0),
+            "sha256": a.get("sha256"), "url": a["url"] if external else None,
             "content_type": a.get("content_type") or "application/octet-stream",
         }
         # An event missing what the table requires is shown as a touch, never a stuck projection.
-        if not all(params[k] is not None for k in ("artifact_id", "path", "sha256")):
+        required = ("artifact_id", "path") if external else ("artifact_id", "path", "sha256")
+        if not all(params[k] is not None for k in required):
             self.view.change(TOUCHED, tracking, **params)
             return
-        shown = {k: params[k] for k in ("artifact_id", "path", "size", "sha256", "content_type",
-                                        "attempt")}
+        shown = {k: params[k] for k in ARTIFACT_SHOWN}
         self.view.apply(tracking, [(INSERT_ARTIFACT, params),
                                    (ARTIFACT_ADDED, {**params, "shown": Jsonb([shown])})])
 
