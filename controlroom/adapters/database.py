@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlsplit
 import asyncpg
 import psycopg
 
-from controlroom.adapters.event_store import STATEMENT_TIMEOUT_KEY, STATEMENT_TIMEOUT_S
+from controlroom.adapters.event_store import SCHEMA_LOCK, STATEMENT_TIMEOUT_KEY, STATEMENT_TIMEOUT_S
 
 POOL_MIN = 2
 POOL_MAX = 10
@@ -85,7 +85,8 @@ def apply_schema(dsn: str) -> None:
     with psycopg.connect(
         dsn, connect_timeout=int(CONNECT_TIMEOUT_S), prepare_threshold=None
     ) as conn:
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('controlroom:schema'))")
+        # The same lock as the event store's and the projections' table creation (event_store.py).
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (SCHEMA_LOCK,))
         conn.execute("CREATE TABLE IF NOT EXISTS controlroom_schema (digest text PRIMARY KEY, "
                      "applied_at timestamptz NOT NULL DEFAULT now())")
         if conn.execute("SELECT 1 FROM controlroom_schema WHERE digest = %s", (digest,)).fetchone():

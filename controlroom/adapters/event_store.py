@@ -17,12 +17,15 @@ never while it waits on us. `lock_timeout` and `statement_timeout` bound the res
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
 from eventsourcing.persistence import (
+    AggregateRecorder,
+    ApplicationRecorder,
     InterfaceError,
     OperationalError,
     PersistenceError,
@@ -39,6 +42,10 @@ STATEMENT_TIMEOUT_KEY = "POSTGRES_STATEMENT_TIMEOUT_MS"
 """The env key giving a factory's connections a statement timeout (unset: none)."""
 MAX_APPEND_BYTES = 16 * 1024 * 1024
 """Last-resort bound on one append's encoded events (the API and worker append far less)."""
+SCHEMA_LOCK = "controlroom:schema"
+"""The advisory lock (hashtext of it) every process takes around its DDL: one creates at a time."""
+SCHEMA_LOCK_WAIT_S = 60.0
+"""How long start-up waits for another process's DDL before giving up."""
 CONNECTION_RETRIES = 3
 RETRY_WAIT_S = 0.2
 
@@ -155,7 +162,12 @@ def _bound_sessions(datastore: PostgresDatastore, timeout_ms: int) -> None:
 
 
 class EventStoreFactory(PostgresFactory):
-    """PostgresFactory whose application recorder appends with BoundedAppendRecorder."""
+    """PostgresFactory whose application recorder appends with BoundedAppendRecorder.
+
+    Every recorder's tables are created under the schema lock that also guards schema.sql:
+    concurrent `CREATE TABLE IF NOT EXISTS` of one table collide in PostgreSQL's catalog
+    (`pg_type_typname_nsp_index`), so processes starting together on an empty database would.
+    """
 
     application_recorder_class = BoundedAppendRecorder
 
@@ -163,3 +175,41 @@ class EventStoreFactory(PostgresFactory):
         super().__init__(env)
         if timeout_ms := int(self.env.get(STATEMENT_TIMEOUT_KEY) or 0):
             _bound_sessions(self.datastore, timeout_ms)  # the pool opens lazily: all get it
+
+    def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
+        """The library's, its tables created under the schema lock."""
+        with self._schema_lock():
+            return super().aggregate_recorder(purpose)
+
+    def application_recorder(self) -> ApplicationRecorder:
+        """The library's, its tables created under the schema lock."""
+        with self._schema_lock():
+            return super().application_recorder()
+
+    def tracking_recorder(self, tracking_recorder_class: Any = None) -> Any:
+        """The library's, its tables created under the schema lock."""
+        with self._schema_lock():
+            return super().tracking_recorder(tracking_recorder_class)
+
+    def process_recorder(self) -> Any:
+        """The library's, its tables created under the schema lock."""
+        with self._schema_lock():
+            return super().process_recorder()
+
+    @contextlib.contextmanager
+    def _schema_lock(self) -> Iterator[None]:
+        """Hold the schema lock in a transaction of its own while the library creates tables.
+
+        The library creates in several transactions (types, then tables, tracking migrations),
+        so the lock is held on one connection while they run on others from the same pool.
+        """
+        if not self.env_create_table():
+            yield
+            return
+        with self.datastore.get_connection() as conn, conn.transaction():
+            conn.execute(SQL("SET LOCAL idle_in_transaction_session_timeout = 0"))
+            conn.execute(SQL("SET LOCAL statement_timeout = {0}").format(
+                Literal(f"{int(SCHEMA_LOCK_WAIT_S * 1000)}ms")))
+            conn.execute(SQL("SELECT pg_advisory_xact_lock(hashtext({0}))").format(
+                Literal(SCHEMA_LOCK)))
+            yield
