@@ -14,6 +14,7 @@ from controlroom.api.auth import Principal, requires
 from controlroom.api.deps import Deps
 from controlroom.api.event_bodies import decode_events
 from controlroom.api.event_limits import check_event_limits
+from controlroom.api.no_body import refuse_fields
 from controlroom.api.routes_validate import ensure_valid
 from controlroom.api.routes_webhooks import check_callbacks
 from controlroom.api.schemas import Accepted, RunPage, RunView
@@ -115,6 +116,7 @@ async def post_events(request: Request[Principal, str, Any], run_id: FromPath[UU
 @post(f"{API}/runs/{{run_id:uuid}}/cancel", guards=[requires("runs:write")], status_code=202)
 async def cancel_run(request: Request[Principal, str, Any], run_id: FromPath[UUID]) -> RunView:
     """Ask for a run to stop: a queued run is cancelled at once, a running one within seconds."""
+    await refuse_fields(request)
     deps: Deps = request.app.state.deps
     tenant = request.user.tenant_id
     position = await deps.write(deps.commands.request_cancel, tenant, run_id, request.user.sub)

@@ -13,6 +13,7 @@ from litestar.params import FromPath, QueryParameter
 
 from controlroom.api.auth import Principal, requires
 from controlroom.api.deps import Deps
+from controlroom.api.no_body import refuse_fields
 from controlroom.api.problems import ProblemError, from_decode_error, invalid
 from controlroom.api.views import API
 from controlroom.api.webhook_deps import WebhookDeps
@@ -61,6 +62,7 @@ async def check_url(hooks: WebhookDeps, field: str, url: str) -> None:
 @post(f"{API}/webhooks/secret", guards=[requires(WRITE)], status_code=201)
 async def rotate_secret(request: Request[Principal, str, Any]) -> SecretView:
     """A new signing secret for the tenant, shown once; the old one stays valid for the grace period."""
+    await refuse_fields(request)
     deps: Deps = request.app.state.deps
     rotated = await deps.write(webhooks_of(request).commands.rotate_secret, request.user.tenant_id)
     await deps.settle(rotated.position, WEBHOOKS)
@@ -117,6 +119,7 @@ async def replay_subscription(
     from_position: Annotated[int, QueryParameter(name="from", ge=0)] = 0,
 ) -> Replay:
     """Deliver again every event the subscription wants from log position `from` on."""
+    await refuse_fields(request)
     hooks = webhooks_of(request)
     tenant = request.user.tenant_id
     row = await hooks.reads.subscription(tenant, subscription_id)
@@ -161,6 +164,7 @@ async def list_deliveries(request: Request[Principal, str, Any], run_id: FromPat
       status_code=202)
 async def redeliver(request: Request[Principal, str, Any], delivery_id: FromPath[UUID]) -> DeliveryView:
     """Send a delivery again now (same webhook-id), with a fresh retry schedule."""
+    await refuse_fields(request)
     row = await webhooks_of(request).reads.redeliver(request.user.tenant_id, delivery_id)
     if row is None:
         raise DeliveryNotFoundError(delivery_id)

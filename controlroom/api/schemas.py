@@ -24,7 +24,7 @@ class CodeFile(msgspec.Struct, forbid_unknown_fields=True):
     content: str
 
 
-class Code(msgspec.Struct):
+class Code(msgspec.Struct, forbid_unknown_fields=True):
     """The job's code: inline files, optionally where they came from."""
 
     files: Annotated[list[CodeFile], msgspec.Meta(min_length=1, max_length=MAX_FILES)]
@@ -73,8 +73,8 @@ class Callbacks(msgspec.Struct, forbid_unknown_fields=True):
     on_progress: str | None = None
 
 
-class JobSubmission(msgspec.Struct):
-    """POST /api/v1/jobs/run."""
+class JobSubmission(msgspec.Struct, forbid_unknown_fields=True):
+    """POST /api/v1/jobs/run (a field outside it is refused by name; `spec` keeps any key)."""
 
     job_type: JobType
     code: Code
