@@ -22,6 +22,8 @@ DEFAULT_REDIS_NAMESPACE = "controlroom"
 DEFAULT_MAX_ARTIFACT_BYTES = 1024**3
 DEFAULT_SSE_HEARTBEAT_S = 15.0
 DEFAULT_SSE_BUFFER = 1000
+DEFAULT_SHUTDOWN_GRACE_S = 1.5
+"""After SIGTERM, requests in flight get this long to finish; then the process exits."""
 EXECUTORS = ("local", "kubernetes")
 DEFAULT_EXECUTOR = "local"
 
@@ -56,6 +58,7 @@ class Settings(msgspec.Struct, kw_only=True):
     max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES
     sse_heartbeat_s: float = DEFAULT_SSE_HEARTBEAT_S
     sse_buffer: int = DEFAULT_SSE_BUFFER
+    shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
     executor: str = DEFAULT_EXECUTOR
     """Where runs without `spec.executor` run: `local` or `kubernetes`."""
     k8s: KubernetesSettings = msgspec.field(default_factory=lambda: KubernetesSettings())
@@ -111,6 +114,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         max_artifact_bytes=int(env.get("CONTROLROOM_MAX_ARTIFACT_BYTES") or DEFAULT_MAX_ARTIFACT_BYTES),
         sse_heartbeat_s=float(env.get("CONTROLROOM_SSE_HEARTBEAT_S") or DEFAULT_SSE_HEARTBEAT_S),
         sse_buffer=int(env.get("CONTROLROOM_SSE_BUFFER") or DEFAULT_SSE_BUFFER),
+        shutdown_grace_s=float(env.get("CONTROLROOM_SHUTDOWN_GRACE_S") or DEFAULT_SHUTDOWN_GRACE_S),
         executor=executor_setting(env),
         k8s=kubernetes_settings(env),
         sandbox=sandbox_settings(env),

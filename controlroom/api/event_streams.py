@@ -13,7 +13,7 @@ from uuid import UUID
 from litestar.response.sse import ServerSentEventMessage
 
 from controlroom.api.event_ports import EventStreams
-from controlroom.api.event_views import HEARTBEAT, batch, end, resume
+from controlroom.api.event_views import HEARTBEAT, batch, end, resume, stopping
 from controlroom.projections.run_events import RunEventRow
 
 log = logging.getLogger("controlroom.events")
@@ -58,8 +58,7 @@ async def run_stream(streams: EventStreams, tenant_id: str, run_id: UUID, after:
             rows = [r for r in await sub.next() if r.version > last]
             if not rows:
                 if sub.overflowed or sub.ended:
-                    if sub.overflowed:
-                        yield resume(last, sub.limit)
+                    yield resume(last, sub.limit) if sub.overflowed else stopping(last)
                     return
                 yield HEARTBEAT
                 continue
@@ -101,8 +100,7 @@ async def feed_stream(
                 last = rows[-1].position
                 yield batch(rows, "feed")
             elif sub.overflowed or sub.ended:
-                if sub.overflowed:
-                    yield resume(last, sub.limit)
+                yield resume(last, sub.limit) if sub.overflowed else stopping(last)
                 return
             else:
                 yield HEARTBEAT

@@ -109,12 +109,25 @@ def end(row: RunEventRow) -> ServerSentEventMessage:
     ).decode())
 
 
+RECONNECT_MS = 1000
+"""The `retry:` a stream's last message asks an EventSource to wait before reconnecting."""
+
+
 def resume(last_event_id: int, buffered: int) -> ServerSentEventMessage:
     """The last message to a client that fell too far behind: reconnect from here."""
-    return ServerSentEventMessage(event="resume", retry=1000, data=_encode({
-        "event": "resume", "last_event_id": str(last_event_id),
-        "reason": f"the client fell more than {buffered} events behind; reconnect with "
-                  "Last-Event-ID to continue from where it was",
+    return _reconnect(last_event_id, f"the client fell more than {buffered} events behind; "
+                      "reconnect with Last-Event-ID to continue from where it was")
+
+
+def stopping(last_event_id: int) -> ServerSentEventMessage:
+    """The last message of every stream when the server stops: reconnect (to another one)."""
+    return _reconnect(last_event_id, "the server is stopping; reconnect with Last-Event-ID to "
+                      "continue from where the stream was")
+
+
+def _reconnect(last_event_id: int, reason: str) -> ServerSentEventMessage:
+    return ServerSentEventMessage(event="resume", retry=RECONNECT_MS, data=_encode({
+        "event": "resume", "last_event_id": str(last_event_id), "reason": reason,
     }).decode())
 
 

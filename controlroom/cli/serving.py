@@ -15,8 +15,6 @@ from controlroom.cli.wiring import Services, artifact_store, bootstrap
 from controlroom.settings import Settings
 
 SETTLE_TIMEOUT_S = 5.0
-GRACEFUL_SHUTDOWN_S = 10.0
-"""After a stop signal, open requests get this long before uvicorn closes them."""
 STOP_DEADLINE_S = 30.0
 """After a stop signal the process exits by then, whatever is stuck (a hung database, say)."""
 WRITE_THREADS = 3
@@ -139,7 +137,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                   + (f" --data-dir {settings.data_dir}" if args.data_dir else ""), file=sys.stderr)
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                                 access_log=False, lifespan="on",
-                                timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN_S))
+                                # uvicorn waits on it with asyncio.timeout: seconds as a float do.
+                                timeout_graceful_shutdown=settings.shutdown_grace_s)  # type: ignore[arg-type]
         watchdog = _StopWatchdog(STOP_DEADLINE_S)
         server = _server_ending_streams_first(config, app, watchdog)
         with _signals_stop(server, watchdog):

@@ -143,6 +143,8 @@ def _projections(
         elif worker is not None:  # dramatiq: take no more messages, then end running jobs
             queue.stop(on_stopping=worker.stopping.set)
         for host in hosts:
+            host.request_stop()  # all at once: each may take up to its runner's poll to notice
+        for host in hosts:
             host.stop()
         if queue is not None and not isinstance(queue, InProcessQueue):
             queue.close()
