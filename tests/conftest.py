@@ -12,6 +12,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,17 +32,9 @@ def _with_db(dsn: str, dbname: str) -> str:
     return urlsplit(dsn)._replace(path=f"/{dbname}").geturl()
 
 
-@pytest.fixture(scope="session")
-def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Postgres server to create test databases on."""
-    external = os.environ.get("DATABASE_URL")
-    if external:
-        try:
-            psycopg.connect(external, connect_timeout=5).close()
-        except psycopg.OperationalError as e:
-            pytest.exit(f"DATABASE_URL is set but Postgres is unreachable: {e}", returncode=3)
-        yield external
-        return
+@contextmanager
+def _embedded_server() -> Iterator[str]:
+    """An embedded PostgreSQL of the test session's own, stopped and removed afterwards."""
     from controlroom.adapters.embedded_postgres import EmbeddedPostgres
 
     # Not under pytest's temp root: another pytest session may reset its mode to 0700, and
@@ -54,22 +47,62 @@ def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def make_database(server_dsn: str) -> Iterator[Callable[[], str]]:
-    """Creates fresh databases, dropped when the session ends."""
+@contextmanager
+def _databases_on(server: str) -> Iterator[Callable[[], str]]:
+    """make() -> the DSN of a fresh database on `server`; all are dropped afterwards."""
     created: list[str] = []
 
     def make() -> str:
         name = f"controlroom_test_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(server_dsn, autocommit=True) as conn:
+        with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         created.append(name)
-        return _with_db(server_dsn, name)
+        return _with_db(server, name)
 
-    yield make
-    with psycopg.connect(server_dsn, autocommit=True) as conn:
-        for name in created:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield make
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            for name in created:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def server_dsn() -> Iterator[str]:
+    """A Postgres server to create test databases on."""
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        try:
+            psycopg.connect(external, connect_timeout=5).close()
+        except psycopg.OperationalError as e:
+            pytest.exit(f"DATABASE_URL is set but Postgres is unreachable: {e}", returncode=3)
+        yield external
+        return
+    with _embedded_server() as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="session")
+def make_database(server_dsn: str) -> Iterator[Callable[[], str]]:
+    """Creates fresh databases, dropped when the session ends."""
+    with _databases_on(server_dsn) as make:
+        yield make
+
+
+@pytest.fixture(scope="session")
+def make_server_database(server_dsn: str) -> Iterator[Callable[[], str]]:
+    """Databases for `controlroom serve` subprocesses started beside the session's service.
+
+    Each such process holds its own full set of connections; on a shared server (DATABASE_URL,
+    100 connections for everything) two of them beside the session's service would run it
+    out, so with DATABASE_URL set they get an embedded PostgreSQL of their own.
+    """
+    if not os.environ.get("DATABASE_URL"):
+        with _databases_on(server_dsn) as make:
+            yield make
+        return
+    with _embedded_server() as side, _databases_on(side) as make:
+        yield make
 
 
 @pytest.fixture(scope="session")

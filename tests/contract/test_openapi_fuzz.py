@@ -35,11 +35,11 @@ CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 
 @pytest.fixture(scope="module")
-def server(make_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
+def server(make_server_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[tuple[ServeProcess, str]]:
     """A real server on its own database, and an admin token for it."""
     secret = "fuzz-secret-" + uuid.uuid4().hex
-    proc = ServeProcess(make_database(), tmp_path_factory.mktemp("fuzz"), jwt_secret=secret)
+    proc = ServeProcess(make_server_database(), tmp_path_factory.mktemp("fuzz"), jwt_secret=secret)
     try:
         proc.wait_ready()
         token = issue_token(secret, tenant="fuzz", sub="schemathesis", scopes=["admin"], ttl_s=3600)

@@ -29,9 +29,9 @@ CLI_TIMEOUT_S = 60
 
 
 @pytest.fixture(scope="module")
-def server(make_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
+def server(make_server_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[ServeProcess]:
-    s = ServeProcess(make_database(), tmp_path_factory.mktemp("cli"), jwt_secret=SECRET)
+    s = ServeProcess(make_server_database(), tmp_path_factory.mktemp("cli"), jwt_secret=SECRET)
     try:
         yield s.wait_ready()
     finally:
@@ -157,10 +157,10 @@ def test_errors_exit_4_with_a_message(env: dict[str, str], tmp_path: Path) -> No
 
 
 def test_watch_resumes_after_the_server_restarts_and_repeats_no_event(
-    make_database: Callable[[], str], tmp_path: Path, env: dict[str, str]
+    make_server_database: Callable[[], str], tmp_path: Path, env: dict[str, str]
 ) -> None:
     """The stream drops (server restarted on the same port): the CLI reconnects with its last id."""
-    dsn, data = make_database(), tmp_path / "data"
+    dsn, data = make_server_database(), tmp_path / "data"
     data.mkdir()
     first = ServeProcess(dsn, data, jwt_secret=SECRET, extra_args=["--no-worker"]).wait_ready()
     env = {**env, "CONTROLROOM_URL": first.base_url}

@@ -43,9 +43,9 @@ with httpx.Client(base_url=url, timeout=60) as c:
 
 
 @pytest.fixture(scope="module")
-def server(make_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
+def server(make_server_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[ServeProcess]:
-    s = ServeProcess(make_database(), tmp_path_factory.mktemp("resume"), jwt_secret=SECRET,
+    s = ServeProcess(make_server_database(), tmp_path_factory.mktemp("resume"), jwt_secret=SECRET,
                      extra_args=["--no-worker"], env={"CONTROLROOM_SSE_HEARTBEAT_S": "0.5"})
     try:
         yield s.wait_ready()
