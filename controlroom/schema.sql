@@ -264,6 +264,9 @@ CREATE TABLE IF NOT EXISTS webhook_attempts (
     next_attempt_at  timestamptz,
     PRIMARY KEY (delivery_id, attempt)
 );
+-- When each attempt began and ended (attempted_at: when it began, kept for older readers).
+ALTER TABLE webhook_attempts ADD COLUMN IF NOT EXISTS started_at timestamptz,
+    ADD COLUMN IF NOT EXISTS finished_at timestamptz;
 -- Inbound hooks seen, by webhook-id: a redelivered one is answered, not applied twice.
 CREATE TABLE IF NOT EXISTS webhook_inbound (
     tenant_id    text        NOT NULL,

@@ -174,8 +174,12 @@ class WebhookSettings(msgspec.Struct, kw_only=True):
     retry_schedule: str | None = None
     """Seconds, comma-separated (`0,5,300,…`); unset: Standard Webhooks' schedule up to 24 h."""
     timeout_s: float = 15.0
+    """The whole of one attempt: connect, send and the answer's headers together."""
     secret_grace_s: float = 24 * 3600.0
     concurrency: int = 16
+    """Attempts in flight per process, in all."""
+    per_endpoint: int = 4
+    """Attempts in flight per process to one endpoint (scheme, host, port): a slow one holds no more."""
 
 
 def webhook_settings(env: dict[str, str]) -> WebhookSettings:
@@ -187,6 +191,7 @@ def webhook_settings(env: dict[str, str]) -> WebhookSettings:
         timeout_s=float(env.get("CONTROLROOM_WEBHOOK_TIMEOUT_S") or default.timeout_s),
         secret_grace_s=float(env.get("CONTROLROOM_WEBHOOK_SECRET_GRACE_S") or default.secret_grace_s),
         concurrency=int(env.get("CONTROLROOM_WEBHOOK_CONCURRENCY") or default.concurrency),
+        per_endpoint=int(env.get("CONTROLROOM_WEBHOOK_PER_ENDPOINT") or default.per_endpoint),
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpcore
 
+from controlroom.adapters.send_deadline import DeadlineStream, left
 from controlroom.domain.url_policy import (
     Allowlist,
     CallbackRefusedError,
@@ -75,7 +76,8 @@ class CallbackGuard:
 
 
 class GuardedBackend(httpcore.SyncBackend):
-    """httpcore's socket backend, connecting only to addresses the guard accepts."""
+    """httpcore's socket backend, connecting only to addresses the guard accepts; its streams
+    keep the calling thread's total deadline (send_deadline.py)."""
 
     def __init__(self, guard: CallbackGuard) -> None:
         self.guard = guard
@@ -87,4 +89,7 @@ class GuardedBackend(httpcore.SyncBackend):
             address = self.guard.address_for(host, port)
         except OSError as e:
             raise httpcore.ConnectError(f"could not resolve {host}: {e}") from None
-        return super().connect_tcp(address, port, timeout, local_address, socket_options)
+        # Within a delivery's total deadline (send_deadline.within), if one is set.
+        timeout = left(timeout, httpcore.ConnectTimeout)
+        return DeadlineStream(
+            super().connect_tcp(address, port, timeout, local_address, socket_options))

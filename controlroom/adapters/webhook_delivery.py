@@ -1,7 +1,8 @@
 """Sends one webhook: Standard Webhooks headers and signatures, one shared httpx client.
 
 Redirects are never followed (a 3xx is a failed attempt): a redirect can't lead the request to
-an address the guard would refuse. The response body is never read.
+an address the guard would refuse. The response body is never read. The timeout bounds the
+whole attempt (connect + send + the answer's headers), not each of them on its own.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import httpcore
 import httpx
 from standardwebhooks.webhooks import Webhook
 
+from controlroom.adapters.send_deadline import within
 from controlroom.adapters.ssrf import CallbackGuard, GuardedBackend
 from controlroom.commands.deliveries import Attempted
 from controlroom.domain.url_policy import CallbackRefusedError, parse_target
@@ -58,21 +60,27 @@ class HttpWebhookSender:
             text = body.decode()
             headers["webhook-signature"] = " ".join(
                 Webhook(s).sign(webhook_id, now, text) for s in secrets)
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), datetime.now(UTC)
+
+        def attempted(code: int | None, error: str | None = None, refused: bool = False) -> Attempted:
+            return Attempted(code, _ms(started), error[:MAX_ERROR_CHARS] if error else None,
+                             refused, started_at, datetime.now(UTC))
+
         try:
             parse_target(url)
-            with self._client.stream("POST", url, content=body, headers=headers) as response:
+            with within(self.timeout_s), self._client.stream(
+                    "POST", url, content=body, headers=headers) as response:
                 code = response.status_code
         except CallbackRefusedError as e:
-            return Attempted(None, _ms(started), f"refused: {e}", refused=True)
+            return attempted(None, f"refused: {e}", refused=True)
         except httpx.TimeoutException:
-            return Attempted(None, _ms(started), f"timed out after {self.timeout_s:g} s")
+            return attempted(None, f"timed out after {self.timeout_s:g} s")
         except (httpx.HTTPError, OSError) as e:
-            return Attempted(None, _ms(started), f"{type(e).__name__}: {e}"[:MAX_ERROR_CHARS])
-        error = None
+            return attempted(None, f"{type(e).__name__}: {e}")
         if 300 <= code < 400:
-            error = f"redirects are not followed (Location: {response.headers.get('location', '')})"
-        return Attempted(code, _ms(started), error[:MAX_ERROR_CHARS] if error else None)
+            return attempted(code, "redirects are not followed "
+                             f"(Location: {response.headers.get('location', '')})")
+        return attempted(code)
 
     def close(self) -> None:
         """Close the client's connections."""

@@ -21,8 +21,8 @@ RUN_EXISTS = "SELECT 1 FROM run_status WHERE run_id = $1 AND tenant_id = $2"
 RUN_TENANT = "SELECT tenant_id FROM run_status WHERE run_id = $1"
 RUN_DELIVERIES = f"""SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries
 WHERE run_id = $1 AND tenant_id = $2 ORDER BY position, target"""
-ATTEMPTS = """SELECT delivery_id, attempt, attempted_at, url, status_code, latency_ms, error,
-    next_attempt_at FROM webhook_attempts WHERE delivery_id = ANY($1::uuid[])
+ATTEMPTS = """SELECT delivery_id, attempt, attempted_at, started_at, finished_at, url, status_code,
+    latency_ms, error, next_attempt_at FROM webhook_attempts WHERE delivery_id = ANY($1::uuid[])
 ORDER BY delivery_id, attempt"""
 SUBSCRIPTION_COLUMNS = "subscription_id, url, events, status, status_reason, created_by, created_at"
 SUBSCRIPTIONS = f"""SELECT {SUBSCRIPTION_COLUMNS} FROM webhook_subscriptions

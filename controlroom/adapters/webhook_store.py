@@ -9,7 +9,7 @@ from uuid import UUID
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from controlroom.commands.deliveries import Attempted, DueDelivery, delivery_body
+from controlroom.commands.deliveries import ENDPOINT_PATTERN, Attempted, DueDelivery, delivery_body
 from controlroom.commands.ports import SecretBox
 from controlroom.commands.webhooks import SECRET_KEY
 from controlroom.projections.outbox import WEBHOOKS_CHANNEL
@@ -17,12 +17,24 @@ from controlroom.projections.outbox import WEBHOOKS_CHANNEL
 CONNECT_TIMEOUT_S = 5
 POOL_MAX = 4
 """Claims and records are short statements; sends (many threads) never hold a connection."""
+CLAIM_SCAN = 4
+"""Due deliveries looked at per slot asked for: room to skip past a full endpoint's backlog."""
 CLAIM = """
-WITH due AS (
-    SELECT delivery_id FROM webhook_deliveries
+WITH candidates AS (
+    SELECT delivery_id, next_attempt_at,
+        coalesce(lower(substring(url from %(pattern)s)), '') AS endpoint
+    FROM webhook_deliveries
     WHERE status = 'pending' AND next_attempt_at <= now()
-    ORDER BY next_attempt_at LIMIT %(limit)s
+        AND coalesce(lower(substring(url from %(pattern)s)), '') <> ALL(%(full)s::text[])
+    ORDER BY next_attempt_at LIMIT %(scan)s
     FOR UPDATE SKIP LOCKED
+), due AS (
+    SELECT c.delivery_id FROM (
+        SELECT *, row_number() OVER (PARTITION BY endpoint ORDER BY next_attempt_at) AS nth
+        FROM candidates) c
+    LEFT JOIN unnest(%(busy)s::text[], %(used)s::int[]) AS b(endpoint, used) USING (endpoint)
+    WHERE c.nth + coalesce(b.used, 0) <= %(per_endpoint)s
+    ORDER BY c.next_attempt_at LIMIT %(limit)s
 ), claimed AS (
     UPDATE webhook_deliveries d
     SET next_attempt_at = now() + make_interval(secs => %(lease)s), updated_at = now()
@@ -36,10 +48,10 @@ FROM claimed c LEFT JOIN webhook_secrets s USING (tenant_id)
 """
 RECORD = """
 WITH attempt AS (
-    INSERT INTO webhook_attempts (delivery_id, attempt, attempted_at, url, status_code,
-        latency_ms, error, next_attempt_at)
-    VALUES (%(id)s, %(attempt)s, now(), %(url)s, %(code)s, %(latency)s, %(error)s,
-        now() + make_interval(secs => %(retry_in)s))
+    INSERT INTO webhook_attempts (delivery_id, attempt, attempted_at, started_at, finished_at,
+        url, status_code, latency_ms, error, next_attempt_at)
+    VALUES (%(id)s, %(attempt)s, coalesce(%(started)s::timestamptz, now()), %(started)s, %(finished)s,
+        %(url)s, %(code)s, %(latency)s, %(error)s, now() + make_interval(secs => %(retry_in)s))
     ON CONFLICT DO NOTHING
 )
 UPDATE webhook_deliveries SET
@@ -64,10 +76,17 @@ class PostgresDeliveryStore:
     def _connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self._dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
 
-    def claim_due(self, limit: int, lease_s: float) -> list[DueDelivery]:
-        """Take up to `limit` due deliveries for `lease_s` seconds."""
+    def claim_due(self, limit: int, lease_s: float, *, busy: dict[str, int],
+                  per_endpoint: int) -> list[DueDelivery]:
+        """Take up to `limit` due deliveries for `lease_s` seconds, oldest first, leaving those
+        whose endpoint would then have more than `per_endpoint` in flight (`busy`: in flight now)."""
+        full = [e for e, used in busy.items() if used >= per_endpoint]
         with self._pool.connection() as conn:
-            rows = conn.execute(CLAIM, {"limit": limit, "lease": lease_s}).fetchall()
+            rows = conn.execute(CLAIM, {
+                "limit": limit, "lease": lease_s, "scan": limit * CLAIM_SCAN, "full": full,
+                "busy": list(busy), "used": list(busy.values()), "per_endpoint": per_endpoint,
+                "pattern": ENDPOINT_PATTERN,
+            }).fetchall()
         return [self._due(row) for row in rows]
 
     def _due(self, row: tuple[Any, ...]) -> DueDelivery:
@@ -83,6 +102,7 @@ class PostgresDeliveryStore:
             conn.execute(RECORD, {
                 "id": delivery_id, "attempt": attempt, "url": url, "code": result.status_code,
                 "latency": result.latency_ms, "error": result.error, "status": status,
+                "started": result.started_at, "finished": result.finished_at,
                 "retry_in": retry_in_s,
             })
 

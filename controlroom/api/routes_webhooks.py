@@ -156,7 +156,7 @@ async def list_deliveries(request: Request[Principal, str, Any], run_id: FromPat
     for a in attempt_rows:
         attempts[a["delivery_id"]].append(AttemptView(
             a["attempt"], a["attempted_at"], a["url"], a["status_code"], a["latency_ms"],
-            a["error"], a["next_attempt_at"]))
+            a["error"], a["next_attempt_at"], a["started_at"], a["finished_at"]))
     return DeliveryList(str(run_id), [_delivery(r, attempts[r["delivery_id"]]) for r in rows])
 
 

@@ -60,11 +60,16 @@ class AttemptView(msgspec.Struct):
 
     attempt: int
     attempted_at: datetime
+    """When the attempt began (the same as started_at where that is known)."""
     url: str
     status_code: int | None
     latency_ms: float
     error: str | None
     next_retry_at: datetime | None
+    started_at: datetime | None = None
+    """When the attempt began, before connecting (null for attempts recorded before it was kept)."""
+    finished_at: datetime | None = None
+    """When it ended: the receiver's status line came, or the attempt failed or timed out."""
 
 
 class DeliveryView(msgspec.Struct):

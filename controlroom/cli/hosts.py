@@ -74,7 +74,8 @@ def webhook_hosts(services: Services) -> list[ProjectionHost]:
     return [
         ProjectionHost("webhooks", services.dsn, _runner(services, outbox, OutboxView)),
         ProjectionHost("webhook_delivery", services.dsn, lambda: DeliveryWorker(
-            store, sender, hooks.commands, policy, concurrency=s.concurrency)),
+            store, sender, hooks.commands, policy, concurrency=s.concurrency,
+            per_endpoint=s.per_endpoint)),
     ]
 
 
