@@ -91,10 +91,11 @@ def make_database(server_dsn: str) -> Iterator[Callable[[], str]]:
 
 @pytest.fixture(scope="session")
 def make_server_database(server_dsn: str) -> Iterator[Callable[[], str]]:
-    """Databases for `controlroom serve` subprocesses started beside the session's service.
+    """Databases for services started beside the session's own (a module's `bootstrap`, a
+    `controlroom serve` subprocess).
 
-    Each such process holds its own full set of connections; on a shared server (DATABASE_URL,
-    100 connections for everything) two of them beside the session's service would run it
+    Each such service holds its own full set of connections; on a shared server (DATABASE_URL,
+    100 connections for everything) one or two of them beside the session's service run it
     out, so with DATABASE_URL set they get an embedded PostgreSQL of their own.
     """
     if not os.environ.get("DATABASE_URL"):

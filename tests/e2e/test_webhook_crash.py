@@ -75,8 +75,8 @@ class Serve:
 
 
 @pytest.fixture
-def servers(make_database: Callable[[], str], tmp_path: Path) -> Iterator[Callable[[str], Serve]]:
-    dsn = make_database()
+def servers(make_server_database: Callable[[], str], tmp_path: Path) -> Iterator[Callable[[str], Serve]]:
+    dsn = make_server_database()
     started: list[Serve] = []
 
     def start(name: str) -> Serve:

@@ -51,9 +51,9 @@ SHUTDOWN_WITHIN_S = 10.0
 
 
 @pytest.fixture(scope="module")
-def settings(make_database: Callable[[], str]) -> Iterator[Settings]:
+def settings(make_server_database: Callable[[], str]) -> Iterator[Settings]:
     data_dir = Path(tempfile.mkdtemp(prefix="controlroom-workers-"))
-    s = redis_settings(make_database(), data_dir)
+    s = redis_settings(make_server_database(), data_dir)
     try:
         yield s
     finally:

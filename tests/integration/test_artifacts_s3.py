@@ -90,10 +90,10 @@ def test_the_store_writes_once_by_digest_and_reads_by_range(
 
 
 def test_the_api_uploads_to_and_serves_from_the_bucket(
-        s3: tuple[str, Any], make_database: Callable[[], str], tmp_path: Path) -> None:
+        s3: tuple[str, Any], make_server_database: Callable[[], str], tmp_path: Path) -> None:
     endpoint, client = s3
     prefix = f"api-{uuid.uuid4().hex[:8]}"
-    settings = Settings(database_url=make_database(), data_dir=tmp_path,
+    settings = Settings(database_url=make_server_database(), data_dir=tmp_path,
                         jwt_secret="s3-" + uuid.uuid4().hex,
                         artifact_store=f"s3://{BUCKET}/{prefix}", s3_endpoint=endpoint)
     data = os.urandom(300_000)

@@ -37,11 +37,11 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 @pytest.fixture
-def server(make_database: Callable[[], str], tmp_path: Path) -> Iterator[tuple[str, int, str]]:
+def server(make_server_database: Callable[[], str], tmp_path: Path) -> Iterator[tuple[str, int, str]]:
     """(base url, pid, secret) of `controlroom serve --no-worker` on a database of its own."""
     port, secret = free_port(), "stream-" + uuid.uuid4().hex
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONTROLROOM_", "REDIS_"))}
-    env.update(DATABASE_URL=make_database(), CONTROLROOM_DATA_DIR=str(tmp_path),
+    env.update(DATABASE_URL=make_server_database(), CONTROLROOM_DATA_DIR=str(tmp_path),
                CONTROLROOM_JWT_SECRET=secret, CONTROLROOM_PORT=str(port))
     proc = subprocess.Popen([sys.executable, "-m", "controlroom.cli", "serve", "--no-worker"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

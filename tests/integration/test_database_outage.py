@@ -29,9 +29,9 @@ HANG_LIMIT_S = 15.0
 
 
 @pytest.fixture
-def link(make_database: Callable[[], str]) -> Iterator[tuple[str, Pgbouncer]]:
+def link(make_server_database: Callable[[], str]) -> Iterator[tuple[str, Pgbouncer]]:
     """A fresh database and a cuttable link to it."""
-    direct = make_database()
+    direct = make_server_database()
     bouncer = Pgbouncer(direct)
     bouncer.start()
     try:

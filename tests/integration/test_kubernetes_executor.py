@@ -50,13 +50,13 @@ def cluster() -> Iterator[FakeKubernetes]:
 
 @pytest.fixture(scope="module")
 def api(
-    make_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory, cluster: FakeKubernetes
+    make_server_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory, cluster: FakeKubernetes
 ) -> Iterator[httpx.Client]:
     """A client of an API really listening, whose worker runs jobs on the fake cluster by default."""
     port = free_port()  # the jobs reach the API here, so it is known before it starts
     secret = "k8s-secret-" + uuid.uuid4().hex
     settings = Settings(
-        database_url=make_database(), data_dir=tmp_path_factory.mktemp("k8s-data"),
+        database_url=make_server_database(), data_dir=tmp_path_factory.mktemp("k8s-data"),
         jwt_secret=secret, port=port, worker_slots=4, executor="kubernetes",
         k8s=KubernetesSettings(namespace="jobs", image="controlroom:test",
                                pending_timeout_s=PENDING_TIMEOUT_S),

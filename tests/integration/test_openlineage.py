@@ -32,10 +32,10 @@ PRODUCER = "https://github.com/OpenLineage/OpenLineage/tree/1.54.0/client/python
 
 
 @pytest.fixture(scope="module")
-def served(make_database: Callable[[], str],
+def served(make_server_database: Callable[[], str],
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """(base url, JWT secret) of an API really listening."""
-    settings = Settings(database_url=make_database(), data_dir=tmp_path_factory.mktemp("ol-data"),
+    settings = Settings(database_url=make_server_database(), data_dir=tmp_path_factory.mktemp("ol-data"),
                         jwt_secret="ol-secret-" + uuid.uuid4().hex)
     with bootstrap(settings, run_worker=False) as services, \
             serve_in_thread(build_app(services)) as url:

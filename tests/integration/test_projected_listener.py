@@ -26,9 +26,9 @@ LISTENERS = ("SELECT pid FROM pg_stat_activity WHERE datname = current_database(
 
 
 @pytest.fixture(scope="module")
-def served(make_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
+def served(make_server_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[tuple[Services, str]]:
-    settings = Settings(database_url=make_database(), data_dir=tmp_path_factory.mktemp("listen"),
+    settings = Settings(database_url=make_server_database(), data_dir=tmp_path_factory.mktemp("listen"),
                         jwt_secret="listen-" + uuid.uuid4().hex)
     with bootstrap(settings, run_worker=False) as services, \
             serve_in_thread(build_app(services)) as url:

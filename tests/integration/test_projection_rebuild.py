@@ -31,10 +31,10 @@ SECRET = "rebuild-" + uuid.uuid4().hex
 
 
 @pytest.fixture(scope="module")
-def served(make_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
+def served(make_server_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[tuple[Services, str]]:
     """(services, base url) over a database of its own, with no worker: runs stay queued."""
-    settings = Settings(database_url=make_database(), data_dir=tmp_path_factory.mktemp("rebuild"),
+    settings = Settings(database_url=make_server_database(), data_dir=tmp_path_factory.mktemp("rebuild"),
                         jwt_secret=SECRET)
     with bootstrap(settings, run_worker=False) as services, \
             serve_in_thread(build_app(services)) as url:
@@ -220,11 +220,11 @@ MODELS = {  # what each rebuilt table must hold again, row for row
 
 
 def test_with_no_service_running_the_cli_rebuilds_a_long_log_on_its_own(
-    make_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory, tenant: str,
+    make_server_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory, tenant: str,
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Long enough (> BATCH_EVENTS) that the replay shares transactions between events."""
-    settings = Settings(database_url=make_database(), data_dir=tmp_path_factory.mktemp("alone"),
+    settings = Settings(database_url=make_server_database(), data_dir=tmp_path_factory.mktemp("alone"),
                         jwt_secret=SECRET)
     token = issue_token(SECRET, tenant=tenant, sub="alice", scopes=ALL_SCOPES, ttl_s=600)
     with bootstrap(settings, run_worker=False) as services, \

@@ -31,10 +31,10 @@ WAIT_S = 15.0
 
 
 @pytest.fixture(scope="module")
-def served(make_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
+def served(make_server_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[tuple[Services, Any, str]]:
     """(services, app, base url): no worker, a short heartbeat and a small subscriber buffer."""
-    settings = Settings(database_url=make_database(), data_dir=tmp_path_factory.mktemp("sse"),
+    settings = Settings(database_url=make_server_database(), data_dir=tmp_path_factory.mktemp("sse"),
                         jwt_secret="sse-" + uuid.uuid4().hex, sse_heartbeat_s=HEARTBEAT_S,
                         sse_buffer=BUFFER)
     with bootstrap(settings, run_worker=False) as services:

@@ -38,12 +38,12 @@ API = "/api/v1"
 
 @pytest.fixture(scope="module")
 def served(
-    make_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
+    make_server_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Services, str]]:
     """(services, base url) of an API really listening, whose worker's jobs can reach it."""
     port = free_port()  # the jobs reach the API here, so it is known before it starts
     settings = Settings(
-        database_url=make_database(), data_dir=tmp_path_factory.mktemp("sdk-data"),
+        database_url=make_server_database(), data_dir=tmp_path_factory.mktemp("sdk-data"),
         jwt_secret="sdk-secret-" + uuid.uuid4().hex, port=port, worker_slots=4,
     )
     with bootstrap(settings) as services, serve_in_thread(build_app(services), port) as url:

@@ -28,9 +28,9 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture
-def pooled_dsn(make_database: Callable[[], str]) -> Iterator[tuple[str, str]]:
+def pooled_dsn(make_server_database: Callable[[], str]) -> Iterator[tuple[str, str]]:
     """(direct DSN, DSN through pgbouncer in transaction mode) for a fresh database."""
-    direct = make_database()
+    direct = make_server_database()
     bouncer = Pgbouncer(direct)
     bouncer.start()
     try:

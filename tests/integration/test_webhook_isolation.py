@@ -32,9 +32,9 @@ PROMPT_S = 8.0
 
 
 @pytest.fixture(scope="module")
-def service(make_database: Callable[[], str],
+def service(make_server_database: Callable[[], str],
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Services, TestClient[Any]]]:
-    with webhook_service(make_database(), tmp_path_factory.mktemp("isolation"),
+    with webhook_service(make_server_database(), tmp_path_factory.mktemp("isolation"),
                          timeout_s=TIMEOUT_S) as running:
         yield running
 

@@ -14,9 +14,9 @@ from tests.webhook_service import Tenant, webhook_service
 
 
 @pytest.fixture(scope="module")
-def service(make_database: Callable[[], str],
+def service(make_server_database: Callable[[], str],
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Services, TestClient[Any]]]:
-    with webhook_service(make_database(), tmp_path_factory.mktemp("webhooks")) as running:
+    with webhook_service(make_server_database(), tmp_path_factory.mktemp("webhooks")) as running:
         yield running
 
 

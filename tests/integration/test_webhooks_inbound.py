@@ -20,9 +20,9 @@ CONTINUE = "/api/v1/webhooks/continue"
 
 
 @pytest.fixture(scope="module")
-def service(make_database: Callable[[], str],
+def service(make_server_database: Callable[[], str],
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Services, TestClient[Any]]]:
-    with webhook_service(make_database(), tmp_path_factory.mktemp("inbound")) as running:
+    with webhook_service(make_server_database(), tmp_path_factory.mktemp("inbound")) as running:
         yield running
 
 

@@ -20,9 +20,9 @@ TABLES = ("controlroom_events", "webhook_secrets", "webhook_deliveries", "webhoo
 
 
 @pytest.fixture(scope="module")
-def service(make_database: Callable[[], str],
+def service(make_server_database: Callable[[], str],
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Services, TestClient[Any]]]:
-    with webhook_service(make_database(), tmp_path_factory.mktemp("secrets")) as running:
+    with webhook_service(make_server_database(), tmp_path_factory.mktemp("secrets")) as running:
         yield running
 
 

@@ -43,11 +43,11 @@ ROTATED, CREATED, DELETED = (get_topic(t) for t in (
 
 
 @pytest.fixture(scope="module")
-def served(make_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
+def served(make_server_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[tuple[Services, str]]:
     """A service (no worker: runs are reported through the inbound hook) behind real HTTP."""
     settings = Settings(
-        database_url=make_database(), data_dir=tmp_path_factory.mktemp("webhooks-load"),
+        database_url=make_server_database(), data_dir=tmp_path_factory.mktemp("webhooks-load"),
         jwt_secret="load-" + uuid.uuid4().hex,
         webhooks=WebhookSettings(callback_allowlist="127.0.0.1", retry_schedule=FAST_RETRIES,
                                  timeout_s=2.0))

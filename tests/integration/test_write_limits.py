@@ -37,10 +37,10 @@ LIVENESS_S = 20.0
 
 
 @pytest.fixture(scope="module")
-def served(make_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
+def served(make_server_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[tuple[Services, str]]:
     """(services, base url) of a service of its own, without a worker: runs stay queued."""
-    settings = Settings(database_url=make_database(), data_dir=tmp_path_factory.mktemp("limits"),
+    settings = Settings(database_url=make_server_database(), data_dir=tmp_path_factory.mktemp("limits"),
                         jwt_secret="limits-" + uuid.uuid4().hex)
     with bootstrap(settings, run_worker=False) as services, \
             serve_in_thread(build_app(services)) as url:
@@ -112,7 +112,7 @@ def test_the_payload_that_wedged_every_write_is_now_recorded_and_releases_the_lo
 
 
 def test_the_event_store_appends_nine_mebibytes_in_one_statement_without_a_stuck_lock(
-    make_database: Callable[[], str]
+    make_server_database: Callable[[], str]
 ) -> None:
     """The recorder itself, on a database of its own: the exact append that deadlocked in
     eventsourcing's pipelined insert (1,000 events of 9,200 bytes) returns, in order."""
@@ -121,7 +121,7 @@ def test_the_event_store_appends_nine_mebibytes_in_one_statement_without_a_stuck
     from controlroom.adapters.database import eventsourcing_env
     from controlroom.adapters.event_store import EventStoreFactory
 
-    dsn = make_database()
+    dsn = make_server_database()
     factory = EventStoreFactory(eventsourcing_env(dsn))
     recorder = factory.application_recorder()
     recorder.create_table()

@@ -35,12 +35,12 @@ pytestmark = pytest.mark.skipif(_why_not is not None, reason=f"no job sandbox he
 
 
 @pytest.fixture(scope="module")
-def services(make_database: Callable[[], str],
+def services(make_server_database: Callable[[], str],
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     """A service with a canary in its environment, whose worker sandboxes jobs tightly."""
     mp = pytest.MonkeyPatch()
     mp.setenv("SECURITY_SERVICE_CANARY", SERVICE_CANARY)
-    settings = Settings(database_url=make_database(), data_dir=tmp_path_factory.mktemp("sec-data"),
+    settings = Settings(database_url=make_server_database(), data_dir=tmp_path_factory.mktemp("sec-data"),
                         jwt_secret="jwt-canary-" + uuid.uuid4().hex, worker_slots=4,
                         sandbox=LIMITS)
     try:

@@ -148,14 +148,14 @@ def test_command_line_processes_are_not_dumpable(tmp_path: Path) -> None:
 
 @needs_sandbox
 def test_readyz_says_loudly_when_jobs_run_unsandboxed(
-    make_database: Callable[[], str], tmp_path: Path
+    make_server_database: Callable[[], str], tmp_path: Path
 ) -> None:
     from litestar.testing import TestClient
 
     from controlroom.cli import bootstrap, build_app
 
     unsafe = SandboxSettings(tmp_bytes=-1, unsafe_no_sandbox=True)
-    settings = Settings(database_url=make_database(), data_dir=tmp_path, jwt_secret="x" * 32,
+    settings = Settings(database_url=make_server_database(), data_dir=tmp_path, jwt_secret="x" * 32,
                         sandbox=unsafe)
     with bootstrap(settings, run_projections=False) as services, \
             TestClient(build_app(services)) as client:
