@@ -32,8 +32,10 @@ def _update(assignments: str) -> str:
 
 STARTED = _update(
     "status = 'running', started_at = %(at)s, attempt = %(attempt)s, "
-    "progress_percent = NULL, progress_message = NULL, progress_at = NULL"
+    "progress_percent = NULL, progress_message = NULL, progress_at = NULL, "
+    "error_reason = NULL, error_message = NULL, exit_code = NULL"
 )
+"""A new attempt owns the row: the previous attempt's error stays only in the run's events."""
 PROGRESSED = _update(
     "progress_percent = COALESCE(%(percent)s, progress_percent), "
     "progress_message = %(message)s, progress_at = %(at)s"
@@ -47,8 +49,9 @@ ON CONFLICT DO NOTHING
 """
 COMPLETED = _update(
     "status = 'completed', completed_at = %(at)s, summary = %(summary)s, exit_code = %(exit_code)s, "
-    "progress_percent = 100"
+    "progress_percent = 100, error_reason = NULL, error_message = NULL"
 )
+"""Cleared here too, so that a completion never shows an earlier attempt's error."""
 FAILED = _update(
     "status = 'failed', completed_at = %(at)s, error_reason = %(reason)s, "
     "error_message = %(message)s, exit_code = %(exit_code)s"

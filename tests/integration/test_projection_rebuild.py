@@ -134,6 +134,38 @@ def test_damaged_run_models_are_rebuilt_from_the_log_while_the_service_runs(
     assert http.get(f"{API}/runs/{new}").status_code == 200
 
 
+def test_a_run_completed_on_retry_shows_no_error_and_a_rebuild_agrees(
+    served: tuple[Services, str], http: httpx.Client, cli: Callable[..., tuple[int, str, str]],
+) -> None:
+    # No worker here: the attempts are recorded through the write side, as a worker would.
+    resp = http.post(f"{API}/jobs/run", json=job("print('hi')", max_retries=1))
+    assert resp.status_code == 202, resp.text
+    run_id = resp.json()["run_id"]
+    commands = served[0].commands
+    rid = uuid.UUID(run_id)
+    commands.start(rid, 1, "w1")
+    commands.fail(rid, reason="exit_code", message="boom on attempt 1", exit_code=3, attempt=1)
+    queued = eventually(lambda: (r := http.get(f"{API}/runs/{run_id}").json())["attempt"] == 2
+                        and r, "the retry")
+    assert queued["status"] == "queued"
+    assert queued["error"]["message"] == "boom on attempt 1"  # why it is being retried
+    commands.start(rid, 2, "w2")
+    running = eventually(lambda: (r := http.get(f"{API}/runs/{run_id}").json())["status"]
+                         == "running" and r, "attempt 2 starting")
+    assert running["error"] is None and running["exit_code"] is None
+    commands.complete(rid, summary="done", exit_code=0, attempt=2)
+    done = eventually(lambda: (r := http.get(f"{API}/runs/{run_id}").json())["status"]
+                      == "completed" and r, "the completion")
+    assert done["error"] is None and done["exit_code"] == 0 and done["attempt"] == 2
+    before = seen_by_a_user(http, [run_id])
+    events = before[0][1]
+    assert any("boom on attempt 1" in str(e) for e in events), events
+
+    code, _, err = cli("rebuild", "--timeout", "60", "run_status")
+    assert code == 0, err
+    assert seen_by_a_user(http, [run_id]) == before
+
+
 def test_a_live_stream_misses_and_repeats_nothing_across_a_rebuild(
     http: httpx.Client, cli: Callable[..., tuple[int, str, str]],
 ) -> None:

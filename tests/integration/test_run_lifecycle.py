@@ -268,6 +268,27 @@ def test_exit_code_zero_completes_the_run_at_one_hundred_percent(
     assert run["progress"]["percent"] == 100
 
 
+def test_a_run_completing_on_retry_shows_no_error_and_keeps_the_first_failure_in_its_events(
+    client: TestClient[Any], auth: dict[str, str]
+) -> None:
+    source = (
+        "import os, sys\n"
+        "if os.environ['CONTROLROOM_ATTEMPT'] == '1':\n"
+        "    print('first attempt breaks', file=sys.stderr)\n"
+        "    sys.exit(3)\n"
+        "print('second attempt works')\n"
+    )
+    run_id = submit(client, auth, job(source, max_retries=1))
+    run = wait_for_status(client, run_id, auth)
+    assert run["status"] == "completed", run
+    assert run["attempt"] == 2
+    assert run["exit_code"] == 0
+    assert run["error"] is None
+    events = client.get(f"/api/v1/runs/{run_id}/events", headers=auth,
+                        params={"limit": 1000}).json()["events"]
+    assert any("first attempt breaks" in str(e) for e in events), events
+
+
 # -- job output ------------------------------------------------------------------------
 
 
