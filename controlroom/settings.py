@@ -50,6 +50,10 @@ class Settings(msgspec.Struct, kw_only=True):
     transaction_pooler: bool = False
     worker_processes: int = DEFAULT_WORKER_PROCESSES
     lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S
+    lease_renew_s: float | None = None
+    """Unset: a sixth of the lease timeout (see controlroom.commands.reaper.LeaseTiming)."""
+    lease_reap_grace_s: float | None = None
+    """Unset: one lease timeout past a lease's expiry before the reaper fails the attempt."""
     redis_namespace: str = DEFAULT_REDIS_NAMESPACE
     webhooks: WebhookSettings = msgspec.field(default_factory=lambda: WebhookSettings())
     artifact_store: str | None = None
@@ -107,6 +111,8 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         in ("1", "true", "yes"),
         worker_processes=int(env.get("CONTROLROOM_WORKER_PROCESSES") or DEFAULT_WORKER_PROCESSES),
         lease_timeout_s=float(env.get("CONTROLROOM_LEASE_TIMEOUT_S") or DEFAULT_LEASE_TIMEOUT_S),
+        lease_renew_s=_float_or_none(env.get("CONTROLROOM_LEASE_RENEW_S")),
+        lease_reap_grace_s=_float_or_none(env.get("CONTROLROOM_LEASE_REAP_GRACE_S")),
         redis_namespace=env.get("CONTROLROOM_REDIS_NAMESPACE") or DEFAULT_REDIS_NAMESPACE,
         webhooks=webhook_settings(env),
         artifact_store=env.get("CONTROLROOM_ARTIFACT_STORE") or None,
@@ -253,3 +259,7 @@ def sandbox_settings(env: dict[str, str]) -> SandboxSettings:
         unsafe_no_sandbox=(env.get("CONTROLROOM_UNSAFE_NO_SANDBOX") or "").lower()
         in ("1", "true", "yes"),
     )
+
+
+def _float_or_none(value: str | None) -> float | None:
+    return float(value) if value else None

@@ -32,9 +32,9 @@ WHERE run_id = %(run_id)s AND attempt = %(attempt)s AND worker_id = %(worker_id)
 """
 CLAIM_EXPIRED = """
 DELETE FROM run_leases WHERE run_id IN (
-    SELECT run_id FROM run_leases WHERE expires_at < now()
+    SELECT run_id FROM run_leases WHERE expires_at < now() - make_interval(secs => %(grace)s)
     ORDER BY expires_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
-) AND expires_at < now()
+) AND expires_at < now() - make_interval(secs => %(grace)s)
 RETURNING run_id, attempt
 """
 RUNNING_WITHOUT_LEASE = """
@@ -59,9 +59,12 @@ class PostgresLeases:
         kwargs: dict[str, Any] = {"autocommit": True}
         if behind_transaction_pooler(dsn, pooler):
             kwargs["prepare_threshold"] = None
+        kwargs["connect_timeout"] = int(CONNECT_TIMEOUT_S)
+        # check: a connection the database dropped (a restart) is replaced before use, so the
+        # lease connection recovers by itself; a failed renewal is retried by the LeaseKeeper.
         self._pool = ConnectionPool(
             dsn, min_size=0, max_size=POOL_MAX, kwargs=kwargs, timeout=CONNECT_TIMEOUT_S,
-            open=True, name="leases",
+            open=True, name="leases", check=ConnectionPool.check_connection,
         )
 
     def take(self, run_id: UUID, attempt: int, worker_id: str, ttl_s: float) -> bool:
@@ -76,9 +79,9 @@ class PostgresLeases:
         """Drop our lease."""
         self._count(RELEASE, run_id=run_id, attempt=attempt, worker_id=worker_id)
 
-    def claim_expired(self, limit: int) -> list[tuple[UUID, int]]:
-        """Delete expired leases, returning what they covered."""
-        return [(r[0], r[1]) for r in self._rows(CLAIM_EXPIRED, limit=limit)]
+    def claim_expired(self, limit: int, grace_s: float = 0.0) -> list[tuple[UUID, int]]:
+        """Delete leases expired over `grace_s` ago, returning what they covered."""
+        return [(r[0], r[1]) for r in self._rows(CLAIM_EXPIRED, limit=limit, grace=grace_s)]
 
     def running_without_lease(self, started_before_s: float, limit: int) -> list[UUID]:
         """Running runs, untouched and started over `started_before_s` ago, without a lease."""

@@ -88,9 +88,11 @@ def dispatch_hosts(services: Services, queue: Any, leases: Any) -> list[Projecti
     from controlroom.projections.host import ProjectionHost
 
     timeout_s = services.settings.lease_timeout_s
+    grace_s = services.settings.lease_reap_grace_s
     return [
         ProjectionHost("dispatch", services.dsn, _runner(
             services, DispatchProjection.feeding(queue), PostgresTrackingRecorder)),
         ProjectionHost("reaper", services.dsn, lambda: Reaper(
-            services.commands, leases, leases, queue, lease_timeout_s=timeout_s)),
+            services.commands, leases, leases, queue, lease_timeout_s=timeout_s,
+            reap_grace_s=grace_s)),
     ]

@@ -105,10 +105,14 @@ def _projections(
     from controlroom.adapters.leases import PostgresLeases
     from controlroom.adapters.local_queue import InProcessQueue
     from controlroom.adapters.run_index import active_runs
+    from controlroom.commands.reaper import LeaseTiming
     from controlroom.commands.worker import RunWorker, recover
     from controlroom.jobtypes import default_job_types
 
     settings = services.settings
+    # Refused before anything starts: a timing that breaks fencing could run two attempts at once.
+    timing = LeaseTiming.of(settings.lease_timeout_s, settings.lease_renew_s,
+                            settings.lease_reap_grace_s).check()
     leases = PostgresLeases(services.dsn, pooler=settings.transaction_pooler)
     hosts = []
     if run_projections:
@@ -121,7 +125,7 @@ def _projections(
             services.commands, executor(settings, kube_client, sandbox),
             default_job_types(services.connection_store),
             worker_id=f"{socket.gethostname()}:{os.getpid()}", base_url=settings.base_url,
-            leases=leases, lease_timeout_s=settings.lease_timeout_s,
+            leases=leases, lease_timing=timing,
             tokens=run_tokens(services), artifacts=artifact_store(settings),
         )
     queue, dispatching = _run_queue(settings, worker, run_projections=run_projections)

@@ -7,7 +7,9 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 from uuid import UUID
 
 from controlroom.commands.append_limits import APPEND_TARGET_BYTES
@@ -26,7 +28,13 @@ from controlroom.commands.ports import (
     RunQueue,
     TokenMinter,
 )
-from controlroom.commands.reaper import DEFAULT_LEASE_TIMEOUT_S, LeaseKeeper, LeaseStore
+from controlroom.commands.reaper import (
+    DEFAULT_LEASE_TIMEOUT_S,
+    LeaseKeeper,
+    LeaseStore,
+    LeaseTiming,
+)
+from controlroom.commands.retrying import Backoff, is_unavailable
 from controlroom.commands.scrubbing import REDACTED as REDACTED
 from controlroom.commands.scrubbing import Scrubber
 from controlroom.domain.errors import DomainError
@@ -44,6 +52,9 @@ RUN_TOKEN_MARGIN_S = 300
 """A run token outlives the run's timeout by this much (flushing, artifacts, clock skew)."""
 COLLECT_OUTPUTS_ON_FAILURE = {"exit_code", "timeout"}
 """Failed attempts whose outputs are kept too (useful for diagnosis); not cancels or shutdowns."""
+MAX_PENDING_BYTES = 8 * 1024 * 1024
+"""Output (log, progress, lineage) kept in memory, in order, while the database is away: past
+this the worker stops reading the job's output, so the job blocks on its pipe, losing nothing."""
 
 
 class RunWorker:
@@ -54,9 +65,10 @@ class RunWorker:
         worker_id: str, base_url: str, tokens: TokenMinter | None = None,
         artifacts: ArtifactStore | None = None,
         leases: LeaseStore | None = None, lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S,
+        lease_timing: LeaseTiming | None = None,
     ) -> None:
         self.leases = leases
-        self.lease_timeout_s = lease_timeout_s
+        self.lease_timing = (lease_timing or LeaseTiming.of(lease_timeout_s)).check()
         self.commands = commands
         self.executor = executor
         self.planner = planner
@@ -73,7 +85,7 @@ class RunWorker:
         except (DomainError, RunNotFoundError) as e:
             log.info("skipping run %s attempt %s: %s", run_id, attempt, e)
             return
-        lease = LeaseKeeper(self.leases, run_id, attempt, self.worker_id, self.lease_timeout_s)
+        lease = LeaseKeeper(self.leases, run_id, attempt, self.worker_id, self.lease_timing)
         if not lease.take():  # can't happen to a start's winner; the reaper fails the attempt
             log.error("run %s attempt %s: its lease is held elsewhere; not running it", run_id, attempt)
             return
@@ -124,7 +136,12 @@ class RunWorker:
 
 
 class _Supervision:
-    """Pumps one execution's output into the log and watches for cancel and timeout."""
+    """Pumps one execution's output into the log and watches for cancel and timeout.
+
+    While the database is away, output waits in memory (in order, up to MAX_PENDING_BYTES) and
+    every write is retried with backoff — as long as the lease is certainly ours. Once it is
+    not, the lease's watchdog kills the job and this attempt records nothing more.
+    """
 
     def __init__(
         self, worker: RunWorker, run: Run, execution: Execution, scrub: Scrubber,
@@ -142,26 +159,37 @@ class _Supervision:
         self.deadline = time.monotonic() + run.timeout_s
         self.timeout_s = run.timeout_s
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self.pending: deque[tuple[Callable[..., Any], tuple[Any, ...], int]] = deque()
+        self.pending_bytes = 0
+        self.backoff = Backoff()
+        self.retry_at = 0.0
 
     def run(self) -> None:
+        guard: AbstractContextManager[object] = (
+            self.lease.guard(self.execution.kill) if self.lease is not None else nullcontext())
         try:
-            self._supervise()
+            with guard:
+                self._supervise()
         except (DomainError, RunNotFoundError) as e:
             # The run was finished elsewhere (e.g. an external runner reported it) while this
             # worker recorded output or the outcome: the log refuses more, the job must stop.
             log.info("run %s ended elsewhere (%s); stopping its process", self.run_id, e)
             self.execution.kill()
+        except _Fenced:
+            log.warning("run %s attempt %s: lease lost; the job is stopped and nothing more is "
+                        "recorded (%d bytes of output unrecorded)",
+                        self.run_id, self.attempt, self.pending_bytes)
+            self.execution.kill()
+
+    def _held(self) -> bool:
+        return self.lease is None or self.lease.held()
 
     def _supervise(self) -> None:
         while (code := self._pump()) is None:
-            if self.lease is not None and not self.lease.held():
-                # The reaper may have handed the run on: stop the job, record nothing more.
-                log.warning("run %s attempt %s: lease lost; stopping the job",
-                            self.run_id, self.attempt)
-                self.execution.kill()
-                return
-            run = self.commands.load(self.run_id)
-            if run.is_finished or run.attempt != self.attempt:
+            if not self._held():
+                raise _Fenced  # the reaper may hand the run on: stop, record nothing more
+            run = self._load()
+            if run is not None and (run.is_finished or run.attempt != self.attempt):
                 # Ended elsewhere — an external runner reported its outcome (POST
                 # /webhooks/continue): stop the job now, as a cancel does, and record nothing
                 # more; a silent job would otherwise hold its slot until it exits.
@@ -169,11 +197,12 @@ class _Supervision:
                          self.run_id, self.attempt, run.status)
                 self.execution.kill()
                 return
-            if run.cancel_requested:
+            if run is not None and run.cancel_requested:
                 self.execution.kill()
                 self._pump_rest()
                 self._archive_log()
-                self.commands.confirm_cancelled(self.run_id, "cancelled on request", self.attempt)
+                self._finally(self.commands.confirm_cancelled, self.run_id,
+                              "cancelled on request", self.attempt)
                 return
             if time.monotonic() > self.deadline:
                 self.execution.kill()
@@ -185,37 +214,110 @@ class _Supervision:
                 self._pump_rest()
                 self._fail("worker_shutdown", "the worker shut down mid-run", None)
                 return
+        if not self._held():
+            raise _Fenced  # killed by the lease's watchdog: that exit is not the job's outcome
         if code == 0:
             self._collect_outputs()
             if self.lineage_on_success:
-                self.commands.lineage(self.run_id, self.lineage_on_success, self.attempt)
+                self._finally(self.commands.lineage, self.run_id, self.lineage_on_success,
+                              self.attempt)
             self._archive_log()
-            self.commands.complete(
-                self.run_id, summary="exited with code 0", exit_code=0, attempt=self.attempt
-            )
+            self._finally(self.commands.complete, self.run_id, summary="exited with code 0",
+                          exit_code=0, attempt=self.attempt)
         elif (failure := self.execution.failure()) is not None:
             self._fail(failure[0], self.scrub(failure[1])[-MAX_ERROR_CHARS:], None)
         else:
             tail = "\n".join(self.stderr_tail)[-MAX_ERROR_CHARS:]
             self._fail("exit_code", tail or f"exited with code {code}", code)
 
+    def _load(self) -> Run | None:
+        """The run as the log has it; None while the database is away (checked next time)."""
+        if time.monotonic() < self.retry_at:
+            return None
+        try:
+            return self.commands.load(self.run_id)
+        except Exception as e:
+            if not is_unavailable(e):
+                raise
+            self.retry_at = time.monotonic() + self.backoff.next()
+            log.warning("run %s: could not load it (the database is away?): %s", self.run_id, e)
+            return None
+
     def _fail(self, reason: str, message: str, exit_code: int | None) -> None:
         if reason in COLLECT_OUTPUTS_ON_FAILURE:
             self._collect_outputs()
         self._archive_log()
-        self.commands.fail(self.run_id, reason=reason, message=message, exit_code=exit_code,
-                           attempt=self.attempt)
+        self._finally(self.commands.fail, self.run_id, reason=reason, message=message,
+                      exit_code=exit_code, attempt=self.attempt)
 
     def _archive_log(self) -> None:
         if self.artifacts is not None:
-            archive_log(self.commands, self.artifacts, self.run_id, self.attempt)
+            self._finally(archive_log, self.commands, self.artifacts, self.run_id, self.attempt)
 
     def _collect_outputs(self) -> None:
         if self.artifacts is not None:
-            collect_outputs(self.commands, self.artifacts, self.execution, self.run_id, self.attempt)
+            self._finally(collect_outputs, self.commands, self.artifacts, self.execution,
+                          self.run_id, self.attempt)
+
+    def _finally(self, write: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """After all pending output: one of the attempt's last writes, retried until it lands
+        (or the lease is lost, when the reaper decides the attempt's fate)."""
+        while True:
+            if not self._held():
+                raise _Fenced
+            if self._drain(wait=True):
+                try:
+                    write(*args, **kwargs)
+                    self.backoff.reset()
+                    return
+                except Exception as e:
+                    if not is_unavailable(e):
+                        raise
+                    log.warning("run %s: could not record its outcome yet: %s", self.run_id, e)
+                    self.retry_at = time.monotonic() + self.backoff.next()
+
+    def _record(self, write: Callable[..., Any], args: tuple[Any, ...], size: int) -> None:
+        """Queue one write of output behind those still pending, then try to deliver them."""
+        self.pending.append((write, args, size))
+        self.pending_bytes += size
+        self._drain()
+
+    def _drain(self, wait: bool = False) -> bool:
+        """Deliver pending writes in order; True once none is left. With `wait`, sleep out a
+        backoff first (bounded by the lease); without, a backoff still running skips."""
+        if self.pending or time.monotonic() < self.retry_at:
+            delay = self.retry_at - time.monotonic()
+            if delay > 0:
+                if not wait:
+                    return False
+                if self.lease is not None:
+                    self.lease.wait_change(delay)  # woken early if the lease is lost
+                else:
+                    time.sleep(delay)
+                if not self._held():
+                    raise _Fenced
+        while self.pending:
+            write, args, size = self.pending[0]
+            try:
+                write(*args)
+            except Exception as e:
+                if not is_unavailable(e):
+                    raise
+                self.retry_at = time.monotonic() + self.backoff.next()
+                log.warning("run %s: %d bytes of output wait for the database: %s",
+                            self.run_id, self.pending_bytes, e)
+                return False
+            self.backoff.reset()
+            self.pending.popleft()
+            self.pending_bytes -= size
+        return True
 
     def _pump(self) -> int | None:
         """Record one interval's output; the exit code once the job is done."""
+        if self.pending_bytes >= MAX_PENDING_BYTES and not self._drain(wait=True):
+            # Full: leave the job's output in its pipe (the job blocks writing) until the
+            # database takes what is pending; the lease's watchdog bounds how long.
+            return None
         chunks: list[tuple[str, list[str]]] = []
         count = size = 0  # a flush is bounded in lines and bytes (docs/limits.md)
         for stream, raw in self.execution.lines(timeout=FLUSH_INTERVAL_S):
@@ -223,12 +325,15 @@ class _Supervision:
             if (m := PROGRESS_LINE.match(line)) is not None:
                 self._flush(chunks)
                 chunks, count, size = [], 0, 0
-                self.commands.progress(self.run_id, min(float(m[1]), 100.0), m[2], self.attempt)
+                self._record(self.commands.progress,
+                             (self.run_id, min(float(m[1]), 100.0), m[2], self.attempt),
+                             len(line))
                 continue
             if (m := LINEAGE_LINE.match(line)) is not None:
                 self._flush(chunks)
                 chunks, count, size = [], 0, 0
-                self.commands.lineage(self.run_id, [(m[1], m[2])], self.attempt)
+                self._record(self.commands.lineage, (self.run_id, [(m[1], m[2])], self.attempt),
+                             len(line))
                 continue
             if stream == "stderr":
                 self.stderr_tail.append(line)
@@ -244,6 +349,8 @@ class _Supervision:
                 self._flush(chunks)
                 return None
         self._flush(chunks)
+        if self.pending:
+            self._drain()
         return self.execution.poll()
 
     def _pump_rest(self) -> None:
@@ -252,10 +359,13 @@ class _Supervision:
 
     def _flush(self, chunks: list[tuple[str, list[str]]]) -> None:
         if chunks:
-            self.commands.log(
-                self.run_id, [(stream, "\n".join(lines), len(lines)) for stream, lines in chunks],
-                self.attempt,
-            )
+            entries = [(stream, "\n".join(lines), len(lines)) for stream, lines in chunks]
+            self._record(self.commands.log, (self.run_id, entries, self.attempt),
+                         sum(len(text) for _, text, _ in entries))
+
+
+class _Fenced(Exception):
+    """The lease is no longer certainly ours: stop and record nothing more."""
 
 
 def _spec_str(spec: dict[str, object], key: str) -> str | None:

@@ -27,7 +27,7 @@ from litestar.testing import TestClient
 from controlroom.adapters.dramatiq_queue import QUEUE_NAME, DramatiqQueue
 from controlroom.api.auth import ALL_SCOPES, issue_token
 from controlroom.cli import Services, bootstrap, build_app
-from controlroom.commands.reaper import MAX_REAP_INTERVAL_S
+from controlroom.commands.reaper import MAX_REAP_INTERVAL_S, LeaseTiming
 from controlroom.settings import Settings
 from tests.conftest import job, wait_for_status, wait_until
 from tests.job_processes import processes_of
@@ -45,8 +45,9 @@ from tests.worker_processes import (
 
 pytestmark = [needs_redis, pytest.mark.slow]
 RUN_TIMEOUT_S = 30.0
-REAP_WITHIN_S = LEASE_TIMEOUT_S + min(MAX_REAP_INTERVAL_S, LEASE_TIMEOUT_S / 3) + 1.0
-"""Lease expiry, the next sweep, and a second of slack for a loaded machine."""
+REAP_WITHIN_S = (LeaseTiming.of(LEASE_TIMEOUT_S).reap_grace_s + LEASE_TIMEOUT_S
+                 + min(MAX_REAP_INTERVAL_S, LEASE_TIMEOUT_S / 3) + 1.0)
+"""Lease expiry, the reaper's grace, the next sweep, and a second of slack for a loaded machine."""
 SHUTDOWN_WITHIN_S = 10.0
 
 

@@ -7,13 +7,17 @@ which the real-process tests in tests/e2e/test_worker_processes.py can't make de
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 from uuid import UUID, uuid4
 
-from controlroom.commands.reaper import LeaseKeeper, Reaper
+import pytest
+
+from controlroom.commands.reaper import LeaseKeeper, LeaseTiming, Reaper
 
 TIMEOUT_S = 30.0
 
@@ -48,42 +52,95 @@ def keeper(store: Store, clock: Clock) -> LeaseKeeper:
     return k
 
 
-def test_a_lease_is_renewed_every_third_of_the_timeout() -> None:
+RENEW_S = LeaseTiming.of(TIMEOUT_S).renew_s
+CERTAIN_S = LeaseTiming.of(TIMEOUT_S).certain_s
+
+
+def test_a_lease_is_renewed_every_renew_interval() -> None:
     store, clock = Store(), Clock()
     k = keeper(store, clock)
-    clock.now += TIMEOUT_S / 3 - 1
-    assert k.held() and store.renewals == 0
+    clock.now += RENEW_S - 1
+    assert k.tick() and store.renewals == 0
     clock.now += 1
-    assert k.held() and store.renewals == 1
+    assert k.tick() and store.renewals == 1
     clock.now += 1
-    assert k.held() and store.renewals == 1
+    assert k.tick() and store.renewals == 1
 
 
 def test_a_lease_found_gone_is_lost_for_good() -> None:
     store, clock = Store(), Clock()
     k = keeper(store, clock)
     store.held = False
-    clock.now += TIMEOUT_S / 3
-    assert not k.held()
+    clock.now += RENEW_S
+    assert not k.tick()
     store.held = True
-    clock.now += TIMEOUT_S / 3
-    assert not k.held()
+    clock.now += RENEW_S
+    assert not k.tick() and not k.held()
 
 
-def test_an_unreachable_store_costs_the_lease_only_after_a_whole_timeout() -> None:
+def test_an_unreachable_store_costs_the_lease_before_it_could_lapse() -> None:
     store, clock = Store(down=True), Clock()
     k = keeper(store, clock)
-    clock.now += TIMEOUT_S / 3
-    assert k.held()  # a blip: the lease is still ours until it could have expired
-    clock.now += TIMEOUT_S * 2 / 3 - 0.1
-    assert k.held()
+    clock.now += RENEW_S
+    assert k.tick()  # a blip: the lease is certainly ours for a while more
+    clock.now += CERTAIN_S - RENEW_S - 0.1
+    assert k.tick() and k.held()
     clock.now += 0.1
+    assert not k.held() and not k.tick()
+    assert CERTAIN_S < TIMEOUT_S  # killed before the database could let the lease go
+
+
+def test_the_store_answering_again_restores_certainty() -> None:
+    store, clock = Store(down=True), Clock()
+    k = keeper(store, clock)
+    clock.now += CERTAIN_S - 2
+    assert k.tick()
+    store.down = False
+    clock.now += 1  # past the backoff
+    assert k.tick() and store.renewals == 1
+    assert k.certain_until == clock.now + CERTAIN_S
+
+
+def test_the_watchdog_kills_the_job_when_renewals_fail() -> None:
+    store = Store(down=True)
+    timing = LeaseTiming(timeout_s=0.6, renew_s=0.1, margin_s=0.1, reap_grace_s=3.0)
+    k = LeaseKeeper(store, uuid4(), 1, "host:1", timing)  # type: ignore[arg-type]
+    assert k.take()
+    killed = threading.Event()
+    with k.guard(killed.set):
+        assert killed.wait(10)  # a liveness bound: it fires after 0.5 s
     assert not k.held()
+
+
+def test_the_watchdog_leaves_a_renewed_lease_alone() -> None:
+    store = Store()
+    timing = LeaseTiming(timeout_s=0.6, renew_s=0.1, margin_s=0.1, reap_grace_s=3.0)
+    k = LeaseKeeper(store, uuid4(), 1, "host:1", timing)  # type: ignore[arg-type]
+    assert k.take()
+    killed = threading.Event()
+    with k.guard(killed.set):
+        time.sleep(1.5)
+    assert not killed.is_set() and store.renewals >= 3
+
+
+@pytest.mark.parametrize(("timing", "why"), [
+    (LeaseTiming.of(60, renew_s=30), "renew interval"),
+    (LeaseTiming.of(60, reap_grace_s=5), "reaper grace"),
+    (LeaseTiming.of(1.2), "kill may take"),
+])
+def test_timings_that_break_fencing_are_refused(timing: LeaseTiming, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        timing.check()
+
+
+def test_the_defaults_hold_renew_timeout_and_grace_apart() -> None:
+    t = LeaseTiming.of(60).check()
+    assert (t.renew_s, t.certain_s, t.reap_grace_s) == (10, 50, 60)
 
 
 def test_without_a_store_there_is_nothing_to_lose() -> None:
     k = LeaseKeeper(None, uuid4(), 1, "host:1", TIMEOUT_S)
-    assert k.take() and k.held()
+    assert k.take() and k.held() and k.tick()
 
 
 @dataclass
