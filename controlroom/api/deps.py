@@ -15,9 +15,11 @@ from controlroom.api.problems import is_unavailable
 from controlroom.api.webhook_deps import WebhookDeps
 from controlroom.api.write_pool import DaemonThreadPool
 from controlroom.commands.connections import ConnectionCommands
+from controlroom.commands.errors import RunNotFoundError
 from controlroom.commands.handlers import RunCommands
 from controlroom.commands.lineage import LineageCommands
 from controlroom.commands.ports import ArtifactStore
+from controlroom.domain.run import Run
 from controlroom.validation import Preflight
 
 log = logging.getLogger("controlroom.api")
@@ -161,11 +163,23 @@ class Deps:
             return None
         return await self._probe()
 
-    async def settle(self, position: int, projection: str = RUN_STATUS) -> None:
-        """Read-your-writes: return once `projection` shows `position` (or after a timeout)."""
-        if not await self.waiter.wait(projection, position, self.settle_timeout_s):
-            log.warning("%s had not reached position %s after %.1fs", projection, position,
-                        self.settle_timeout_s)
+    async def settle(self, position: int, projection: str = RUN_STATUS) -> bool:
+        """Read-your-writes: True once `projection` shows `position`, False after the timeout
+        (the write is durable all the same; callers say it isn't visible yet)."""
+        if await self.waiter.wait(projection, position, self.settle_timeout_s):
+            return True
+        log.warning("%s had not reached position %s after %.1fs", projection, position,
+                    self.settle_timeout_s)
+        return False
+
+    async def run_from_log(self, tenant_id: str, run_id: UUID) -> Run | None:
+        """The run straight from the log, if it is this tenant's (None otherwise, as for a run
+        that doesn't exist: another tenant's ids are never confirmed)."""
+        try:
+            run = await self.write(self.commands.load, run_id)
+        except RunNotFoundError:
+            return None
+        return run if run.tenant_id == tenant_id else None
 
     @property
     def preflight(self) -> Preflight:

@@ -19,7 +19,14 @@ from controlroom.api.routes_validate import ensure_valid
 from controlroom.api.routes_webhooks import check_callbacks
 from controlroom.api.schemas import Accepted, RunPage, RunView
 from controlroom.api.submission import check_storable, command
-from controlroom.api.views import API, accepted_view, decode_cursor, encode_cursor, run_view
+from controlroom.api.views import (
+    API,
+    accepted_view,
+    decode_cursor,
+    encode_cursor,
+    logged_view,
+    run_view,
+)
 from controlroom.commands.append_limits import MAX_EVENTS_BODY_BYTES
 from controlroom.commands.errors import RunNotFoundError
 from controlroom.commands.handlers import idempotent_run_id
@@ -28,11 +35,25 @@ StatusFilter = Literal["queued", "running", "completed", "failed", "cancelled"]
 MAX_PAGE = 200
 
 
+NOT_VISIBLE_RETRY_S = "1"
+"""Retry-After on an answer whose run reads don't show yet: the read model is catching up."""
+
+
 async def _current(deps: Deps, tenant: str, run_id: UUID) -> RunView:
+    """The run from the read model; else from the log (`visible: false`), so that a run that
+    was accepted is never a 404 while the read model catches up (projector down or behind)."""
     row = await deps.reads.get(tenant, run_id)
-    if row is None:
+    if row is not None:
+        return run_view(row)
+    run = await deps.run_from_log(tenant, run_id)
+    if run is None:
         raise RunNotFoundError(run_id)
-    return run_view(row)
+    return logged_view(run)
+
+
+def _visibility_headers(view: RunView) -> dict[str, str]:
+    """`Run-Visible: false` and a Retry-After while reads don't show the run yet."""
+    return {} if view.visible else {"Run-Visible": "false", "Retry-After": NOT_VISIBLE_RETRY_S}
 
 
 @post(f"{API}/jobs/run", guards=[requires("jobs:write")], status_code=202)
@@ -47,21 +68,24 @@ async def submit_job(request: Request[Principal, str, Any]) -> Response[RunView]
         await check_callbacks(request, cmd.callbacks)
         await ensure_valid(deps, cmd)
     result = await deps.write(deps.commands.submit, cmd)
-    await deps.settle(result.position)
+    visible = await deps.settle(result.position)
     if result.created:
-        view = accepted_view(result.run_id, cmd, result.submitted_at)
+        # Durable either way: when reads lag, the answer says so rather than promising them.
+        view = accepted_view(result.run_id, cmd, result.submitted_at, visible=visible)
     else:
         view = await _current(deps, cmd.tenant_id, result.run_id)
-    headers = {"Location": f"{API}/runs/{result.run_id}"}
+    headers = {"Location": f"{API}/runs/{result.run_id}", **_visibility_headers(view)}
     if not result.created:
         headers["Idempotent-Replayed"] = "true"
     return Response(view, status_code=202, headers=headers)
 
 
 @get(f"{API}/runs/{{run_id:uuid}}", guards=[requires("runs:read")])
-async def get_run(request: Request[Principal, str, Any], run_id: FromPath[UUID]) -> RunView:
-    """A run's status, timestamps, progress, artifacts and where its log is."""
-    return await _current(request.app.state.deps, request.user.tenant_id, run_id)
+async def get_run(request: Request[Principal, str, Any], run_id: FromPath[UUID]) -> Response[RunView]:
+    """A run's status, timestamps, progress, artifacts and where its log is (from its log, with
+    `visible: false`, while the read model hasn't caught up with it)."""
+    view = await _current(request.app.state.deps, request.user.tenant_id, run_id)
+    return Response(view, headers=_visibility_headers(view))
 
 
 @get(f"{API}/runs", guards=[requires("runs:read")])

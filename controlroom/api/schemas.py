@@ -182,6 +182,9 @@ class RunView(msgspec.Struct):
     updated_at: datetime
     log_lines: int
     events_url: str
+    visible: bool = True
+    """False: the run is recorded (durable) but reads don't show it yet; this view comes from its
+    log, without progress, artifacts, log lines or error until it is visible."""
 
 
 class RunPage(msgspec.Struct):

@@ -14,6 +14,7 @@ import msgspec
 from controlroom.api.problems import invalid
 from controlroom.api.schemas import Artifact, ArtifactView, Progress, Repo, RunError, RunView
 from controlroom.commands.messages import SubmitJob
+from controlroom.domain.run import Run
 
 API = "/api/v1"
 _decode_obj = msgspec.json.Decoder(dict[str, Any])
@@ -129,7 +130,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         raise invalid("cursor", "not a cursor returned by this API") from None
 
 
-def accepted_view(run_id: UUID, cmd: SubmitJob, created_at: datetime) -> RunView:
+def accepted_view(
+    run_id: UUID, cmd: SubmitJob, created_at: datetime, *, visible: bool = True
+) -> RunView:
     """A run as its submission created it: the answer to a submit (no second read needed)."""
     rid = str(run_id)
     return RunView(
@@ -141,4 +144,27 @@ def accepted_view(run_id: UUID, cmd: SubmitJob, created_at: datetime) -> RunView
         spec=spec_view(cmd.spec), callbacks=cmd.callbacks, cancel_requested=False,
         exit_code=None, summary=None, error=None, next_attempt_at=None,
         updated_at=created_at, log_lines=0, events_url=f"{API}/runs/{rid}/events",
+        visible=visible,
+    )
+
+
+def logged_view(run: Run) -> RunView:
+    """A run as its log says, for when the read model hasn't shown it yet (`visible: false`).
+
+    The log's aggregate keeps status, attempt and timestamps, not progress, artifacts, the log
+    or the error: those read as empty until the run is visible.
+    """
+    rid = str(run.id)
+    queued = run.status == "queued"
+    return RunView(
+        run_id=rid, job_type=run.job_type, status=run.status, created_at=run.submitted_at,
+        started_at=run.started_at, completed_at=run.finished_at, artifacts=[],
+        logs_url=f"{API}/runs/{rid}/logs", progress=None, job_name=run.job_name,
+        created_by=run.client or run.created_by, submitted_by=run.created_by,
+        repo=repo_of(run.code), attempt=run.attempt, max_retries=run.max_retries,
+        timeout_s=run.timeout_s, labels=run.labels, spec=spec_view(run.spec),
+        callbacks=run.callbacks, cancel_requested=run.cancel_requested, exit_code=None,
+        summary=None, error=None, next_attempt_at=run.not_before if queued else None,
+        updated_at=run.finished_at or run.started_at or run.submitted_at, log_lines=0,
+        events_url=f"{API}/runs/{rid}/events", visible=False,
     )
