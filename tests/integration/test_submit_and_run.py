@@ -64,8 +64,12 @@ def test_with_the_read_model_stopped_a_submit_says_its_run_is_not_visible_yet_an
 
     mine, theirs = auth("lagging"), auth("other")
     body = job("print('later')", labels={"team": "data"})
-    with bootstrap(settings, run_worker=False):
-        pass  # the read models exist (and their projector has since gone away)
+    # First a projector runs (and builds the read models), then it goes away.
+    with bootstrap(settings, run_worker=False) as services, \
+            TestClient(build_app(services)) as client:
+        early = client.post(SUBMIT, json=job("print('early')"), headers=mine).json()["run_id"]
+        wait_until(lambda: client.get(f"/api/v1/runs/{early}", headers=mine).json()["visible"],
+                   what="the read model to show the first run")
     with bootstrap(settings, run_worker=False, run_projections=False) as services:
         client: TestClient[Any]
         with TestClient(build_app(services)) as client:
