@@ -90,18 +90,14 @@ def make_database(server_dsn: str) -> Iterator[Callable[[], str]]:
 
 
 @pytest.fixture(scope="session")
-def make_server_database(server_dsn: str) -> Iterator[Callable[[], str]]:
+def make_server_database() -> Iterator[Callable[[], str]]:
     """Databases for services started beside the session's own (a module's `bootstrap`, a
     `controlroom serve` subprocess).
 
-    Each such service holds its own full set of connections; on a shared server (DATABASE_URL,
-    100 connections for everything) one or two of them beside the session's service run it
-    out, so with DATABASE_URL set they get an embedded PostgreSQL of their own.
+    Each such service holds its own full set of connections; one or two of them beside the
+    session's service would run one server (100 connections for everything) out, so they get
+    an embedded PostgreSQL of their own, whether the session's is DATABASE_URL or embedded.
     """
-    if not os.environ.get("DATABASE_URL"):
-        with _databases_on(server_dsn) as make:
-            yield make
-        return
     with _embedded_server() as side, _databases_on(side) as make:
         yield make
 
