@@ -127,22 +127,18 @@ class DeliveryWorker:
         """Claim and send until `timeout` passes (a runner's contract), sleeping when idle."""
         lease = self.sender.timeout_s + CLAIM_MARGIN_S
         with self._lock:
+            running = list(self._in_flight)
             busy = Counter(self._in_flight.values())
-            free = self.concurrency - len(self._in_flight)
+        free = self.concurrency - len(running)
         due = self.store.claim_due(free, lease, busy=dict(busy), per_endpoint=self.per_endpoint
                                    ) if free else []
         for delivery in due:
             self._start(delivery)
-        if due and len(due) < free:
-            # Maybe more are due that a per-endpoint cap left out: ask again before sleeping.
-            return
-        if len(due) == free and free:
-            return  # maybe more are due: claim again at once
-        with self._lock:
-            running = list(self._in_flight)
-            full = max(Counter(self._in_flight.values()).values(), default=0) >= self.per_endpoint
-        if not free or full:
-            # A full endpoint may have deliveries waiting for the slot an attempt frees.
+        if due:
+            return  # maybe more are due (a per-endpoint cap may have left some out): claim again
+        # Decided on what the claim saw: an endpoint full then may have deliveries waiting for
+        # the slot an attempt frees, though that attempt may have ended since.
+        if not free or max(busy.values(), default=0) >= self.per_endpoint:
             wait(running, timeout=min(timeout, IDLE_WAIT_S if not free else FULL_POLL_S),
                  return_when=FIRST_COMPLETED)
             return
