@@ -1,5 +1,5 @@
 -- Read models of Control Room, applied at start-up (idempotent).
--- The event store and tracking tables are created by the eventsourcing library.
+-- The event store's tables are created by the eventsourcing library.
 
 CREATE TABLE IF NOT EXISTS run_status (
     run_id            uuid PRIMARY KEY,
@@ -290,3 +290,13 @@ CREATE TABLE IF NOT EXISTS projection_rebuilds (
     finished_at     timestamptz,
     error           text
 );
+
+-- Where each read model has got to in the log: one row ('controlroom', position) per table,
+-- written in the same transaction as the read model's rows (controlroom/projections/pipeline.py).
+CREATE TABLE IF NOT EXISTS run_status_tracking (application_name text PRIMARY KEY, notification_id bigint);
+CREATE TABLE IF NOT EXISTS connections_tracking (application_name text PRIMARY KEY, notification_id bigint);
+CREATE TABLE IF NOT EXISTS run_events_tracking (application_name text PRIMARY KEY, notification_id bigint);
+CREATE TABLE IF NOT EXISTS lineage_tracking (application_name text PRIMARY KEY, notification_id bigint);
+CREATE TABLE IF NOT EXISTS api_keys_tracking (application_name text PRIMARY KEY, notification_id bigint);
+CREATE TABLE IF NOT EXISTS webhooks_tracking (application_name text PRIMARY KEY, notification_id bigint);
+CREATE TABLE IF NOT EXISTS dispatch_tracking (application_name text PRIMARY KEY, notification_id bigint);

@@ -10,7 +10,7 @@ import sys
 import threading
 from collections.abc import Iterator
 
-from controlroom.cli.hosts import read_model_hosts
+from controlroom.cli.hosts import pipeline, read_models
 from controlroom.cli.wiring import Services, bootstrap, keys
 from controlroom.settings import Settings
 
@@ -25,7 +25,7 @@ def _beside_read_model(settings: Settings, projection: str) -> Iterator[Services
     So a change made from the command line shows in listings even with nothing else running.
     """
     with bootstrap(settings, run_worker=False, run_projections=False) as services:
-        host = read_model_hosts(services)[projection].start()
+        host = pipeline(services, [read_models(services)[projection]]).start()
         try:
             yield services
         finally:

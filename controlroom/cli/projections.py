@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 
-from controlroom.cli.hosts import NOT_REBUILDABLE, read_model_hosts
+from controlroom.cli.hosts import NOT_REBUILDABLE, pipeline, read_models
 from controlroom.cli.wiring import bootstrap
 from controlroom.settings import Settings
 
@@ -39,26 +39,26 @@ def add_command(sub: Any) -> None:
 def cmd_projections(settings: Settings, args: argparse.Namespace) -> int:
     """Show the projections, or rebuild some."""
     with bootstrap(settings, run_worker=False, run_projections=False) as services:
-        hosts = read_model_hosts(services)
+        models = read_models(services)
         with psycopg.connect(services.dsn, autocommit=True) as conn:
             if args.action == "status":
-                _status(conn, {n: h.rebuild for n, h in hosts.items()})
+                _status(conn, {n: m.rebuild for n, m in models.items()})
                 return 0
-            names = list(hosts) if args.all else args.names
-            problem = _refusal(names, hosts)
+            names = list(models) if args.all else args.names
+            problem = _refusal(names, models)
             if problem:
                 print(f"error: {problem}", file=sys.stderr)
                 return 2
             by = os.environ.get("USER") or "cli"
-            for name in names:
-                hosts[name].rebuild.request(conn, by)  # type: ignore[union-attr]
+            rebuilds = [models[name].rebuild for name in names]
+            for rebuild in rebuilds:
+                rebuild.request(conn, by)  # type: ignore[union-attr]
             # Carried out here, unless a running service or projector hosts it: then there.
-            started = [hosts[name].start() for name in names]
+            here = pipeline(services, [models[name] for name in names]).start()
             try:
-                return _follow(conn, [hosts[n].rebuild for n in names], args.timeout)
+                return _follow(conn, rebuilds, args.timeout)  # type: ignore[arg-type]
             finally:
-                for host in started:
-                    host.stop()
+                here.stop()
 
 
 def _status(conn: psycopg.Connection[Any], rebuilds: dict[str, Any]) -> None:

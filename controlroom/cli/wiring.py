@@ -10,7 +10,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlroom.cli.hosts import dispatch_hosts, read_model_hosts, webhook_hosts
+from controlroom.cli.hosts import (
+    dispatch_model,
+    outbox_model,
+    pipeline,
+    read_models,
+    reaper_host,
+    webhook_hosts,
+)
 from controlroom.cli.sandboxing import local_sandbox
 from controlroom.settings import Settings
 
@@ -114,9 +121,11 @@ def _projections(
     timing = LeaseTiming.of(settings.lease_timeout_s, settings.lease_renew_s,
                             settings.lease_reap_grace_s).check()
     leases = PostgresLeases(services.dsn, pooler=settings.transaction_pooler)
-    hosts = []
+    hosts: list[Any] = []
+    models = []
     if run_projections:
-        hosts.extend(read_model_hosts(services).values())
+        models.extend(read_models(services).values())
+        models.append(outbox_model(services))
         hosts.extend(webhook_hosts(services))
     worker = None
     if run_worker:
@@ -130,7 +139,10 @@ def _projections(
         )
     queue, dispatching = _run_queue(settings, worker, run_projections=run_projections)
     if queue is not None and dispatching:  # the dispatcher and the reaper feed the same queue
-        hosts.extend(dispatch_hosts(services, queue, leases))
+        models.append(dispatch_model(queue))
+        hosts.append(reaper_host(services, queue, leases))
+    if models:
+        hosts.append(pipeline(services, models))
     for host in hosts:
         host.start()
     if isinstance(queue, InProcessQueue):

@@ -6,15 +6,21 @@ from typing import Any, ClassVar
 
 from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.persistence import Tracking
-from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.projection import Projection
 from eventsourcing.utils import get_topic
 
 from controlroom.commands.ports import RunQueue
 from controlroom.domain.run import Run
+from controlroom.projections.view import ReadModelView
 
 
-class DispatchProjection(Projection[PostgresTrackingRecorder]):
+class DispatchView(ReadModelView):
+    """Nothing to write: the queue is its effect, its position the pipeline's."""
+
+    projection_name = "dispatch"
+
+
+class DispatchProjection(Projection[DispatchView]):
     """Enqueues before tracking, so a crash in between re-sends rather than loses."""
 
     name = "dispatch"

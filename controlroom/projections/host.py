@@ -1,4 +1,4 @@
-"""Keeps a projection running in exactly one process: the holder of its advisory lock."""
+"""Keeps a background loop running in exactly one process: the holder of its advisory lock."""
 
 from __future__ import annotations
 
@@ -9,10 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from eventsourcing.projection import ProjectionRunner
-
-from controlroom.projections.rebuild import Rebuild, log_head
-from controlroom.projections.view import BATCH_EVENTS, LogAhead, ReadModelView
 
 log = logging.getLogger("controlroom.projections")
 
@@ -27,23 +23,21 @@ def lock_key(name: str) -> int:
 
 
 class ProjectionHost:
-    """Runs `make_runner()` while holding the projection's lock; restarts it after errors.
+    """Runs `make_runner()` while holding the lock named `name`; restarts it after errors.
 
-    With a `rebuild`, it also carries out the rebuilds asked of this projection (rebuild.py).
+    For background loops that must run in one process at a time (the reaper, the webhook
+    delivery worker); read models are hosted by the pipeline (pipeline.py) under the same locks.
+    A runner has `run_forever(timeout)`, `is_interrupted` and is a context manager.
     """
 
-    def __init__(
-        self, name: str, dsn: str, make_runner: Callable[[], ProjectionRunner[Any, Any]],
-        *, rebuild: Rebuild | None = None,
-    ) -> None:
+    def __init__(self, name: str, dsn: str, make_runner: Callable[[], Any]) -> None:
         self.name = name
         self.dsn = dsn
         self.make_runner = make_runner
-        self.rebuild = rebuild
         self.active = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"projection-{name}", daemon=True)
-        self.runner: ProjectionRunner[Any, Any] | None = None
+        self._thread = threading.Thread(target=self._loop, name=f"host-{name}", daemon=True)
+        self.runner: Any = None
 
     def start(self) -> ProjectionHost:
         """Begin trying to take the lock and run."""
@@ -54,11 +48,7 @@ class ProjectionHost:
         """Tell the runner to stop, without waiting: hosts stopping together stop in parallel."""
         self._stop.set()
         runner = self.runner
-        if runner is None:
-            return
-        if isinstance(runner, ProjectionRunner):
-            runner.stop()  # wakes its run_forever now rather than at the end of its timeout
-        elif isinstance(event := getattr(runner, "is_interrupted", None), threading.Event):
+        if isinstance(event := getattr(runner, "is_interrupted", None), threading.Event):
             event.set()
 
     def stop(self) -> None:
@@ -73,71 +63,38 @@ class ProjectionHost:
                     if self._take_lock(lock_conn):
                         self._serve(lock_conn)
             except Exception as e:
-                log.warning("projection %s interrupted: %s", self.name, e)
+                log.warning("%s interrupted: %s", self.name, e)
             self.active.clear()
             self._stop.wait(STANDBY_RETRY_S)
 
     def _take_lock(self, conn: psycopg.Connection[Any]) -> bool:
         row = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self.name),)).fetchone()
         if not (row and row[0]):
-            log.debug("projection %s: standby (another process holds it)", self.name)
+            log.debug("%s: standby (another process holds it)", self.name)
             return False
         return True
 
     def _serve(self, lock_conn: psycopg.Connection[Any]) -> None:
         try:
             while not self._stop.is_set():
-                if self.rebuild is not None and self.rebuild.pending(lock_conn):
-                    self._reset(lock_conn, self.rebuild)
                 self._run(lock_conn)
         finally:
             self.runner = None
             self._stop.wait(RESTART_BACKOFF_S)
 
     def _run(self, lock_conn: psycopg.Connection[Any]) -> None:
-        """Run the projection until stopped, or until a rebuild is asked for."""
-        catch_up_to = self._far_behind(lock_conn)
-        runner = self.make_runner()
-        view = getattr(runner, "view", None)
-        if isinstance(view, ReadModelView):
-            view.catch_up_to = catch_up_to
-            view.more_waiting = LogAhead(tuple(runner.projection.topics))
-        try:
-            with runner:
-                self.runner = runner
-                self.active.set()
-                log.info("projection %s: active", self.name)
-                while not self._stop.is_set():
-                    runner.run_forever(timeout=1.0)
-                    if runner.is_interrupted.is_set():
-                        if self._stop.is_set():
-                            return  # stopped by request_stop
-                        raise RuntimeError("runner stopped")
-                    # Also proves the lock's session is alive: if it is gone, step down.
-                    if self.rebuild is None:
-                        lock_conn.execute("SELECT 1")
-                    elif self.rebuild.pending(lock_conn):
-                        return
-        finally:
-            if isinstance(view, ReadModelView):
-                view.abandon_batch()  # its runner has stopped: nothing else will end it
-
-    def _far_behind(self, lock_conn: psycopg.Connection[Any]) -> int:
-        """The log position to catch up to in batches, 0 when the projection is (nearly) live."""
-        if self.rebuild is None:
-            return 0
-        head = log_head(lock_conn, self.rebuild.topics)
-        return head if head - self.rebuild.position(lock_conn) > BATCH_EVENTS else 0
-
-    def _reset(self, lock_conn: psycopg.Connection[Any], rebuild: Rebuild) -> None:
-        try:
-            target = rebuild.reset(lock_conn)
-        except psycopg.OperationalError:
-            raise  # the database is away: the request stays pending for the next holder
-        except Exception as e:
-            rebuild.failed(lock_conn, e)
-            raise
-        log.warning("projection %s: rebuilding from the log, up to position %d", self.name, target)
+        """Run until stopped."""
+        with self.make_runner() as runner:
+            self.runner = runner
+            self.active.set()
+            log.info("%s: active", self.name)
+            while not self._stop.is_set():
+                runner.run_forever(timeout=1.0)
+                if runner.is_interrupted.is_set():
+                    if self._stop.is_set():
+                        return  # stopped by request_stop
+                    raise RuntimeError("runner stopped")
+                lock_conn.execute("SELECT 1")  # the lock's session is alive: if not, step down
 
 
 def holder(conn: psycopg.Connection[Any], name: str) -> str | None:

@@ -20,7 +20,7 @@ from litestar.testing import TestClient
 
 from controlroom.api.api_key_auth import CACHE_TTL_S
 from controlroom.cli import Services, main
-from controlroom.cli.hosts import read_model_hosts
+from controlroom.cli.hosts import read_models
 from controlroom.commands.api_keys import ApiKeyCommands
 from controlroom.domain.api_key import key_hash
 from controlroom.settings import Settings
@@ -275,5 +275,5 @@ def test_the_cli_creates_lists_and_revokes_keys_and_revocation_reaches_the_api_w
 
 
 def test_the_api_keys_read_model_is_hosted_and_rebuildable(services: Services) -> None:
-    host = read_model_hosts(services)["api_keys"]
+    host = read_models(services)["api_keys"]
     assert host.rebuild is not None and host.rebuild.tables == ("api_keys",)

@@ -1,8 +1,8 @@
 """Any number of processes may start at once on an empty database: all of them come up.
 
 Each round gets a fresh, empty database and N processes that create everything a `serve`, a
-`worker` and a `projector` create at start-up — schema.sql, the event store's table and append
-function, and every projection's tracking table — released together by a barrier.
+`worker` and a `projector` create at start-up — schema.sql (read models and their positions),
+the event store's table and append function — released together by a barrier.
 """
 
 from __future__ import annotations
@@ -22,24 +22,12 @@ LIVENESS_S = 120.0
 def start_up(dsn: str, barrier: Any, errors: Any) -> None:
     """What a process creates before it serves: the same calls, in the same order."""
     try:
-        from eventsourcing.persistence import InfrastructureFactory
-        from eventsourcing.projection import ProjectionRunner
-
         from controlroom.adapters.database import apply_schema, eventsourcing_env
         from controlroom.commands.application import ControlRoom
-        from controlroom.projections.api_keys import ApiKeysProjection, ApiKeysView
-        from controlroom.projections.outbox import OutboxProjection, OutboxView
-        from controlroom.projections.run_status import RunStatusProjection, RunStatusView
 
         barrier.wait(LIVENESS_S)
         apply_schema(dsn)
         ControlRoom(env=eventsourcing_env(dsn)).close()
-        env = eventsourcing_env(dsn, for_projection=True)
-        for projection, view in ((RunStatusProjection, RunStatusView),
-                                 (OutboxProjection, OutboxView), (ApiKeysProjection, ApiKeysView)):
-            # The runner's own way of making a view: its factory creates the tracking table.
-            named = ProjectionRunner._construct_env(name=projection.name, env=env)
-            InfrastructureFactory.construct(env=named).tracking_recorder(view)
     except BaseException:
         errors.put(traceback.format_exc())
 
@@ -64,4 +52,5 @@ def test_processes_starting_together_on_an_empty_database_all_come_up(
         with psycopg.connect(dsn) as conn:
             tables = {r[0] for r in conn.execute(
                 "SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()}
-        assert {"controlroom_events", "run_status", "webhook_deliveries"} <= tables
+        assert {"controlroom_events", "run_status", "webhook_deliveries", "run_status_tracking",
+            "webhooks_tracking"} <= tables
