@@ -18,6 +18,7 @@ DEFAULT_JWT_MAX_LIFETIME_S = 24 * 3600
 DEFAULT_READ_YOUR_WRITES_TIMEOUT_S = 5.0
 DEFAULT_WORKER_PROCESSES = 1
 DEFAULT_LEASE_TIMEOUT_S = 60.0
+DEFAULT_SPOOL_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_REDIS_NAMESPACE = "controlroom"
 DEFAULT_MAX_ARTIFACT_BYTES = 1024**3
 DEFAULT_SSE_HEARTBEAT_S = 15.0
@@ -54,6 +55,8 @@ class Settings(msgspec.Struct, kw_only=True):
     """Unset: a sixth of the lease timeout (see controlroom.commands.reaper.LeaseTiming)."""
     lease_reap_grace_s: float | None = None
     """Unset: one lease timeout past a lease's expiry before the reaper fails the attempt."""
+    spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
+    """Per running job: output waiting on the worker's disk for the database (docs/operations.md)."""
     redis_namespace: str = DEFAULT_REDIS_NAMESPACE
     webhooks: WebhookSettings = msgspec.field(default_factory=lambda: WebhookSettings())
     artifact_store: str | None = None
@@ -113,6 +116,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         lease_timeout_s=float(env.get("CONTROLROOM_LEASE_TIMEOUT_S") or DEFAULT_LEASE_TIMEOUT_S),
         lease_renew_s=_float_or_none(env.get("CONTROLROOM_LEASE_RENEW_S")),
         lease_reap_grace_s=_float_or_none(env.get("CONTROLROOM_LEASE_REAP_GRACE_S")),
+        spool_max_bytes=int(env.get("CONTROLROOM_SPOOL_MAX_BYTES") or DEFAULT_SPOOL_MAX_BYTES),
         redis_namespace=env.get("CONTROLROOM_REDIS_NAMESPACE") or DEFAULT_REDIS_NAMESPACE,
         webhooks=webhook_settings(env),
         artifact_store=env.get("CONTROLROOM_ARTIFACT_STORE") or None,

@@ -97,6 +97,10 @@ class LocalExecution:
             self._exited_at = time.monotonic()
         return code if time.monotonic() - self._exited_at > ORPHAN_PIPE_GRACE_S else None
 
+    def exited(self) -> bool:
+        """Whether the job's process has ended (output perhaps still unread); thread-safe."""
+        return self.proc.poll() is not None
+
     def kill(self) -> None:
         """SIGTERM the process group, then SIGKILL whatever is left of it."""
         try:

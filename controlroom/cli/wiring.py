@@ -112,6 +112,7 @@ def _projections(
     from controlroom.adapters.leases import PostgresLeases
     from controlroom.adapters.local_queue import InProcessQueue
     from controlroom.adapters.run_index import active_runs
+    from controlroom.adapters.spool import FileSpools
     from controlroom.commands.reaper import LeaseTiming
     from controlroom.commands.worker import RunWorker, recover
     from controlroom.jobtypes import default_job_types
@@ -136,7 +137,9 @@ def _projections(
             worker_id=f"{socket.gethostname()}:{os.getpid()}", base_url=settings.base_url,
             leases=leases, lease_timing=timing,
             tokens=run_tokens(services), artifacts=artifact_store(settings),
+            spools=FileSpools(settings.data_dir / "spool", settings.spool_max_bytes),
         )
+        worker.start_spool_flusher()
     queue, dispatching = _run_queue(settings, worker, run_projections=run_projections)
     if queue is not None and dispatching:  # the dispatcher and the reaper feed the same queue
         models.append(dispatch_model(queue))

@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+from controlroom.commands.errors import RunNotFoundError
 from controlroom.commands.handlers import RunCommands
 from controlroom.commands.outputs import content_type
 from controlroom.commands.ports import ArtifactStore
+from controlroom.commands.retrying import is_unavailable
 from controlroom.domain.artifact_paths import CODE_PREFIX, LOG_PATH
+from controlroom.domain.errors import DomainError
 from controlroom.domain.run import Run
 
 log = logging.getLogger("controlroom.worker")
@@ -64,16 +67,24 @@ def _write_log(commands: RunCommands, run_id: UUID, dest: Any) -> None:
         version = page[-1].originator_version
 
 
-def archive_log(commands: RunCommands, store: ArtifactStore, run_id: UUID, attempt: int) -> None:
-    """Store the run's log so far as an artifact of `attempt` (call before its outcome)."""
+def archive_log(commands: RunCommands, store: ArtifactStore, run_id: UUID, attempt: int,
+                *, seq: int | None = None) -> None:
+    """Store the run's log so far as an artifact of `attempt` (call before its outcome).
+
+    The database being away is raised (the caller retries: the log is read from it); any
+    other failure is logged and skipped. `seq`: the worker's number for this write.
+    """
     fd, name = tempfile.mkstemp(prefix="run-log-")
     try:
         with os.fdopen(fd, "wb") as dest:
             _write_log(commands, run_id, dest)
         sha256, size = store.put_file(Path(name))
         commands.add_artifacts(
-            run_id, [_artifact(run_id, attempt, LOG_PATH, sha256, size, "text/plain")], attempt)
+            run_id, [_artifact(run_id, attempt, LOG_PATH, sha256, size, "text/plain")], attempt,
+            seq=seq)
     except Exception as e:  # the store's errors vary by backend; the outcome is recorded anyway
+        if is_unavailable(e) or isinstance(e, DomainError | RunNotFoundError):
+            raise
         log.warning("run %s: log not archived: %s", run_id, e)
     finally:
         Path(name).unlink(missing_ok=True)

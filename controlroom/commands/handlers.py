@@ -181,9 +181,14 @@ class RunCommands:
         )
 
     def log(
-        self, run_id: UUID, chunks: Sequence[tuple[str, str, int]], attempt: int | None = None
+        self, run_id: UUID, chunks: Sequence[tuple[str, str, int]], attempt: int | None = None,
+        *, seq: int | None = None, reported_at: datetime | None = None,
     ) -> int:
-        """Record (stream, text, line count) chunks of job output, in appends of bounded size."""
+        """Record (stream, text, line count) chunks of job output, in appends of bounded size.
+
+        With `seq` (the worker's number for this write, see `Run.recorded_seq`) it is one
+        append, so that a repeat is recognised whole: the caller keeps such writes small.
+        """
         pieces: list[tuple[str, str, int]] = []
         for stream, text, lines in chunks:
             cut = split_log(text)
@@ -194,45 +199,51 @@ class RunCommands:
             def apply(run: Run) -> None:
                 now = self.clock()
                 for stream, text, lines in batch:
-                    run.log(text=text, stream=stream, lines=lines, now=now, attempt=attempt)
+                    run.log(text=text, stream=stream, lines=lines, now=now, attempt=attempt,
+                            reported_at=reported_at, seq=seq)
             return apply
 
         position = 0
-        for batch in in_appends(pieces, lambda piece: len(piece[1])):
+        batches = [pieces] if seq is not None else in_appends(pieces, lambda piece: len(piece[1]))
+        for batch in batches:
             position = self._update(None, run_id, decide(batch))
         return position
 
     def progress(
-        self, run_id: UUID, percent: float | None, message: str, attempt: int | None = None
+        self, run_id: UUID, percent: float | None, message: str, attempt: int | None = None,
+        *, seq: int | None = None, reported_at: datetime | None = None,
     ) -> int:
         """Record progress the job reported."""
         return self._update(
             None, run_id,
             lambda run: run.progress(percent=percent, message=message, now=self.clock(),
-                                     attempt=attempt),
+                                     attempt=attempt, reported_at=reported_at, seq=seq),
         )
 
     def lineage(
-        self, run_id: UUID, edges: Sequence[tuple[str, str]], attempt: int | None = None
+        self, run_id: UUID, edges: Sequence[tuple[str, str]], attempt: int | None = None,
+        *, seq: int | None = None, reported_at: datetime | None = None,
     ) -> int:
         """Record lineage edges (source, target) the job reported or its type implies."""
 
         def decide(run: Run) -> None:
             now = self.clock()
             for source, target in edges:
-                run.record_lineage(source=source, target=target, now=now, attempt=attempt)
+                run.record_lineage(source=source, target=target, now=now, attempt=attempt,
+                                   reported_at=reported_at, seq=seq)
 
         return self._update(None, run_id, decide)
 
     def add_artifacts(
-        self, run_id: UUID, artifacts: Sequence[dict[str, Any]], attempt: int | None = None
+        self, run_id: UUID, artifacts: Sequence[dict[str, Any]], attempt: int | None = None,
+        *, seq: int | None = None,
     ) -> int:
         """Record artifacts (metadata; the bytes are already in the artifact store)."""
 
         def decide(run: Run) -> None:
             now = self.clock()
             for artifact in artifacts:
-                run.add_artifact(artifact=artifact, now=now, attempt=attempt)
+                run.add_artifact(artifact=artifact, now=now, attempt=attempt, seq=seq)
 
         return self._update(None, run_id, decide)
 
@@ -248,19 +259,20 @@ class RunCommands:
         return self._update(tenant_id, run_id, decide)
 
     def complete(
-        self, run_id: UUID, *, summary: str, exit_code: int | None, attempt: int | None = None
+        self, run_id: UUID, *, summary: str, exit_code: int | None, attempt: int | None = None,
+        seq: int | None = None,
     ) -> int:
         """The current attempt succeeded."""
         return self._update(
             None,
             run_id,
             lambda run: run.complete(summary=summary, exit_code=exit_code, now=self.clock(),
-                                     attempt=attempt),
+                                     attempt=attempt, seq=seq),
         )
 
     def fail(
         self, run_id: UUID, *, reason: str, message: str, exit_code: int | None,
-        attempt: int | None = None,
+        attempt: int | None = None, seq: int | None = None,
     ) -> int:
         """The current attempt failed; a retry is scheduled while retries remain."""
         return self._update(
@@ -268,15 +280,18 @@ class RunCommands:
             run_id,
             lambda run: run.fail(
                 reason=reason, message=message, exit_code=exit_code, now=self.clock(),
-                retry=self.retry, attempt=attempt,
+                retry=self.retry, attempt=attempt, seq=seq,
             ),
         )
 
-    def confirm_cancelled(self, run_id: UUID, reason: str, attempt: int | None = None) -> int:
+    def confirm_cancelled(
+        self, run_id: UUID, reason: str, attempt: int | None = None, *, seq: int | None = None,
+    ) -> int:
         """The worker has stopped a run whose cancellation was requested."""
         return self._update(
             None, run_id,
-            lambda run: run.confirm_cancelled(reason=reason, now=self.clock(), attempt=attempt),
+            lambda run: run.confirm_cancelled(reason=reason, now=self.clock(), attempt=attempt,
+                                              seq=seq),
         )
 
     def probe(self) -> None:

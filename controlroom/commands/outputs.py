@@ -64,6 +64,18 @@ def collect_outputs(
     commands: RunCommands, store: ArtifactStore, execution: Execution, run_id: UUID, attempt: int
 ) -> None:
     """Store every file under `output/` and record ArtifactAdded events (before the outcome)."""
+    notes, artifacts = store_outputs(store, execution, run_id, attempt)
+    if notes:
+        commands.log(run_id, [("system", "\n".join(notes), len(notes))], attempt)
+    if artifacts:
+        commands.add_artifacts(run_id, artifacts, attempt)
+
+
+def store_outputs(
+    store: ArtifactStore, execution: Execution, run_id: UUID, attempt: int
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Store every file under `output/`: the notes for the run's log (files skipped) and the
+    artifacts to record. Needs no database, so a worker can do it while the database is away."""
     artifacts: list[dict[str, Any]] = []
     notes: list[str] = []
     total = 0
@@ -98,7 +110,4 @@ def collect_outputs(
         })
     for note in notes:
         log.warning("run %s: %s", run_id, note)
-    if notes:
-        commands.log(run_id, [("system", "\n".join(notes), len(notes))], attempt)
-    if artifacts:
-        commands.add_artifacts(run_id, artifacts, attempt)
+    return notes, artifacts

@@ -139,6 +139,9 @@ class LeaseKeeper:
         self.confirmed_at = clock()
         self.certain_until = self.confirmed_at + self.timing.certain_s
         self.lost = False
+        self.ended = False
+        """The job's process is over: the lease now only keeps the reaper off the attempt while
+        its outcome waits to be recorded, so it is renewed for as long as that takes."""
         self._next_try = 0.0
         self._backoff = 0.0
         self._changed = threading.Condition()
@@ -164,7 +167,7 @@ class LeaseKeeper:
         if self.store is None:
             return True
         now = self.clock()
-        if self.lost or now >= self.certain_until:
+        if self.lost or (now >= self.certain_until and not self.ended):
             self._lose()
             return False
         if now - self.confirmed_at < self.timing.renew_s or now < self._next_try:
@@ -185,9 +188,26 @@ class LeaseKeeper:
         self._confirm(now)
         return True
 
-    def guard(self, kill: Callable[[], None]) -> LeaseGuard:
-        """Renew in the background and kill the job once the lease is not certainly ours."""
-        return LeaseGuard(self, kill)
+    def end_job(self) -> bool:
+        """The job's process ended (by itself, or killed by its supervision): from now on
+        nothing runs that fencing must stop, and renewals go on past `certain_until` — the
+        reaper stays off while the attempt's spooled outcome waits for the database. False if
+        the lease was lost first (its watchdog may have ended the job: not the job's outcome).
+        """
+        if self.store is None:
+            return True
+        with self._changed:
+            if self.lost:
+                return False
+            self.ended = True
+            self._changed.notify_all()
+            return True
+
+    def guard(self, kill: Callable[[], None],
+              exited: Callable[[], bool] | None = None) -> LeaseGuard:
+        """Renew in the background and kill the job once the lease is not certainly ours —
+        unless `exited()` says its process already ended by itself (see LeaseGuard)."""
+        return LeaseGuard(self, kill, exited)
 
     def wait_change(self, timeout: float) -> None:
         """Sleep up to `timeout`, waking early when the lease is lost or the guard stops."""
@@ -228,8 +248,10 @@ class LeaseKeeper:
 class LeaseGuard:
     """The renewer and the watchdog of one attempt's lease, while the job runs."""
 
-    def __init__(self, keeper: LeaseKeeper, kill: Callable[[], None]) -> None:
+    def __init__(self, keeper: LeaseKeeper, kill: Callable[[], None],
+                 exited: Callable[[], bool] | None = None) -> None:
         self.keeper, self.kill = keeper, kill
+        self.exited = exited or (lambda: False)
         self.fenced = threading.Event()
         name = f"lease-{keeper.run_id}"
         self._threads = [threading.Thread(target=self._renew, name=f"{name}-renew", daemon=True),
@@ -251,17 +273,29 @@ class LeaseGuard:
         k = self.keeper
         while not k._stopped and k.tick():
             due = max(k.confirmed_at + k.timing.renew_s, k._next_try) - k.clock()
-            k.wait_change(min(due, k.certain_until - k.clock()))
+            k.wait_change(due if k.ended else min(due, k.certain_until - k.clock()))
 
     def _watch(self) -> None:
         # Apart from the renewer: a renewal stuck in the network must not delay the kill.
         k = self.keeper
         with k._changed:
-            while not k._stopped and not k.lost and (left := k.certain_until - k.clock()) > 0:
+            while (not k._stopped and not k.lost and not k.ended
+                   and (left := k.certain_until - k.clock()) > 0):
                 k._changed.wait(left)
-            if k._stopped:
+            if k._stopped or k.ended:
                 return
-            k.lost = True
+            # A job that ended by itself before its lease lapsed has nothing left to fence:
+            # its exit is its outcome, the worker's to record (its supervision may be stuck
+            # waiting on the database and not have noticed yet).
+            natural = self.exited()
+            if natural:
+                k.ended = True
+            else:
+                k.lost = True
+            k._changed.notify_all()
+        if natural:
+            self.kill()  # whatever of its process group outlived it: no run past the lease
+            return
         log.warning("run %s attempt %s: lease not renewed in time; killing the job",
                     k.run_id, k.attempt)
         self.fenced.set()

@@ -7,16 +7,16 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
 from uuid import UUID
 
 from controlroom.commands.append_limits import APPEND_TARGET_BYTES
-from controlroom.commands.archive import archive_code, archive_log
+from controlroom.commands.archive import archive_code
 from controlroom.commands.errors import RunNotFoundError
 from controlroom.commands.handlers import RunCommands
-from controlroom.commands.outputs import collect_outputs
+from controlroom.commands.outbox import Outbox, SpoolFlusher
+from controlroom.commands.outputs import store_outputs
 from controlroom.commands.ports import (
     ArtifactStore,
     Attempt,
@@ -34,9 +34,17 @@ from controlroom.commands.reaper import (
     LeaseStore,
     LeaseTiming,
 )
-from controlroom.commands.retrying import Backoff, is_unavailable
 from controlroom.commands.scrubbing import REDACTED as REDACTED
 from controlroom.commands.scrubbing import Scrubber
+from controlroom.commands.spooled import (
+    ArtifactsRecord,
+    LineageRecord,
+    LogRecord,
+    OutcomeRecord,
+    ProgressRecord,
+    Record,
+    SpoolsPort,
+)
 from controlroom.domain.errors import DomainError
 from controlroom.domain.run import Run
 
@@ -52,9 +60,6 @@ RUN_TOKEN_MARGIN_S = 300
 """A run token outlives the run's timeout by this much (flushing, artifacts, clock skew)."""
 COLLECT_OUTPUTS_ON_FAILURE = {"exit_code", "timeout"}
 """Failed attempts whose outputs are kept too (useful for diagnosis); not cancels or shutdowns."""
-MAX_PENDING_BYTES = 8 * 1024 * 1024
-"""Output (log, progress, lineage) kept in memory, in order, while the database is away: past
-this the worker stops reading the job's output, so the job blocks on its pipe, losing nothing."""
 
 
 class RunWorker:
@@ -65,9 +70,10 @@ class RunWorker:
         worker_id: str, base_url: str, tokens: TokenMinter | None = None,
         artifacts: ArtifactStore | None = None,
         leases: LeaseStore | None = None, lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S,
-        lease_timing: LeaseTiming | None = None,
+        lease_timing: LeaseTiming | None = None, spools: SpoolsPort | None = None,
     ) -> None:
         self.leases = leases
+        self.spools = spools
         self.lease_timing = (lease_timing or LeaseTiming.of(lease_timeout_s)).check()
         self.commands = commands
         self.executor = executor
@@ -77,6 +83,12 @@ class RunWorker:
         self.tokens = tokens
         self.artifacts = artifacts
         self.stopping = threading.Event()
+
+    def start_spool_flusher(self) -> None:
+        """Deliver the spools left in this worker's data dir (by a worker that crashed or
+        stopped mid-outage), now and every few seconds, until the worker stops."""
+        if self.spools is not None:
+            SpoolFlusher(self.commands, self.spools, self.artifacts, self.stopping).start()
 
     def execute(self, run_id: UUID, attempt: int) -> None:
         """Run `attempt` of `run_id` to an outcome, unless someone else has it."""
@@ -129,8 +141,11 @@ class RunWorker:
                                message=f"could not start the job: {e}")
             return
         scrub = Scrubber([*secrets.values(), *plan.redact, env.get("CONTROLROOM_TOKEN", "")])
+        outbox = Outbox(self.commands, run_id, attempt, spools=self.spools,
+                        artifacts=self.artifacts)
         try:
-            _Supervision(self, run, execution, scrub, plan.lineage_on_success, lease).run()
+            _Supervision(self, run, execution, scrub, plan.lineage_on_success, lease,
+                         outbox).run()
         finally:
             execution.cleanup()
 
@@ -138,14 +153,17 @@ class RunWorker:
 class _Supervision:
     """Pumps one execution's output into the log and watches for cancel and timeout.
 
-    While the database is away, output waits in memory (in order, up to MAX_PENDING_BYTES) and
-    every write is retried with backoff — as long as the lease is certainly ours. Once it is
-    not, the lease's watchdog kills the job and this attempt records nothing more.
+    Everything it records goes through the attempt's Outbox: straight to the log while the
+    database answers, into the attempt's spool on the worker's disk while it does not (the
+    job keeps running as long as the lease is certainly ours), and from there, in order and
+    exactly once, when it answers again. Once the lease is not certainly ours while the job
+    runs, the lease's watchdog kills the job and its outcome is the reaper's to record.
     """
 
     def __init__(
         self, worker: RunWorker, run: Run, execution: Execution, scrub: Scrubber,
         lineage_on_success: list[tuple[str, str]], lease: LeaseKeeper | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.lease = lease
         self.lineage_on_success = lineage_on_success
@@ -156,17 +174,17 @@ class _Supervision:
         self.attempt: int = run.attempt
         self.execution = execution
         self.scrub = scrub
+        self.outbox = outbox or Outbox(worker.commands, run.id, run.attempt,
+                                       artifacts=worker.artifacts)
         self.deadline = time.monotonic() + run.timeout_s
         self.timeout_s = run.timeout_s
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
-        self.pending: deque[tuple[Callable[..., Any], tuple[Any, ...], int]] = deque()
-        self.pending_bytes = 0
-        self.backoff = Backoff()
-        self.retry_at = 0.0
 
     def run(self) -> None:
+        exited = getattr(self.execution, "exited", None)  # executors that can tell cheaply
         guard: AbstractContextManager[object] = (
-            self.lease.guard(self.execution.kill) if self.lease is not None else nullcontext())
+            self.lease.guard(self.execution.kill, exited) if self.lease is not None
+            else nullcontext())
         try:
             with guard:
                 self._supervise()
@@ -175,11 +193,13 @@ class _Supervision:
             # worker recorded output or the outcome: the log refuses more, the job must stop.
             log.info("run %s ended elsewhere (%s); stopping its process", self.run_id, e)
             self.execution.kill()
+            self.outbox.discard()
         except _Fenced:
-            log.warning("run %s attempt %s: lease lost; the job is stopped and nothing more is "
-                        "recorded (%d bytes of output unrecorded)",
-                        self.run_id, self.attempt, self.pending_bytes)
+            log.warning("run %s attempt %s: lease lost; the job is stopped, its outcome is "
+                        "the reaper's", self.run_id, self.attempt)
             self.execution.kill()
+        finally:
+            self.outbox.close()  # what still waits is delivered by the worker's SpoolFlusher
 
     def _held(self) -> bool:
         return self.lease is None or self.lease.held()
@@ -187,8 +207,8 @@ class _Supervision:
     def _supervise(self) -> None:
         while (code := self._pump()) is None:
             if not self._held():
-                raise _Fenced  # the reaper may hand the run on: stop, record nothing more
-            run = self._load()
+                raise _Fenced  # the reaper may hand the run on: stop the job
+            run = self.outbox.run  # read back by the outbox's courier, never waited for here
             if run is not None and (run.is_finished or run.attempt != self.attempt):
                 # Ended elsewhere — an external runner reported its outcome (POST
                 # /webhooks/continue): stop the job now, as a cancel does, and record nothing
@@ -196,144 +216,97 @@ class _Supervision:
                 log.info("run %s attempt %s is %s elsewhere; stopping the job",
                          self.run_id, self.attempt, run.status)
                 self.execution.kill()
+                self.outbox.discard()
                 return
             if run is not None and run.cancel_requested:
-                self.execution.kill()
-                self._pump_rest()
-                self._archive_log()
-                self._finally(self.commands.confirm_cancelled, self.run_id,
-                              "cancelled on request", self.attempt)
+                self._stop()
+                self._finish(OutcomeRecord(self.outbox.number(2), "cancelled",
+                                           reason="cancelled on request"))
                 return
             if time.monotonic() > self.deadline:
-                self.execution.kill()
-                self._pump_rest()
+                self._stop()
                 self._fail("timeout", f"exceeded timeout_s={self.timeout_s}", None)
                 return
             if self.stopping.is_set():
-                self.execution.kill()
-                self._pump_rest()
+                self._stop()
                 self._fail("worker_shutdown", "the worker shut down mid-run", None)
                 return
-        if not self._held():
-            raise _Fenced  # killed by the lease's watchdog: that exit is not the job's outcome
+        self._ended()
         if code == 0:
             self._collect_outputs()
             if self.lineage_on_success:
-                self._finally(self.commands.lineage, self.run_id, self.lineage_on_success,
-                              self.attempt)
-            self._archive_log()
-            self._finally(self.commands.complete, self.run_id, summary="exited with code 0",
-                          exit_code=0, attempt=self.attempt)
+                self.outbox.put([LineageRecord(self.outbox.number(), time.time(),
+                                               list(self.lineage_on_success))])
+            self._finish(OutcomeRecord(self.outbox.number(2), "completed",
+                                       summary="exited with code 0", exit_code=0))
         elif (failure := self.execution.failure()) is not None:
             self._fail(failure[0], self.scrub(failure[1])[-MAX_ERROR_CHARS:], None)
         else:
             tail = "\n".join(self.stderr_tail)[-MAX_ERROR_CHARS:]
             self._fail("exit_code", tail or f"exited with code {code}", code)
 
-    def _load(self) -> Run | None:
-        """The run as the log has it; None while the database is away (checked next time)."""
-        if time.monotonic() < self.retry_at:
-            return None
-        try:
-            return self.commands.load(self.run_id)
-        except Exception as e:
-            if not is_unavailable(e):
-                raise
-            self.retry_at = time.monotonic() + self.backoff.next()
-            log.warning("run %s: could not load it (the database is away?): %s", self.run_id, e)
-            return None
+    def _stop(self) -> None:
+        """Stop the job on the worker's own account (cancel, timeout, shutdown)."""
+        self.execution.kill()
+        self._pump_rest()
+        self._ended()
+
+    def _ended(self) -> None:
+        """The job's process is over: its outcome is ours to record, not the reaper's —
+        unless the lease was lost first (the watchdog's kill is not the job's outcome)."""
+        if self.lease is not None and not self.lease.end_job():
+            raise _Fenced
 
     def _fail(self, reason: str, message: str, exit_code: int | None) -> None:
         if reason in COLLECT_OUTPUTS_ON_FAILURE:
             self._collect_outputs()
-        self._archive_log()
-        self._finally(self.commands.fail, self.run_id, reason=reason, message=message,
-                      exit_code=exit_code, attempt=self.attempt)
+        self._finish(OutcomeRecord(self.outbox.number(2), "failed", reason=reason,
+                                   message=message, exit_code=exit_code))
 
-    def _archive_log(self) -> None:
-        if self.artifacts is not None:
-            self._finally(archive_log, self.commands, self.artifacts, self.run_id, self.attempt)
+    def _finish(self, outcome: OutcomeRecord) -> None:
+        """Record the outcome after everything before it; while the database is away, wait for
+        it (the lease is renewed meanwhile) unless the worker is stopping, when the spool is
+        left for the next worker on this data dir."""
+        self.outbox.put([outcome])
+        if not self.outbox.settle(self.stopping.is_set):
+            log.warning("run %s attempt %s: the worker stops with the attempt's outcome not "
+                        "yet recorded; it waits in the spool", self.run_id, self.attempt)
 
     def _collect_outputs(self) -> None:
-        if self.artifacts is not None:
-            self._finally(collect_outputs, self.commands, self.artifacts, self.execution,
-                          self.run_id, self.attempt)
-
-    def _finally(self, write: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        """After all pending output: one of the attempt's last writes, retried until it lands
-        (or the lease is lost, when the reaper decides the attempt's fate)."""
-        while True:
-            if not self._held():
-                raise _Fenced
-            if self._drain(wait=True):
-                try:
-                    write(*args, **kwargs)
-                    self.backoff.reset()
-                    return
-                except Exception as e:
-                    if not is_unavailable(e):
-                        raise
-                    log.warning("run %s: could not record its outcome yet: %s", self.run_id, e)
-                    self.retry_at = time.monotonic() + self.backoff.next()
-
-    def _record(self, write: Callable[..., Any], args: tuple[Any, ...], size: int) -> None:
-        """Queue one write of output behind those still pending, then try to deliver them."""
-        self.pending.append((write, args, size))
-        self.pending_bytes += size
-        self._drain()
-
-    def _drain(self, wait: bool = False) -> bool:
-        """Deliver pending writes in order; True once none is left. With `wait`, sleep out a
-        backoff first (bounded by the lease); without, a backoff still running skips."""
-        if self.pending or time.monotonic() < self.retry_at:
-            delay = self.retry_at - time.monotonic()
-            if delay > 0:
-                if not wait:
-                    return False
-                if self.lease is not None:
-                    self.lease.wait_change(delay)  # woken early if the lease is lost
-                else:
-                    time.sleep(delay)
-                if not self._held():
-                    raise _Fenced
-        while self.pending:
-            write, args, size = self.pending[0]
-            try:
-                write(*args)
-            except Exception as e:
-                if not is_unavailable(e):
-                    raise
-                self.retry_at = time.monotonic() + self.backoff.next()
-                log.warning("run %s: %d bytes of output wait for the database: %s",
-                            self.run_id, self.pending_bytes, e)
-                return False
-            self.backoff.reset()
-            self.pending.popleft()
-            self.pending_bytes -= size
-        return True
+        """Store the job's output files (no database needed), then record them."""
+        if self.artifacts is None:
+            return
+        try:
+            notes, artifacts = store_outputs(self.artifacts, self.execution, self.run_id,
+                                             self.attempt)
+        except Exception as e:  # the store's errors vary by backend; the outcome goes on
+            log.warning("run %s: outputs not stored: %s", self.run_id, e)
+            notes, artifacts = [f"outputs not stored: {e}"], []
+        records: list[Record] = []
+        if notes:
+            records.append(LogRecord(self.outbox.number(), time.time(),
+                                     [("system", "\n".join(notes), len(notes))]))
+        if artifacts:
+            records.append(ArtifactsRecord(self.outbox.number(), artifacts))
+        self.outbox.put(records)
 
     def _pump(self) -> int | None:
         """Record one interval's output; the exit code once the job is done."""
-        if self.pending_bytes >= MAX_PENDING_BYTES and not self._drain(wait=True):
-            # Full: leave the job's output in its pipe (the job blocks writing) until the
-            # database takes what is pending; the lease's watchdog bounds how long.
-            return None
+        records: list[Record] = []
         chunks: list[tuple[str, list[str]]] = []
         count = size = 0  # a flush is bounded in lines and bytes (docs/limits.md)
         for stream, raw in self.execution.lines(timeout=FLUSH_INTERVAL_S):
             line = self.scrub(raw)
             if (m := PROGRESS_LINE.match(line)) is not None:
-                self._flush(chunks)
+                self._chunk(records, chunks)
                 chunks, count, size = [], 0, 0
-                self._record(self.commands.progress,
-                             (self.run_id, min(float(m[1]), 100.0), m[2], self.attempt),
-                             len(line))
+                records.append(ProgressRecord(self.outbox.number(), time.time(),
+                                              min(float(m[1]), 100.0), m[2]))
                 continue
             if (m := LINEAGE_LINE.match(line)) is not None:
-                self._flush(chunks)
+                self._chunk(records, chunks)
                 chunks, count, size = [], 0, 0
-                self._record(self.commands.lineage, (self.run_id, [(m[1], m[2])], self.attempt),
-                             len(line))
+                records.append(LineageRecord(self.outbox.number(), time.time(), [(m[1], m[2])]))
                 continue
             if stream == "stderr":
                 self.stderr_tail.append(line)
@@ -346,26 +319,28 @@ class _Supervision:
             if count >= MAX_CHUNK_LINES or size >= APPEND_TARGET_BYTES:
                 # More output is waiting: read it all before asking for the exit code (which
                 # gives up on output still unread a short while after the process ended).
-                self._flush(chunks)
+                self._chunk(records, chunks)
+                self.outbox.put(records)
                 return None
-        self._flush(chunks)
-        if self.pending:
-            self._drain()
+        self._chunk(records, chunks)
+        # One put per interval: while the database is away, one fsync of the spool per interval.
+        self.outbox.put(records)
         return self.execution.poll()
 
     def _pump_rest(self) -> None:
         while self._pump() is None:
             pass
 
-    def _flush(self, chunks: list[tuple[str, list[str]]]) -> None:
+    def _chunk(self, records: list[Record], chunks: list[tuple[str, list[str]]]) -> None:
+        """The chunks read since the last record, as one log record (one append: bounded)."""
         if chunks:
             entries = [(stream, "\n".join(lines), len(lines)) for stream, lines in chunks]
-            self._record(self.commands.log, (self.run_id, entries, self.attempt),
-                         sum(len(text) for _, text, _ in entries))
+            records.append(LogRecord(self.outbox.number(), time.time(), entries))
 
 
 class _Fenced(Exception):
-    """The lease is no longer certainly ours: stop and record nothing more."""
+    """The lease is no longer certainly ours while the job runs: stop it; its outcome is the
+    reaper's (output already spooled is still delivered while the attempt is open)."""
 
 
 def _spec_str(spec: dict[str, object], key: str) -> str | None:

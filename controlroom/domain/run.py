@@ -113,6 +113,21 @@ class Run(Aggregate):
         """True once nothing more can ever be recorded on this run."""
         return self.status not in ACTIVE
 
+    def recorded_seq(self, attempt: int) -> int:
+        """The highest sequence number its worker recorded for `attempt` (0: none yet).
+
+        A worker numbers what it records of an attempt (output, artifacts, the outcome) 1, 2,
+        …; a write it repeats — a flush redone after a crash or a timeout that hid a commit —
+        carries a number already recorded and changes nothing: exactly once, by (run, attempt,
+        seq). Runs loaded from snapshots taken before the number existed have none.
+        """
+        if getattr(self, "output_attempt", 0) != attempt:
+            return 0
+        return int(getattr(self, "output_seq", 0))
+
+    def _repeated(self, attempt: int | None, seq: int | None) -> bool:
+        return seq is not None and attempt is not None and seq <= self.recorded_seq(attempt)
+
     def start(self, *, attempt: int, worker_id: str, now: datetime) -> None:
         """A worker begins executing `attempt`; only one start per attempt wins."""
         if self.status != QUEUED:
@@ -123,45 +138,58 @@ class Run(Aggregate):
 
     def progress(
         self, *, percent: float | None, message: str, now: datetime, attempt: int | None = None,
-        reported_at: datetime | None = None,
+        reported_at: datetime | None = None, seq: int | None = None,
     ) -> None:
         """Report how far the current attempt has got (`reported_at`: the reporter's clock)."""
+        if self._repeated(attempt, seq):
+            return
         self._require_active("report progress on", attempt)
-        self._progressed(percent=percent, message=message, at=now, reported_at=reported_at)
+        self._progressed(percent=percent, message=message, at=now, reported_at=reported_at,
+                         seq=seq)
 
     def log(
         self, *, text: str, stream: str, lines: int, now: datetime, attempt: int | None = None,
-        reported_at: datetime | None = None,
+        reported_at: datetime | None = None, seq: int | None = None,
     ) -> None:
         """Append a chunk of log output."""
+        if self._repeated(attempt, seq):
+            return
         self._require_active("log to", attempt)
         self._logged(text=text, stream=stream, lines=lines, attempt=self.attempt, at=now,
-                     reported_at=reported_at)
+                     reported_at=reported_at, seq=seq)
 
     def add_artifact(
         self, *, artifact: dict[str, Any], now: datetime, attempt: int | None = None,
-        reported_at: datetime | None = None,
+        reported_at: datetime | None = None, seq: int | None = None,
     ) -> None:
         """Attach an artifact (metadata only; bytes live in the artifact store, or elsewhere)."""
+        if self._repeated(attempt, seq):
+            return
         self._require_active("add an artifact to", attempt)
-        self._artifact_added(artifact=artifact, at=now, reported_at=reported_at)
+        self._artifact_added(artifact=artifact, at=now, reported_at=reported_at, seq=seq)
 
     def record_lineage(
         self, *, source: str, target: str, now: datetime, attempt: int | None = None,
-        reported_at: datetime | None = None,
+        reported_at: datetime | None = None, seq: int | None = None,
     ) -> None:
         """Record that this run read `source` and wrote `target`."""
+        if self._repeated(attempt, seq):
+            return
         self._require_active("record lineage on", attempt)
-        self._lineage_recorded(source=source, target=target, at=now, reported_at=reported_at)
+        self._lineage_recorded(source=source, target=target, at=now, reported_at=reported_at,
+                               seq=seq)
 
     def complete(
-        self, *, summary: str, exit_code: int | None, now: datetime, attempt: int | None = None
+        self, *, summary: str, exit_code: int | None, now: datetime, attempt: int | None = None,
+        seq: int | None = None,
     ) -> None:
         """The current attempt succeeded."""
+        if self._repeated(attempt, seq):
+            return
         if self.status != RUNNING:
             raise InvalidTransitionError("complete", self.status)
         self._check_attempt(attempt)
-        self._completed(summary=summary, exit_code=exit_code, at=now)
+        self._completed(summary=summary, exit_code=exit_code, at=now, seq=seq)
 
     def fail(
         self,
@@ -172,12 +200,16 @@ class Run(Aggregate):
         now: datetime,
         retry: RetryPolicy | None = None,
         attempt: int | None = None,
+        seq: int | None = None,
     ) -> None:
         """The current attempt failed; schedule another while retries remain (and nobody cancelled)."""
+        if self._repeated(attempt, seq):
+            return
         self._require_active("fail", attempt)
         retrying = retry is not None and not self.cancel_requested and self.attempt <= self.max_retries
         self._failed(
-            reason=reason, message=message, exit_code=exit_code, at=now, retrying=retrying
+            reason=reason, message=message, exit_code=exit_code, at=now, retrying=retrying,
+            seq=seq,
         )
         if retry is not None and retrying:
             delay = retry.delay(self.attempt)
@@ -195,12 +227,16 @@ class Run(Aggregate):
             self._cancelled(reason="cancelled before it started", at=now)
         return True
 
-    def confirm_cancelled(self, *, reason: str, now: datetime, attempt: int | None = None) -> None:
+    def confirm_cancelled(
+        self, *, reason: str, now: datetime, attempt: int | None = None, seq: int | None = None,
+    ) -> None:
         """The worker stopped the attempt after a cancellation request."""
+        if self._repeated(attempt, seq):
+            return
         if self.status != RUNNING or not self.cancel_requested:
             raise InvalidTransitionError("confirm cancellation of", self.status)
         self._check_attempt(attempt)
-        self._cancelled(reason=reason, at=now)
+        self._cancelled(reason=reason, at=now, seq=seq)
 
     def _require_active(self, action: str, attempt: int | None = None) -> None:
         if self.status not in ACTIVE:
@@ -220,39 +256,48 @@ class Run(Aggregate):
         self.started_at = at
         self.worker_id = worker_id
 
-    # `reported_at` (the reporter's own clock, if it said) came later: events recorded before
-    # it have none, and load with the default.
+    # `reported_at` (the reporter's own clock, if it said) and `seq` (the worker's number for
+    # what it records of an attempt) came later: events recorded before them have none, and
+    # load with the default.
+
+    def _numbered(self, seq: int | None) -> None:
+        if seq is not None:
+            self.output_attempt = self.attempt
+            self.output_seq = seq
 
     @event("RunProgressed")
     def _progressed(self, percent: float | None, message: str, at: datetime,
-                    reported_at: datetime | None = None) -> None:
-        pass
+                    reported_at: datetime | None = None, seq: int | None = None) -> None:
+        self._numbered(seq)
 
     @event("RunLogged")
     def _logged(self, text: str, stream: str, lines: int, attempt: int, at: datetime,
-                reported_at: datetime | None = None) -> None:
-        pass
+                reported_at: datetime | None = None, seq: int | None = None) -> None:
+        self._numbered(seq)
 
     @event("ArtifactAdded")
     def _artifact_added(self, artifact: dict[str, Any], at: datetime,
-                        reported_at: datetime | None = None) -> None:
-        pass
+                        reported_at: datetime | None = None, seq: int | None = None) -> None:
+        self._numbered(seq)
 
     @event("LineageEdgeRecorded")
     def _lineage_recorded(self, source: str, target: str, at: datetime,
-                          reported_at: datetime | None = None) -> None:
-        pass
+                          reported_at: datetime | None = None, seq: int | None = None) -> None:
+        self._numbered(seq)
 
     @event("RunCompleted")
-    def _completed(self, summary: str, exit_code: int | None, at: datetime) -> None:
+    def _completed(self, summary: str, exit_code: int | None, at: datetime,
+                   seq: int | None = None) -> None:
+        self._numbered(seq)
         self.status = COMPLETED
         self.finished_at = at
 
     @event("RunFailed")
     def _failed(
         self, reason: str, message: str, exit_code: int | None, at: datetime,
-        retrying: bool = False,
+        retrying: bool = False, seq: int | None = None,
     ) -> None:
+        self._numbered(seq)
         self.status = FAILED
         self.finished_at = at
 
@@ -261,7 +306,8 @@ class Run(Aggregate):
         self.cancel_requested = True
 
     @event("RunCancelled")
-    def _cancelled(self, reason: str, at: datetime) -> None:
+    def _cancelled(self, reason: str, at: datetime, seq: int | None = None) -> None:
+        self._numbered(seq)
         self.status = CANCELLED
         self.finished_at = at
 
