@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -57,7 +58,9 @@ import re
 import secrets
 import signal
 import socketserver
+import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from collections import Counter, defaultdict
@@ -585,8 +588,8 @@ def scenario_db_outage(bench: Bench, stack: contextlib.ExitStack) -> Result:
     res.recovery_s = None if took is None else time.monotonic() - back_at
     judge_jobs(res, runs, lines, d.collector, d.sampler)
     # jobs that got to the end while the database was away: when was their outcome recorded?
-    ended_during = [(r, a) for _, r, a, what in list(d.collector.records)
-                    if what == "done" and r in runs and down_at <= _ < back_at]
+    ended_during = [(r, a) for at, r, a, what in list(d.collector.records)
+                    if what == "done" and r in runs and down_at <= at < back_at]
     recorded = sorted(at - back_wall for r, a in ended_during
                       for at in runs[r].attempts[a].outcome_at[:1] if at == at)
     res.details.update({
@@ -1073,7 +1076,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     meta = {"host": f"{os.cpu_count()} cores, busy {busy} cores before the start",
             "database": f"PostgreSQL 15 cluster of the bench's own on port {bench.cluster.port}",
             "redis": bench.redis_url, "mode": "quick" if args.quick else "long" if args.long else "default",
-            "commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M")}
+            "installed build": _build(), "date": time.strftime("%Y-%m-%d %H:%M")}
     print(render(results, meta))
     if args.json:
         Path(args.json).write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results]},
@@ -1081,13 +1084,24 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     return 1 if any(r.bad() for r in results) else 0
 
 
-def _commit() -> str:
-    with contextlib.suppress(OSError):
-        head = (REPO / ".git" / "HEAD").read_text().strip()
-        if head.startswith("ref: "):
-            return (REPO / ".git" / head[5:]).read_text().strip()[:10]
-        return head[:10]
-    return "unknown"
+def _build() -> str:
+    """The commit the installed controlroom (what `controlroom` runs) is, checked file by file."""
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=10", "HEAD"], check=True,
+                              capture_output=True, text=True).stdout.strip()
+        listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-s", "controlroom"], check=True,
+                                capture_output=True, text=True).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (no git)"
+    installed = Path(sysconfig.get_paths()["purelib"])
+    differ = 0
+    for entry in listed:
+        meta, path = entry.split("\t", 1)
+        blob = meta.split()[1]
+        with contextlib.suppress(OSError):
+            data = (installed / path).read_bytes()
+            differ += hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest() != blob
+    return f"{head}" if not differ else f"{head} + {differ} files of the installed copy differing from it"
 
 
 if __name__ == "__main__":
