@@ -52,6 +52,17 @@ def _event_size(event: RunEvent) -> int:
     return 0
 
 
+def _repeated(run: Run, attempt: int | None, seq: int | None) -> bool:
+    """Whether the worker's write `seq` of `attempt` is in the log already (checked once per
+    write: a write of several events is one append, and only its last event is numbered)."""
+    return seq is not None and attempt is not None and seq <= run.recorded_seq(attempt)
+
+
+def _last(seq: int | None, i: int, items: Sequence[Any]) -> int | None:
+    """`seq` for the last event of a numbered write, None for those before it."""
+    return seq if i == len(items) - 1 else None
+
+
 def utcnow() -> datetime:
     """The wall clock, in UTC."""
     return datetime.now(UTC)
@@ -197,10 +208,12 @@ class RunCommands:
 
         def decide(batch: list[tuple[str, str, int]]) -> Callable[[Run], None]:
             def apply(run: Run) -> None:
+                if _repeated(run, attempt, seq):
+                    return
                 now = self.clock()
-                for stream, text, lines in batch:
+                for i, (stream, text, lines) in enumerate(batch):
                     run.log(text=text, stream=stream, lines=lines, now=now, attempt=attempt,
-                            reported_at=reported_at, seq=seq)
+                            reported_at=reported_at, seq=_last(seq, i, batch))
             return apply
 
         position = 0
@@ -227,10 +240,12 @@ class RunCommands:
         """Record lineage edges (source, target) the job reported or its type implies."""
 
         def decide(run: Run) -> None:
+            if _repeated(run, attempt, seq):
+                return
             now = self.clock()
-            for source, target in edges:
+            for i, (source, target) in enumerate(edges):
                 run.record_lineage(source=source, target=target, now=now, attempt=attempt,
-                                   reported_at=reported_at, seq=seq)
+                                   reported_at=reported_at, seq=_last(seq, i, edges))
 
         return self._update(None, run_id, decide)
 
@@ -241,9 +256,12 @@ class RunCommands:
         """Record artifacts (metadata; the bytes are already in the artifact store)."""
 
         def decide(run: Run) -> None:
+            if _repeated(run, attempt, seq):
+                return
             now = self.clock()
-            for artifact in artifacts:
-                run.add_artifact(artifact=artifact, now=now, attempt=attempt, seq=seq)
+            for i, artifact in enumerate(artifacts):
+                run.add_artifact(artifact=artifact, now=now, attempt=attempt,
+                                 seq=_last(seq, i, artifacts))
 
         return self._update(None, run_id, decide)
 

@@ -58,6 +58,9 @@ PROGRESS_LINE = re.compile(r"^::progress\s+(\d+(?:\.\d+)?)\s*(.*)$")
 LINEAGE_LINE = re.compile(r"^::lineage\s+(\S+)\s+(\S+)\s*$")
 RUN_TOKEN_MARGIN_S = 300
 """A run token outlives the run's timeout by this much (flushing, artifacts, clock skew)."""
+STOP_FLUSH_GRACE_S = 3.0
+"""A stopping worker waits this long for an attempt's outcome to be recorded, then leaves it in
+the spool for the next worker on its data dir."""
 COLLECT_OUTPUTS_ON_FAILURE = {"exit_code", "timeout"}
 """Failed attempts whose outputs are kept too (useful for diagnosis); not cancels or shutdowns."""
 
@@ -268,7 +271,12 @@ class _Supervision:
         it (the lease is renewed meanwhile) unless the worker is stopping, when the spool is
         left for the next worker on this data dir."""
         self.outbox.put([outcome])
-        if not self.outbox.settle(self.stopping.is_set):
+        since = time.monotonic()
+
+        def give_up() -> bool:  # a stopping worker still records what it can in a moment
+            return self.stopping.is_set() and time.monotonic() - since > STOP_FLUSH_GRACE_S
+
+        if not self.outbox.settle(give_up):
             log.warning("run %s attempt %s: the worker stops with the attempt's outcome not "
                         "yet recorded; it waits in the spool", self.run_id, self.attempt)
 

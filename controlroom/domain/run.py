@@ -119,7 +119,8 @@ class Run(Aggregate):
         A worker numbers what it records of an attempt (output, artifacts, the outcome) 1, 2,
         …; a write it repeats — a flush redone after a crash or a timeout that hid a commit —
         carries a number already recorded and changes nothing: exactly once, by (run, attempt,
-        seq). Runs loaded from snapshots taken before the number existed have none.
+        seq). A write of several events is one append whose last event carries the number.
+        Runs loaded from snapshots taken before the number existed have none.
         """
         if getattr(self, "output_attempt", 0) != attempt:
             return 0

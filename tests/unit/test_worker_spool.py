@@ -23,6 +23,7 @@ from controlroom.commands.application import ControlRoom
 from controlroom.commands.handlers import RunCommands
 from controlroom.commands.outbox import Outbox, SpoolFlusher, deliver, replay
 from controlroom.commands.spooled import (
+    ArtifactsRecord,
     DroppedRecord,
     LineageRecord,
     LogRecord,
@@ -275,3 +276,25 @@ def test_a_flush_cut_short_by_a_crash_is_redone_by_another_worker_exactly_once(
     deliver(commands, None, run_id, 1, LogRecord(5, 0.0, [("stdout", "line 2", 1)]), spooled=True)
     deliver(commands, None, run_id, 1, OutcomeRecord(42, "completed", exit_code=0), spooled=True)
     assert len(events(commands, run_id)) == before
+
+
+def test_a_write_of_several_events_is_recorded_whole_and_once() -> None:
+    commands = Flaky(ControlRoom())
+    run_id = running_run(commands)
+    big = "\n".join(f"{i:04d}" + "b" * 1000 for i in range(300))  # ~300 KB: several log events
+    edges = [("in.a", "out.x"), ("in.b", "out.x"), ("in.c", "out.y")]
+    artifacts = [{"artifact_id": str(uuid4()), "path": f"f{i}.txt", "size": 1, "sha256": "0" * 64,
+                  "content_type": "text/plain", "attempt": 1} for i in range(3)]
+    records: list[Any] = [LogRecord(1, 0.0, [("stdout", big, 300)]), LineageRecord(2, 0.0, edges),
+                          ArtifactsRecord(3, artifacts)]
+    for _ in range(2):  # the second time: a repeat, recorded already
+        for record in records:
+            deliver(commands, None, run_id, 1, record, spooled=False)
+    assert log_lines(commands, run_id) == big.split("\n")
+    assert len([e for e in events(commands, run_id) if isinstance(e, Run.RunLogged)]) > 1
+    recorded = [(e.source, e.target) for e in events(commands, run_id)
+                if isinstance(e, Run.LineageEdgeRecorded)]
+    assert recorded == edges
+    added = [e.artifact["path"] for e in events(commands, run_id) if isinstance(e, Run.ArtifactAdded)]
+    assert added == ["f0.txt", "f1.txt", "f2.txt"]
+    assert commands.load(run_id).recorded_seq(1) == 3
