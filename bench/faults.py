@@ -522,19 +522,18 @@ class Deployment:
     def client(self, timeout: float = 30.0) -> httpx.Client:
         return httpx.Client(headers=self.headers, timeout=timeout)
 
-    def running_worker_pids(self, workers: Server, run_ids: list[str]) -> Counter[int]:
-        """Worker processes (children of `workers`) by how many of `run_ids` they run now."""
+    def running_worker_pids(self, workers: Server) -> Counter[int]:
+        """Worker processes (children of `workers`) by how many live job processes descend from them."""
         children = {int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == workers.pid}
-        counts: Counter[int] = Counter()
-        with psycopg.connect(self.dsn) as conn:
-            rows = conn.execute("SELECT worker_id FROM run_leases WHERE run_id = ANY(%s::uuid[])",
-                                (run_ids,)).fetchall()
-        for (worker_id,) in rows:
-            pid = int(worker_id.rsplit(":", 1)[1])
-            if pid in children:
-                counts[pid] += 1
-        for pid in children:
-            counts.setdefault(pid, 0)
+        counts: Counter[int] = Counter({pid: 0 for pid in children})
+        for run in self.sampler.alive_now(set(self.run_ids)):
+            for pid in list(self.sampler.pids.get(run, ())):
+                ancestor: int | None = pid
+                for _ in range(8):  # job <- sandbox PID 1 <- launcher <- worker process
+                    ancestor = _ppid(ancestor) if ancestor else None
+                    if ancestor in children:
+                        counts[ancestor] += 1
+                        break
         return counts
 
 
@@ -620,10 +619,8 @@ def scenario_worker_kill(bench: Bench, stack: contextlib.ExitStack) -> Result:
     kills = []
     for k in range(3):
         time.sleep(4.0 if bench.args.quick else 8.0)
-        victims = d.running_worker_pids(workers, ids)
-        if not victims:
-            raise RuntimeError("no worker process to kill")
-        pid, running = victims.most_common(1)[0]
+        pid, running = wait_for(lambda: next((v for v in d.running_worker_pids(workers).most_common(1)
+                                              if v[1] > 0), None), 30, "a worker process running jobs", 0.1)
         log(f"worker-kill: kill -9 worker process {pid} ({running} jobs running) [{k + 1}/3]")
         os.kill(pid, signal.SIGKILL)
         kills.append(running)
@@ -1060,6 +1057,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     busy = host_busy_cores()
+    build = _build()
     bench = Bench(args, stack)
     results: list[Result] = []
     for name in args.scenario or SCENARIOS:
@@ -1076,12 +1074,17 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     meta = {"host": f"{os.cpu_count()} cores, busy {busy} cores before the start",
             "database": f"PostgreSQL 15 cluster of the bench's own on port {bench.cluster.port}",
             "redis": bench.redis_url, "mode": "quick" if args.quick else "long" if args.long else "default",
-            "installed build": _build(), "date": time.strftime("%Y-%m-%d %H:%M")}
+            "installed build": _same_build(build), "date": time.strftime("%Y-%m-%d %H:%M")}
     print(render(results, meta))
     if args.json:
         Path(args.json).write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results]},
                                               indent=2, default=str))
     return 1 if any(r.bad() for r in results) else 0
+
+
+def _same_build(before: str) -> str:
+    after = _build()
+    return before if after == before else f"CHANGED DURING THE RUN: {before} -> {after}"
 
 
 def _build() -> str:
