@@ -376,9 +376,18 @@ class SpoolFlusher:
         self.commands, self.spools, self.artifacts, self.stopping = (
             commands, spools, artifacts, stopping)
         self.backoff = Backoff()
+        self._first_delay = 0.0
         self._thread = threading.Thread(target=self._loop, name="spool-flusher", daemon=True)
 
     def start(self) -> None:
+        """One pass now — before the process fails runs a crash left running, so a spooled
+        outcome is recorded first — then one every ORPHAN_SCAN_S in the background."""
+        try:
+            done = self.flush_once()
+        except Exception:  # never stops a worker from starting
+            log.exception("spools left in the data dir could not be delivered yet")
+            done = False
+        self._first_delay = ORPHAN_SCAN_S if done else self.backoff.next()
         self._thread.start()
 
     def flush_once(self) -> bool:
@@ -395,7 +404,7 @@ class SpoolFlusher:
         return True
 
     def _loop(self) -> None:
-        delay = 0.0
+        delay = self._first_delay
         while not self.stopping.wait(delay):
             if self.flush_once():
                 self.backoff.reset()

@@ -89,7 +89,8 @@ class RunWorker:
 
     def start_spool_flusher(self) -> None:
         """Deliver the spools left in this worker's data dir (by a worker that crashed or
-        stopped mid-outage), now and every few seconds, until the worker stops."""
+        stopped mid-outage): once now, before `recover` may fail the runs a crash left running,
+        then every few seconds until the worker stops."""
         if self.spools is not None:
             SpoolFlusher(self.commands, self.spools, self.artifacts, self.stopping).start()
 
