@@ -11,6 +11,10 @@ keep-alive httpx.AsyncClient with one connection per client):
   get      GET /api/v1/runs/{id} on ids created by the submit scenarios
   ceiling  GET /rows/{id} on bench/ceiling_app.py: bare Litestar, one asyncpg PK SELECT, same uvicorn
   ping     (opt-in: --scenarios ...,ping) GET /ping on the ceiling app, no database (stack + harness)
+  events   (opt-in: --scenarios ...,events or --events) POST /api/v1/runs/{id}/events: each client
+           first submits a run of its own (unmeasured), then reports log lines to it, --event-batch
+           lines per request (default "1,100": one scenario per batch size); prints requests/s,
+           events/s and the serve process's CPU per request
 
 Everything (load generator, servers, Postgres) shares the host's cores: absolute numbers are
 pessimistic; ratios and server CPU per request are the meaningful numbers. Servers run as
@@ -56,7 +60,8 @@ JOB_BODY = json.dumps({
 }).encode()
 CEILING_ROWS = 10_000
 SEED_RUNS = 200
-SCENARIOS = {"submit", "get", "ceiling", "ping"}
+SCENARIOS = {"submit", "get", "ceiling", "ping", "events"}
+LOG_LINE = "bench: a line of job output, about as long as most are (0123456789abcdef)"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 BENCH_DIR = Path(__file__).resolve().parent
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -65,6 +70,10 @@ TARGET_GET_RATIO = 0.70
 TARGET_GET_P99_MS = 3.0
 TARGET_SUBMIT_P99_MS = 30.0
 TARGET_SUBMIT_RPS = 300.0
+TARGET_EVENT_POSTS = 1500.0
+"""Single-event POSTs per second at 16 clients."""
+TARGET_EVENTS_BATCHED = 20000.0
+"""Events per second, in batches of 100, at 16 clients."""
 
 
 # --------------------------------------------------------------------------- load generation
@@ -80,8 +89,35 @@ class SlotsResult:
     ids: list[str] = field(default_factory=list)  # run ids created (submit), warm-up included
 
 
+def events_body(batch: int) -> bytes:
+    """`batch` log lines as one request body (a list, even of one: what workers send)."""
+    return json.dumps([{"event_type": "log", "text": LOG_LINE, "stream": "stdout"}
+                       for _ in range(batch)]).encode()
+
+
+async def _own_run(client: httpx.AsyncClient) -> str:
+    """A run for one events client (its own: clients don't race on one run's version)."""
+    for _ in range(50):
+        r = await client.post(SUBMIT_PATH, content=JOB_BODY)
+        if r.status_code == 202:
+            return str(r.headers["location"].rpartition("/")[2])
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"could not submit a run for an events client: HTTP {r.status_code} {r.text[:200]}")
+
+
 def _request_maker(kind: str, ids: list[str], rnd: random.Random) -> Callable[[httpx.AsyncClient], Any]:
     """A coroutine factory issuing one request of `kind`; returns (ok, detail)."""
+    if kind.startswith("events"):
+        body = events_body(int(kind.removeprefix("events")))
+        path = f"{API}/runs/{ids[0]}/events"
+
+        async def post_events(client: httpx.AsyncClient) -> tuple[bool, str]:
+            r = await client.post(path, content=body)
+            if r.status_code != 202:
+                return False, f"HTTP {r.status_code}: {r.text[:200]}"
+            return True, ""
+
+        return post_events
     if kind == "submit":
         async def submit(client: httpx.AsyncClient) -> tuple[bool, str]:
             r = await client.post(SUBMIT_PATH, content=JOB_BODY)
@@ -120,7 +156,8 @@ async def run_slots(
     async def slot(i: int) -> None:
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
         async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30.0) as client:
-            request = _request_maker(kind, ids, random.Random(seed * 1000 + i))
+            own = [await _own_run(client)] if kind.startswith("events") else ids
+            request = _request_maker(kind, own, random.Random(seed * 1000 + i))
             lat = res.latencies
             while True:
                 t0 = monotonic()
@@ -283,6 +320,13 @@ class Result:
     cpu_cores: dict[str, float]
     first_error: str | None = None
     rounds_rps: list[float] = field(default_factory=list)
+    events_per_request: int = 0
+    """Events in each request (events scenarios), else 0."""
+
+    @property
+    def events_per_s(self) -> float | None:
+        """Events recorded per second (events scenarios)."""
+        return round(self.rps * self.events_per_request, 1) if self.events_per_request else None
 
     @property
     def server_cpu_us(self) -> float | None:
@@ -394,6 +438,7 @@ def measure(
         max_ms=ms(lat[-1] if lat else None), mean_ms=ms(sum(lat) / len(lat) if lat else None),
         cpu_cores=cpu_usage(samples[0], samples[1]) if len(samples) == 2 else {},
         first_error=next((p.first_error for p in parts if p.first_error), None),
+        events_per_request=int(kind.removeprefix("events")) if kind.startswith("events") else 0,
     )
 
 
@@ -608,6 +653,13 @@ def evaluate(results: list[Result], levels: list[int]) -> tuple[dict[str, float]
     targets.append({"target": f">= {TARGET_SUBMIT_RPS:g} submits/s (16 clients)",
                     "value": None if not s16 else f"{s16.rps:.0f} /s",
                     "ok": None if not s16 else s16.rps >= TARGET_SUBMIT_RPS})
+    if e1 := by.get(("events1", 16)):
+        targets.append({"target": f">= {TARGET_EVENT_POSTS:,.0f} single-event POSTs/s (16 clients)",
+                        "value": f"{e1.rps:,.0f} /s", "ok": e1.rps >= TARGET_EVENT_POSTS})
+    if e100 := by.get(("events100", 16)):
+        targets.append({"target": f">= {TARGET_EVENTS_BATCHED:,.0f} events/s, 100 a POST (16 clients)",
+                        "value": f"{e100.events_per_s or 0:,.0f} /s",
+                        "ok": (e100.events_per_s or 0) >= TARGET_EVENTS_BATCHED})
     return ratios, targets
 
 
@@ -642,6 +694,10 @@ def render(meta: dict[str, Any], results: list[Result], ratios: dict[str, float]
         )
         if len(r.rounds_rps) > 1:
             out[-1] += "  rounds: " + " ".join(f"{x:.0f}" for x in r.rounds_rps)
+        if r.events_per_request:
+            cpu_ms = None if r.server_cpu_us is None else r.server_cpu_us / 1000
+            out.append(f"          {r.events_per_request} event(s) a request: {r.events_per_s:,.0f} "
+                       f"events/s, serve CPU {_fmt(cpu_ms)} ms per request")
         if r.first_error:
             out.append(f"          first error: {r.first_error}")
     if ratios:
@@ -682,8 +738,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clients-processes", type=int, default=1, metavar="K",
                    help="spread the clients of a scenario over K load-generator processes")
     p.add_argument("--scenarios", default="submit,get,ceiling",
-                   help="comma separated, from submit,get,ceiling,ping (default submit,get,ceiling); "
+                   help="comma separated, from submit,get,ceiling,ping,events (default submit,get,ceiling); "
                         "ping = GET /ping on the ceiling app, no database: uvicorn + Litestar + harness")
+    p.add_argument("--events", action="store_true",
+                   help="add the events scenarios (same as listing `events` in --scenarios)")
+    p.add_argument("--event-batch", default="1,100",
+                   help="events per POST in the events scenarios, comma separated (default 1,100)")
     p.add_argument("--ceiling-loop", choices=["asyncio", "uvloop"], default="asyncio",
                    help="event loop of the ceiling app (asyncio = what cmd_serve runs)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
@@ -694,7 +754,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
-    scenarios = {x.strip() for x in args.scenarios.split(",") if x.strip()}
+    scenarios = {x.strip() for x in args.scenarios.split(",") if x.strip()} | (
+        {"events"} if args.events else set())
     if scenarios - SCENARIOS:
         sys.exit(f"unknown scenario(s) {sorted(scenarios - SCENARIOS)}; choose from {sorted(SCENARIOS)}")
     if args.url and not args.token:
@@ -794,7 +855,9 @@ def run(args: argparse.Namespace, levels: list[int], scenarios: set[str], stack:
     def note(r: Result) -> None:
         rounds.setdefault((r.scenario, r.clients), []).append(r)
         print(f"  {r.scenario:<8} c={r.clients:<3} {r.rps:>8.1f} req/s  p50 {_fmt(r.p50_ms)} ms  "
-              f"p99 {_fmt(r.p99_ms)} ms  errors {r.errors}  cores {r.cpu_cores}", file=sys.stderr, flush=True)
+              f"p99 {_fmt(r.p99_ms)} ms  errors {r.errors}  cores {r.cpu_cores}"
+              + (f"  {r.events_per_s:,.0f} events/s" if r.events_per_request else ""),
+              file=sys.stderr, flush=True)
 
     print(f"benchmarking {url} ({args.duration:g} s per scenario, {args.rounds} round(s)) ...",
           file=sys.stderr, flush=True)
@@ -815,6 +878,12 @@ def run(args: argparse.Namespace, levels: list[int], scenarios: set[str], stack:
                                  ids=ids, server_pids=server_pids, **common))
             else:
                 print("no run was created: skipping the GET scenarios", file=sys.stderr)
+        if "events" in scenarios:
+            for b in (int(x) for x in args.event_batch.split(",") if x.strip()):
+                for c in levels:
+                    note(measure(scenario=f"events{b}", target=f"POST {API}/runs/{{id}}/events",
+                                 kind=f"events{b}", clients=c, ids=[], server_pids=server_pids,
+                                 **common))
         if ccommon:
             for kind, target in (("ceiling", "GET /rows/{id} (bare)"), ("ping", "GET /ping (no db)")):
                 if kind in scenarios:
@@ -830,7 +899,8 @@ def run(args: argparse.Namespace, levels: list[int], scenarios: set[str], stack:
         print(f"\nserver logs kept in {logs}")
     if args.json:
         Path(args.json).write_text(json.dumps(
-            {"meta": meta, "results": [{**asdict(r), "server_cpu_us": r.server_cpu_us} for r in results],
+            {"meta": meta, "results": [{**asdict(r), "server_cpu_us": r.server_cpu_us,
+                                        "events_per_s": r.events_per_s} for r in results],
              "ratios": ratios, "targets": targets},
             indent=2))
         print(f"\nJSON written to {args.json}")

@@ -13,6 +13,9 @@ Here an append is one autocommit statement calling a server-side function: the s
 whole request (already encoded and size-checked) before the function takes the lock, and it
 commits at the end of that statement — the lock is held only while PostgreSQL itself works,
 never while it waits on us. `lock_timeout` and `statement_timeout` bound the rest.
+
+Concurrent appends of one process (the API's write threads, a worker's) share statements: see
+group_commit.py. A shared append is still one statement of bounded size.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import psycopg
 from eventsourcing.persistence import (
     AggregateRecorder,
     ApplicationRecorder,
+    IntegrityError,
     InterfaceError,
     OperationalError,
     PersistenceError,
@@ -33,6 +37,8 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore, PostgresFactory
 from psycopg.sql import SQL, Identifier, Literal
+
+from controlroom.adapters.group_commit import GroupCommit
 
 APPEND_LOCK_TIMEOUT_S = 3.0
 """How long an append waits for the log's lock before failing (503) instead of queueing on."""
@@ -42,6 +48,12 @@ STATEMENT_TIMEOUT_KEY = "POSTGRES_STATEMENT_TIMEOUT_MS"
 """The env key giving a factory's connections a statement timeout (unset: none)."""
 MAX_APPEND_BYTES = 16 * 1024 * 1024
 """Last-resort bound on one append's encoded events (the API and worker append far less)."""
+GROUP_MAX_BYTES = 1024 * 1024
+"""What a shared append of several callers' events holds at most (a caller's own append may be
+larger, up to MAX_APPEND_BYTES, and then goes alone): the lock is held about as long as for a
+few of the API's own appends (256 KiB each), never for a pile-up of everyone's."""
+GROUP_MAX_EVENTS = 1000
+"""Events in one shared append at most (as many as one request may report)."""
 SCHEMA_LOCK = "controlroom:schema"
 """The advisory lock (hashtext of it) every process takes around its DDL: one creates at a time."""
 SCHEMA_LOCK_WAIT_S = 60.0
@@ -92,16 +104,32 @@ class BoundedAppendRecorder(PostgresApplicationRecorder):
         ).format(schema=schema, function=function, id_type=id_type)
         self._probe = SQL("LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE").format(
             schema=schema, table=table)
+        self._group: GroupCommit[StoredEvent] = GroupCommit(
+            self._append_now, size=lambda e: len(e.state), max_bytes=GROUP_MAX_BYTES,
+            max_items=GROUP_MAX_EVENTS, is_conflict=lambda e: isinstance(e, IntegrityError))
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        """Append `stored_events` in one statement (all or nothing) and return their positions."""
+        """Append `stored_events` in one statement (all or nothing) and return their positions.
+
+        The statement may carry other threads' events too (before or after ours, never between):
+        the positions returned are ours, and a conflict on one of our versions is ours alone.
+        """
         if not stored_events:
             return []
         size = sum(len(e.state) for e in stored_events)
         if size > MAX_APPEND_BYTES:
             raise AppendTooLargeError(f"one append of {size} bytes exceeds {MAX_APPEND_BYTES}")
+        return self._group.append(stored_events)
+
+    @property
+    def appends_waiting(self) -> int:
+        """Callers queued behind the append in flight, to go in the next shared one."""
+        return self._group.waiting
+
+    def _append_now(self, stored_events: Sequence[StoredEvent]) -> list[int]:
+        """One statement appending `stored_events`, retried on a dropped connection."""
         params = (
             [e.originator_id for e in stored_events],
             [e.originator_version for e in stored_events],

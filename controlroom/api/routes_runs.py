@@ -119,7 +119,9 @@ async def post_events(request: Request[Principal, str, Any], run_id: FromPath[UU
     flat or as `{event_type, timestamp, data}` (docs/api.md "Reporting events").
 
     Limits (docs/limits.md) are checked before anything is written; a body over the limit is
-    refused (413) from its Content-Length, before it is read.
+    refused (413) from its Content-Length, before it is read. The 202 comes once the events are
+    in the log, without waiting for read models to show them: `last_event_id` says when the
+    run's event stream has them.
     """
     deps: Deps = request.app.state.deps
     events, listed = decode_events(await request.body())
@@ -128,13 +130,13 @@ async def post_events(request: Request[Principal, str, Any], run_id: FromPath[UU
     tenant = request.user.tenant_id
     # A job's own token is never recorded, even if the job echoes it back.
     redact = [request.auth] if request.user.run_id is not None else []
-    position = await deps.write(
+    # Reporters (workers, CI) write far more than they read back: no read-your-writes wait.
+    recorded = await deps.write(
         partial(deps.commands.record, attempt=request.user.attempt, redact=redact),
         tenant, run_id, events,
     )
-    await deps.settle(position)
-    view = await _current(deps, tenant, run_id)
-    return Accepted(run_id=str(run_id), status=view.status, accepted=len(events))
+    return Accepted(run_id=str(run_id), status=recorded.status, accepted=len(events),
+                    last_event_id=recorded.version)
 
 
 @post(f"{API}/runs/{{run_id:uuid}}/cancel", guards=[requires("runs:write")], status_code=202)

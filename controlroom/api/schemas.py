@@ -195,8 +195,13 @@ class RunPage(msgspec.Struct):
 
 
 class Accepted(msgspec.Struct):
-    """Acknowledgement of events or a cancellation request."""
+    """Acknowledgement of reported events: they are in the run's log (durable), which read
+    models may not show yet (docs/api.md "Reading your own events back")."""
 
     run_id: str
     status: str
+    """The run's status once these events were recorded (from its log)."""
     accepted: int = 0
+    last_event_id: int = 0
+    """The id of the last event recorded, on the run's event stream (`GET /runs/{id}/events`):
+    a page or an SSE stream shows this request's events once it reaches this id."""

@@ -12,7 +12,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from controlroom.commands.append_limits import in_appends, split_log
-from controlroom.commands.application import ControlRoom
+from controlroom.commands.application import ControlRoom, replay
 from controlroom.commands.errors import (
     ConcurrencyError,
     IdempotencyConflictError,
@@ -23,6 +23,7 @@ from controlroom.commands.messages import (
     Lineage,
     Log,
     Progress,
+    Recorded,
     RunEvent,
     SubmitJob,
     Submitted,
@@ -133,12 +134,13 @@ class RunCommands:
     def record(
         self, tenant_id: str, run_id: UUID, events: Sequence[RunEvent], *,
         attempt: int | None = None, redact: Sequence[str] = (),
-    ) -> int:
+    ) -> Recorded:
         """Record reported events, scrubbed of the run's secrets and `redact` (fenced by `attempt`).
 
         Scrubbed and cut to size first; then recorded in order, in appends of bounded size.
         """
-        scrub = Scrubber([*self.unseal_secrets(self._get(tenant_id, run_id)).values(), *redact])
+        run = self._get(tenant_id, run_id)
+        scrub = Scrubber([*self.unseal_secrets(run).values(), *redact])
         items: list[RunEvent] = []
         for item in events:
             match item:
@@ -172,10 +174,13 @@ class RunCommands:
                                 sha256=item.sha256), now=now, attempt=attempt, reported_at=ts)
             return apply
 
-        position = 0
+        recorded = Recorded(position=0, version=run.version, status=run.status)
         for batch in in_appends(items, _event_size):
-            position = self._update(tenant_id, run_id, decide(batch))
-        return position
+            # The run loaded for its secrets is current enough for a first try (a conflict
+            # reloads it), and each later append decides on what the one before left.
+            run, position = self._apply(tenant_id, run_id, decide(batch), run)
+            recorded = Recorded(position=position, version=run.version, status=run.status)
+        return recorded
 
     def request_cancel(self, tenant_id: str, run_id: UUID, by: str) -> int:
         """Ask for a run to stop; a queued run is cancelled immediately."""
@@ -332,7 +337,7 @@ class RunCommands:
 
     def _get(self, tenant_id: str | None, run_id: UUID) -> Run:
         try:
-            run: Run = self.app.repository.get(run_id)
+            run: Run = self.app.repository.get(run_id, projector_func=replay)
         except AggregateNotFoundError:
             raise RunNotFoundError(run_id) from None
         if tenant_id is not None and run.tenant_id != tenant_id:
@@ -340,16 +345,25 @@ class RunCommands:
         return run
 
     def _update(self, tenant_id: str | None, run_id: UUID, decide: Callable[[Run], object]) -> int:
+        return self._apply(tenant_id, run_id, decide)[1]
+
+    def _apply(
+        self, tenant_id: str | None, run_id: UUID, decide: Callable[[Run], object],
+        loaded: Run | None = None,
+    ) -> tuple[Run, int]:
+        """Decide on the run (`loaded`, else from the log) and save: the run after it, and the
+        position of its latest event."""
         for _ in range(MAX_CONFLICT_RETRIES):
-            run = self._get(tenant_id, run_id)
+            run = loaded if loaded is not None else self._get(tenant_id, run_id)
+            loaded = None
             decide(run)
             if not run.pending_events:
-                return self._position_of(run_id)
+                return run, self._position_of(run_id)
             try:
                 recordings = self.app.save(run)
             except IntegrityError:
                 continue  # another writer appended first: decide again on fresh state
-            return recordings[-1].notification.id
+            return run, recordings[-1].notification.id
         raise ConcurrencyError(f"run {run_id} is changing too fast; try again")
 
     def _position_of(self, run_id: UUID) -> int:

@@ -108,3 +108,12 @@ class Submitted(msgspec.Struct, frozen=True):
     position: int
     created: bool
     submitted_at: datetime
+
+
+class Recorded(msgspec.Struct, frozen=True):
+    """What reporting events produced: the last one's position in the log and its version in
+    the run (its id on the run's event stream), and the run's status after them."""
+
+    position: int
+    version: int
+    status: str
