@@ -322,9 +322,12 @@ def terminal(run: RunLog) -> bool:
     return run.terminal_events > 0
 
 
-def wait_terminal(dsn: str, run_ids: list[str], timeout: float) -> tuple[float | None, dict[str, RunLog]]:
-    """Poll the log until every run is terminal: (seconds it took or None, the runs)."""
+def wait_terminal(dsn: str, run_ids: list[str], timeout: float,
+                  deaths: Callable[[], list[str]] = list) -> tuple[float | None, dict[str, RunLog]]:
+    """Poll the log until every run is terminal: (seconds it took or None, the runs). Gives up
+    early (after a last 30 s) once `deaths()` names a process that died on its own."""
     t0, deadline = time.monotonic(), time.monotonic() + timeout
+    died = False
     runs: dict[str, RunLog] = {}
     while True:
         with contextlib.suppress(psycopg.Error):
@@ -333,6 +336,8 @@ def wait_terminal(dsn: str, run_ids: list[str], timeout: float) -> tuple[float |
                 return time.monotonic() - t0, runs
         if time.monotonic() > deadline:
             return None, runs
+        if not died and deaths():
+            died, deadline = True, min(deadline, time.monotonic() + 30)
         time.sleep(0.5)
 
 
@@ -448,6 +453,7 @@ class Deployment:
         self.sampler = Sampler()
         self.run_ids: list[str] = []
         self.invisible = 0
+        bench.deployment = self
 
         from controlroom.api.auth import ALL_SCOPES, issue_token
 
@@ -466,6 +472,15 @@ class Deployment:
                     psycopg.connect(self.bench.cluster.dsn, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self.dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
         self.bench.flush_redis()
+
+    def deaths(self) -> list[str]:
+        """Servers that exited without the bench stopping them, with the end of their output."""
+        out = []
+        for server in self.servers:
+            if server.proc.poll() is not None:
+                tail = server.log_tail(3).replace("\n", " | ")[-300:]
+                out.append(f"{server.name} (pid {server.pid}) exited with {server.proc.returncode}: {tail}")
+        return out
 
     def start(self, label: str, *argv: str) -> Server:
         server = Server(f"{label}-{len(self.servers)}", [controlroom_exe(), *argv], self.env, self.tmp)
@@ -583,7 +598,7 @@ def scenario_db_outage(bench: Bench, stack: contextlib.ExitStack) -> Result:
     with contextlib.suppress(RuntimeError):
         api.wait_ready(f"{d.url}/readyz", 120)
         ready_s = time.monotonic() - back_at
-    took, runs = wait_terminal(d.dsn, ids, 60 + 300 + 2 * long_s)
+    took, runs = wait_terminal(d.dsn, ids, 60 + 300 + 2 * long_s, d.deaths)
     res.recovery_s = None if took is None else time.monotonic() - back_at
     judge_jobs(res, runs, lines, d.collector, d.sampler)
     # jobs that got to the end while the database was away: when was their outcome recorded?
@@ -625,7 +640,7 @@ def scenario_worker_kill(bench: Bench, stack: contextlib.ExitStack) -> Result:
         os.kill(pid, signal.SIGKILL)
         kills.append(running)
     last_kill = time.monotonic()
-    took, runs = wait_terminal(d.dsn, ids, 300)
+    took, runs = wait_terminal(d.dsn, ids, 300, d.deaths)
     res.recovery_s = None if took is None else time.monotonic() - last_kill
     judge_jobs(res, runs, lines, d.collector, d.sampler)
     res.details.update({"runs": f"{n} submitted at once, {job_lines * STEP_S:.0f} s each, 2 x 2 slots",
@@ -741,7 +756,7 @@ def scenario_redis_flush(bench: Bench, stack: contextlib.ExitStack) -> Result:
     client.flushdb()
     flushed = time.monotonic()
     log(f"redis-flush: FLUSHDB with {queued} messages queued ({keys} keys)")
-    took, runs = wait_terminal(d.dsn, ids, 300)
+    took, runs = wait_terminal(d.dsn, ids, 300, d.deaths)
     res.recovery_s = None if took is None else time.monotonic() - flushed
     judge_jobs(res, runs, lines, d.collector, d.sampler)
     res.details.update({"runs": f"{n} of {job_lines * STEP_S:.0f} s on 2 x 2 slots",
@@ -808,7 +823,7 @@ def scenario_projector_kill(bench: Bench, stack: contextlib.ExitStack) -> Result
         raise RuntimeError(f"submits failed: {errors[:3]}")
     ids = list(lines)
     res.recovery_s = None if None in catch_up else max(c for c in catch_up if c is not None)
-    took, runs = wait_terminal(d.dsn, ids, 300)
+    took, runs = wait_terminal(d.dsn, ids, 300, d.deaths)
     judge_jobs(res, runs, lines, d.collector, d.sampler)
     # the read models against the log, once the projections have had the last events
     mismatched: dict[str, int] = {}
@@ -992,6 +1007,7 @@ class Bench:
         self.cluster = Cluster()
         stack.callback(self.cluster.remove)
         self.cluster_up = False
+        self.deployment: Deployment | None = None
         self.start_cluster()
 
     def redis(self) -> redis.Redis:
@@ -1064,12 +1080,16 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         log(f"scenario {name} ...")
         t0 = time.monotonic()
         with contextlib.ExitStack() as scenario_stack:
+            bench.deployment = None
             try:
                 results.append(RUNNERS[name](bench, scenario_stack))
             except Exception as e:
                 results.append(Result(name, error=f"{type(e).__name__}: {e}"))
                 if not bench.cluster_up:
                     bench.start_cluster()
+            if bench.deployment is not None and (deaths := bench.deployment.deaths()):
+                results[-1].details["processes that died on their own"] = deaths
+                results[-1].error = results[-1].error or "a Control Room process died on its own"
         log(f"scenario {name}: {time.monotonic() - t0:.0f} s")
     meta = {"host": f"{os.cpu_count()} cores, busy {busy} cores before the start",
             "database": f"PostgreSQL 15 cluster of the bench's own on port {bench.cluster.port}",
