@@ -1073,7 +1073,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     busy = host_busy_cores()
-    build = _build()
+    build, fingerprint = _build(), _fingerprint()
     bench = Bench(args, stack)
     results: list[Result] = []
     for name in args.scenario or SCENARIOS:
@@ -1094,7 +1094,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     meta = {"host": f"{os.cpu_count()} cores, busy {busy} cores before the start",
             "database": f"PostgreSQL 15 cluster of the bench's own on port {bench.cluster.port}",
             "redis": bench.redis_url, "mode": "quick" if args.quick else "long" if args.long else "default",
-            "installed build": _same_build(build), "date": time.strftime("%Y-%m-%d %H:%M")}
+            "installed build": _same_build(build, fingerprint), "date": time.strftime("%Y-%m-%d %H:%M")}
     print(render(results, meta))
     if args.json:
         Path(args.json).write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results]},
@@ -1102,9 +1102,18 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     return 1 if any(r.bad() for r in results) else 0
 
 
-def _same_build(before: str) -> str:
-    after = _build()
-    return before if after == before else f"CHANGED DURING THE RUN: {before} -> {after}"
+def _same_build(before: str, fingerprint: str) -> str:
+    return before if _fingerprint() == fingerprint else f"{before}, REINSTALLED DURING THE RUN"
+
+
+def _fingerprint() -> str:
+    """A digest of the installed controlroom package's files."""
+    digest = hashlib.sha256()
+    root = Path(sysconfig.get_paths()["purelib"]) / "controlroom"
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def _build() -> str:
@@ -1124,7 +1133,7 @@ def _build() -> str:
         with contextlib.suppress(OSError):
             data = (installed / path).read_bytes()
             differ += hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest() != blob
-    return f"{head}" if not differ else f"{head} + {differ} files of the installed copy differing from it"
+    return head if not differ else f"{head} + {differ} files of the installed copy differing from it"
 
 
 if __name__ == "__main__":
