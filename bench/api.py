@@ -105,6 +105,18 @@ async def _own_run(client: httpx.AsyncClient) -> str:
     raise RuntimeError(f"could not submit a run for an events client: HTTP {r.status_code} {r.text[:200]}")
 
 
+async def catch_up(url: str, headers: dict[str, str], patience_s: float = 300.0) -> float:
+    """Seconds until the read models have caught up with the log (a submission is answered
+    visible): event posts don't wait for them, so after a burst they may lag behind."""
+    t0 = time.monotonic()
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30.0) as client:
+        while time.monotonic() - t0 < patience_s:
+            r = await client.post(SUBMIT_PATH, content=JOB_BODY)
+            if r.status_code == 202 and r.headers.get("run-visible") != "false":
+                break
+    return round(time.monotonic() - t0, 2)
+
+
 def _request_maker(kind: str, ids: list[str], rnd: random.Random) -> Callable[[httpx.AsyncClient], Any]:
     """A coroutine factory issuing one request of `kind`; returns (ok, detail)."""
     if kind.startswith("events"):
@@ -322,6 +334,8 @@ class Result:
     rounds_rps: list[float] = field(default_factory=list)
     events_per_request: int = 0
     """Events in each request (events scenarios), else 0."""
+    catch_up_s: float | None = None
+    """Events scenarios: how long after the window the read models took to show everything."""
 
     @property
     def events_per_s(self) -> float | None:
@@ -697,7 +711,8 @@ def render(meta: dict[str, Any], results: list[Result], ratios: dict[str, float]
         if r.events_per_request:
             cpu_ms = None if r.server_cpu_us is None else r.server_cpu_us / 1000
             out.append(f"          {r.events_per_request} event(s) a request: {r.events_per_s:,.0f} "
-                       f"events/s, serve CPU {_fmt(cpu_ms)} ms per request")
+                       f"events/s, serve CPU {_fmt(cpu_ms)} ms per request; read models caught up "
+                       f"{_fmt(r.catch_up_s)} s after the window")
         if r.first_error:
             out.append(f"          first error: {r.first_error}")
     if ratios:
@@ -856,7 +871,8 @@ def run(args: argparse.Namespace, levels: list[int], scenarios: set[str], stack:
         rounds.setdefault((r.scenario, r.clients), []).append(r)
         print(f"  {r.scenario:<8} c={r.clients:<3} {r.rps:>8.1f} req/s  p50 {_fmt(r.p50_ms)} ms  "
               f"p99 {_fmt(r.p99_ms)} ms  errors {r.errors}  cores {r.cpu_cores}"
-              + (f"  {r.events_per_s:,.0f} events/s" if r.events_per_request else ""),
+              + (f"  {r.events_per_s:,.0f} events/s, caught up after {r.catch_up_s} s"
+                 if r.events_per_request else ""),
               file=sys.stderr, flush=True)
 
     print(f"benchmarking {url} ({args.duration:g} s per scenario, {args.rounds} round(s)) ...",
@@ -881,9 +897,13 @@ def run(args: argparse.Namespace, levels: list[int], scenarios: set[str], stack:
         if "events" in scenarios:
             for b in (int(x) for x in args.event_batch.split(",") if x.strip()):
                 for c in levels:
-                    note(measure(scenario=f"events{b}", target=f"POST {API}/runs/{{id}}/events",
-                                 kind=f"events{b}", clients=c, ids=[], server_pids=server_pids,
-                                 **common))
+                    r = measure(scenario=f"events{b}", target=f"POST {API}/runs/{{id}}/events",
+                                kind=f"events{b}", clients=c, ids=[], server_pids=server_pids,
+                                **common)
+                    # Posts don't wait for the read models; the next scenario must not pay
+                    # for their backlog (a submission waits for it).
+                    r.catch_up_s = _event_loop_run(catch_up(url, headers))
+                    note(r)
         if ccommon:
             for kind, target in (("ceiling", "GET /rows/{id} (bare)"), ("ping", "GET /ping (no db)")):
                 if kind in scenarios:

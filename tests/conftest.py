@@ -171,6 +171,20 @@ def wait_until(check: Callable[[], Any], timeout: float = 10.0, what: str = "con
         time.sleep(0.05)
 
 
+def read_back(client: Any, headers: dict[str, str], run_id: str, answer: Any) -> None:
+    """Wait until the run's events show the last event of a `POST /runs/{id}/events` `answer`:
+    that route answers once its events are in the log, before the read models (which one
+    pipeline writes together) show them (docs/api.md, "Reporting events")."""
+    last = answer.json()["last_event_id"]
+
+    def shown() -> bool:
+        page = client.get(f"/api/v1/runs/{run_id}/events", params={"after": last - 1, "limit": 1},
+                          headers=headers).json()
+        return bool(page["events"])
+
+    wait_until(shown, what=f"event {last} of run {run_id}")
+
+
 def wait_for_status(
     client: TestClient[Any], run_id: str, headers: dict[str, str], *,
     statuses: set[str] = TERMINAL, timeout: float = 30.0,

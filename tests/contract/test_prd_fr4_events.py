@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from tests.conftest import job, wait_for_status, wait_until
+from tests.conftest import job, read_back, wait_for_status, wait_until
 
 SLEEPER = "import time\ntime.sleep(120)\n"
 SENT_AT = "2024-12-21T00:00:00Z"
@@ -56,6 +56,7 @@ def test_a_progress_envelope_keeps_its_data_and_the_clients_time(
     r = post(client, auth, running, body)
     assert r.status_code == 202, r.text
     assert r.json()["accepted"] == 1
+    read_back(client, auth, running, r)
     run = client.get(f"/api/v1/runs/{running}", headers=auth).json()
     assert run["progress"]["percent"] == 40 and run["progress"]["message"] == "loading rows"
     [event] = events(client, auth, running, "progress")
@@ -68,7 +69,9 @@ def test_a_log_envelope_reaches_the_log_and_its_events(
         client: TestClient[Any], auth: dict[str, str], running: str) -> None:
     body = {"event_type": "log", "timestamp": SENT_AT,
             "data": {"text": "read 1000 rows", "stream": "stderr"}}
-    assert post(client, auth, running, body).status_code == 202
+    r = post(client, auth, running, body)
+    assert r.status_code == 202, r.text
+    read_back(client, auth, running, r)
     logs = client.get(f"/api/v1/runs/{running}/logs", params={"stream": "stderr"}, headers=auth)
     assert "read 1000 rows" in logs.text
     [event] = [e for e in events(client, auth, running, "log") if e["data"]["stream"] == "stderr"]
@@ -81,7 +84,9 @@ def test_an_artifact_envelope_registers_an_external_artifact(
     body = {"event_type": "artifact", "timestamp": SENT_AT,
             "data": {"path": "output/result.csv", "url": URL, "content_type": "text/csv",
                      "size": 1234, "sha256": DIGEST}}
-    assert post(client, auth, running, body).status_code == 202
+    r = post(client, auth, running, body)
+    assert r.status_code == 202, r.text
+    read_back(client, auth, running, r)
     run = client.get(f"/api/v1/runs/{running}", headers=auth).json()
     [shown] = [a for a in run["artifacts"] if a["path"] == "output/result.csv"]
     assert shown["url"] == URL and shown["external"] is True
@@ -99,7 +104,9 @@ def test_an_artifact_envelope_registers_an_external_artifact(
 def test_an_artifact_kept_in_an_object_store_says_where_its_bytes_are(
         client: TestClient[Any], auth: dict[str, str], running: str) -> None:
     body = {"event_type": "artifact", "data": {"path": "model.bin", "url": "s3://models/m.bin"}}
-    assert post(client, auth, running, body).status_code == 202
+    r = post(client, auth, running, body)
+    assert r.status_code == 202, r.text
+    read_back(client, auth, running, r)
     run = client.get(f"/api/v1/runs/{running}", headers=auth).json()
     [shown] = [a for a in run["artifacts"] if a["path"] == "model.bin"]
     assert shown["size"] is None and shown["sha256"] is None  # not said, not invented

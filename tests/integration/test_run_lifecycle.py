@@ -21,7 +21,7 @@ from litestar.testing import TestClient
 
 from controlroom.adapters.local_executor import PASSTHROUGH_ENV
 from controlroom.cli import Services
-from tests.conftest import job, wait_for_status, wait_until
+from tests.conftest import job, read_back, wait_for_status, wait_until
 from tests.job_gate import JobGate
 from tests.job_processes import processes_of
 
@@ -344,7 +344,7 @@ def test_progress_lines_become_run_progress_and_stay_out_of_the_log(
 # -- events reported through the API ---------------------------------------------------
 
 
-def test_reported_progress_and_log_events_are_visible_at_once(
+def test_reported_progress_and_log_events_show_in_the_run_once_read_back(
     client: TestClient[Any], auth: dict[str, str], gate: JobGate
 ) -> None:
     run_id = submit(client, auth, job(gated(gate)))
@@ -355,6 +355,7 @@ def test_reported_progress_and_log_events_are_visible_at_once(
                       json={"event_type": "progress", "percent": 40, "message": "x"})
     assert one.status_code == 202, one.text
     assert one.json()["accepted"] == 1
+    read_back(client, auth, run_id, one)
     progress = client.get(f"/api/v1/runs/{run_id}", headers=auth).json()["progress"]
     assert (progress["percent"], progress["message"]) == (40, "x")
 
@@ -366,6 +367,7 @@ def test_reported_progress_and_log_events_are_visible_at_once(
     many = client.post(events_url, headers=auth, json=batch)
     assert many.status_code == 202, many.text
     assert many.json()["accepted"] == 3
+    read_back(client, auth, run_id, many)
     run = client.get(f"/api/v1/runs/{run_id}", headers=auth).json()
     assert (run["progress"]["percent"], run["progress"]["message"]) == (60, "halfway")
     text = logs(client, run_id, auth)

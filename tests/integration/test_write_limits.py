@@ -28,7 +28,7 @@ from controlroom.commands.append_limits import (
 )
 from controlroom.commands.messages import Log
 from controlroom.settings import Settings
-from tests.conftest import job
+from tests.conftest import job, read_back
 from tests.live_events import serve_in_thread
 
 API = "/api/v1"
@@ -104,6 +104,7 @@ def test_the_payload_that_wedged_every_write_is_now_recorded_and_releases_the_lo
         resp = http.post(f"{API}/runs/{run_id}/events", headers=h,
                          json=[log("x" * 9000) for _ in range(MAX_EVENTS_PER_REQUEST // 4)])
         assert resp.status_code == 202, resp.text
+    read_back(http, h, run_id, resp)
     assert log_lines(http, h, run_id) == MAX_EVENTS_PER_REQUEST
     assert lock_holders(services) == []
     started = time.monotonic()
@@ -152,6 +153,7 @@ def test_event_count_limit_exactly_at_and_one_over(
                    json=[log("l") for _ in range(MAX_EVENTS_PER_REQUEST)])
     assert ok.status_code == 202, ok.text
     assert ok.json()["accepted"] == MAX_EVENTS_PER_REQUEST
+    read_back(http, h, run_id, ok)
     before = stored_events(served[0])
     over = http.post(f"{API}/runs/{run_id}/events", headers=h,
                      json=[log("l") for _ in range(MAX_EVENTS_PER_REQUEST + 1)])
@@ -177,6 +179,7 @@ def test_event_byte_limit_exactly_at_and_one_over(
     at = _text_for_event_of(MAX_EVENT_BYTES)
     ok = http.post(f"{API}/runs/{run_id}/events", headers=h, json=[log(at)])
     assert ok.status_code == 202, ok.text
+    read_back(http, h, run_id, ok)
     # One event over the chunk size is kept as several log events, cut at the chunk size.
     text = http.get(f"{API}/runs/{run_id}/logs", headers=h).text
     assert text.replace("\n", "") == at
@@ -207,6 +210,7 @@ def test_request_byte_limit_exactly_at_and_one_over(
     run_id = new_run(http, h)
     ok = http.post(f"{API}/runs/{run_id}/events", headers=h, content=_body_of(MAX_EVENTS_BODY_BYTES))
     assert ok.status_code == 202, ok.text
+    read_back(http, h, run_id, ok)
     lines = log_lines(http, h, run_id)
     assert lines == MAX_EVENTS_BODY_BYTES // 60_100
 
