@@ -417,6 +417,17 @@ def judge_jobs(res: Result, runs: dict[str, RunLog], lines: dict[str, int], coll
     })
     if wrong_detail:
         res.details["wrong outcomes"] = wrong_detail[:10]
+    told: Counter[tuple[str, int]] = Counter((r, a) for _, r, a, what in list(collector.records)
+                                             if what.startswith("line "))
+    history = []
+    for run_id, run in runs.items():
+        if len(run.attempts) > 1 or any(not a.outcomes or a.outcomes[0] != "completed"
+                                        for a in run.attempts.values()):
+            steps = [f"a{n} {(a.outcomes or ['-'])[0]} after {told[(run_id, n)]}/{lines[run_id]} lines"
+                     for n, a in sorted(run.attempts.items())]
+            history.append(f"{run_id[:8]}: " + ", ".join(steps))
+    if history:
+        res.details["runs not done in one attempt (lines the job printed)"] = history[:12]
     overlaps = [o for o in sampler.overlaps if o[1] in runs]
     if overlaps:
         res.details["two attempts alive at once"] = [f"{r[:8]} {a}" for _, r, a in overlaps[:5]]
