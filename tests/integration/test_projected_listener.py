@@ -96,11 +96,14 @@ def test_a_listen_connection_the_database_cuts_is_opened_again_and_nothing_is_mi
         wait_until(lambda: received, what="the stream to replay the submission")
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        # While it is away, writes are still read back (polling) and streams still flow.
+        # While it is away, submissions are still read back (polling) and streams still flow
+        # (reported events are answered without waiting for the read models).
         for i in range(5):
             assert http.post(f"{API}/runs/{run_id}/events", json=[
                 {"event_type": "progress", "percent": 10 * i, "message": f"step {i}"}]).status_code == 202
-            assert http.get(f"{API}/runs/{run_id}").json()["progress"]["percent"] == 10 * i
+            other = http.post(f"{API}/jobs/run", json=job("print('hi')"))
+            assert other.status_code == 202 and "run-visible" not in other.headers
+            assert http.get(f"{API}/runs/{other.json()['run_id']}").json()["visible"] is True
         reopened = wait_until(lambda: [p for p in listeners(dsn) if p != pid], what="a new listener")
         assert len(reopened) == 1
         wait_until(lambda: len(received) == 6, what="every event on the stream")
