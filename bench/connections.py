@@ -5,10 +5,10 @@
 
 It creates a fresh database on DATABASE_URL's server (default: the machine's PostgreSQL),
 starts `controlroom serve` (API, read models, webhooks and its in-process worker) on it, and
-samples `pg_stat_activity` for that database every 0.2 s: once settled at rest, then while the
-clients submit runs (each followed by a GET), and until the runs have finished. Every
-connection to that database is the serve process's own. Jobs run unsandboxed here (the
-figure is about connections, not isolation).
+samples `pg_stat_activity` every 0.2 s for the connections named `controlroom-serve:<pid>`
+(the bench's own queries are not counted): once settled at rest, then while the clients submit
+runs (each followed by a GET), and until the runs have finished. Jobs run unsandboxed here
+(the figure is about connections, not isolation).
 """
 
 from __future__ import annotations
@@ -49,18 +49,22 @@ class Sampler:
     def __init__(self, server: str, database: str) -> None:
         self.server, self.database = server, database
         self.peak = 0
+        self.at_peak: list[tuple[str, str]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def count(self) -> int:
+    def sample(self) -> list[tuple[str, str]]:
+        """(application_name, last statement) of each connection to the database now."""
         with psycopg.connect(self.server, autocommit=True) as conn:
-            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
-                               (self.database,)).fetchone()
-        return int(row[0]) if row else 0
+            return conn.execute("SELECT application_name, left(query, 60) FROM pg_stat_activity "
+                                "WHERE datname = %s AND application_name LIKE 'controlroom-%%'",
+                                (self.database,)).fetchall()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self.count())
+            rows = self.sample()
+            if len(rows) > self.peak:
+                self.peak, self.at_peak = len(rows), rows
             self._stop.wait(SAMPLE_S)
 
     def __enter__(self) -> Sampler:
@@ -101,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--submits", type=int, default=20, help="per client")
     p.add_argument("--port", type=int, default=18931)
+    p.add_argument("--verbose", action="store_true", help="list the connections at the peak")
     args = p.parse_args(argv)
     database = f"bench_connections_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(SERVER, autocommit=True) as conn:
@@ -150,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  at rest:           {rest.peak} connections")
     print(f"  under load (peak): {load.peak} connections  "
           f"({len(ids)} submits in {took:.1f} s, {done} runs finished)")
+    if args.verbose:
+        for name, query in sorted(load.at_peak):
+            print(f"    {name:<28} {query}")
     return 0 if done == len(ids) else 1
 
 

@@ -23,6 +23,8 @@ DEFAULT_REDIS_NAMESPACE = "controlroom"
 DEFAULT_MAX_ARTIFACT_BYTES = 1024**3
 DEFAULT_SSE_HEARTBEAT_S = 15.0
 DEFAULT_SSE_BUFFER = 1000
+DEFAULT_DB_READ_POOL = 3
+"""The API's asyncpg pool: one event loop keeps a few connections busy, not more."""
 DEFAULT_SHUTDOWN_GRACE_S = 1.5
 """After SIGTERM, requests in flight get this long to finish; then the process exits."""
 EXECUTORS = ("local", "kubernetes")
@@ -55,6 +57,11 @@ class Settings(msgspec.Struct, kw_only=True):
     """Unset: a sixth of the lease timeout (see controlroom.commands.reaper.LeaseTiming)."""
     lease_reap_grace_s: float | None = None
     """Unset: one lease timeout past a lease's expiry before the reaper fails the attempt."""
+    db_read_pool: int = DEFAULT_DB_READ_POOL
+    db_write_pool: int | None = None
+    """Unset: 2, or 1 in a `projector` (see controlroom/cli/budget.py)."""
+    db_operations_pool: int | None = None
+    """Unset: 2 in a `serve` with both a worker and the read models, else 1."""
     spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
     """Per running job: output waiting on the worker's disk for the database (docs/operations.md)."""
     redis_namespace: str = DEFAULT_REDIS_NAMESPACE
@@ -116,6 +123,9 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         lease_timeout_s=float(env.get("CONTROLROOM_LEASE_TIMEOUT_S") or DEFAULT_LEASE_TIMEOUT_S),
         lease_renew_s=_float_or_none(env.get("CONTROLROOM_LEASE_RENEW_S")),
         lease_reap_grace_s=_float_or_none(env.get("CONTROLROOM_LEASE_REAP_GRACE_S")),
+        db_read_pool=int(env.get("CONTROLROOM_DB_READ_POOL") or DEFAULT_DB_READ_POOL),
+        db_write_pool=_int_or_none(env.get("CONTROLROOM_DB_WRITE_POOL")),
+        db_operations_pool=_int_or_none(env.get("CONTROLROOM_DB_OPERATIONS_POOL")),
         spool_max_bytes=int(env.get("CONTROLROOM_SPOOL_MAX_BYTES") or DEFAULT_SPOOL_MAX_BYTES),
         redis_namespace=env.get("CONTROLROOM_REDIS_NAMESPACE") or DEFAULT_REDIS_NAMESPACE,
         webhooks=webhook_settings(env),
@@ -267,3 +277,7 @@ def sandbox_settings(env: dict[str, str]) -> SandboxSettings:
 
 def _float_or_none(value: str | None) -> float | None:
     return float(value) if value else None
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value else None

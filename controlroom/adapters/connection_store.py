@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-import psycopg
 from eventsourcing.utils import get_topic
+from psycopg_pool import ConnectionPool
 
 from controlroom.adapters.read_model_sync import wait_caught_up
 from controlroom.commands.connections import DSN_KEY
@@ -14,7 +14,6 @@ from controlroom.commands.errors import ConnectionNotFoundError
 from controlroom.commands.ports import SecretBox
 from controlroom.domain.connection import Connection
 
-CONNECT_TIMEOUT_S = 5
 VIEW_COLUMNS = "name, display_dsn, created_at, updated_at, updated_by"
 GET_SEALED = "SELECT sealed_dsn FROM connections WHERE tenant_id = %s AND name = %s"
 LIST_SYNC = f"SELECT {VIEW_COLUMNS} FROM connections WHERE tenant_id = %s ORDER BY name"
@@ -24,23 +23,15 @@ TOPICS = [get_topic(Connection.ConnectionSet), get_topic(Connection.ConnectionDe
 
 
 class ConnectionStore:
-    """The Connections port for workers (blocking; one short connection per lookup).
+    """The Connections port for workers (blocking; on the process's operations pool)."""
 
-    A lookup happens once per job attempt, so a pool would mostly hold idle connections.
-    """
-
-    def __init__(self, dsn: str, secrets: SecretBox) -> None:
-        self._dsn = dsn
+    def __init__(self, pool: ConnectionPool, secrets: SecretBox) -> None:
+        self._pool = pool
         self._secrets = secrets
-
-    def _connect(self) -> psycopg.Connection[Any]:
-        # No prepared statements: this also works through a transaction pooler.
-        return psycopg.connect(self._dsn, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True,
-                               prepare_threshold=None)
 
     def dsn(self, tenant_id: str, name: str) -> str:
         """The plaintext DSN of the tenant's connection `name`."""
-        with self._connect() as conn:
+        with self._pool.connection() as conn:
             row = conn.execute(GET_SEALED, (tenant_id, name)).fetchone()
         if row is None:
             raise ConnectionNotFoundError(name)
@@ -52,12 +43,12 @@ class ConnectionStore:
 
     def listing(self, tenant_id: str) -> list[tuple[Any, ...]]:
         """(name, display_dsn, created_at, updated_at, updated_by) rows, by name."""
-        with self._connect() as conn:
+        with self._pool.connection() as conn:
             return conn.execute(LIST_SYNC, (tenant_id,)).fetchall()
 
     def wait_caught_up(self, timeout_s: float) -> bool:
         """True once the connections read model reflects every connection event."""
-        with self._connect() as conn:
+        with self._pool.connection() as conn:
             return wait_caught_up(conn, "connections", TOPICS, timeout_s)
 
 

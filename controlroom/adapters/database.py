@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from importlib import resources
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import psycopg
+from psycopg_pool import ConnectionPool
 
 from controlroom.adapters.event_store import SCHEMA_LOCK, STATEMENT_TIMEOUT_KEY, STATEMENT_TIMEOUT_S
 
-POOL_MIN = 2
-POOL_MAX = 10
+READ_POOL_MIN = 1
 COMMAND_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
-STORE_POOL_SIZE = 2
-STORE_POOL_OVERFLOW = 8
-PROJECTION_POOL_SIZE = 1
-PROJECTION_POOL_OVERFLOW = 2
+WRITE_POOL_SIZE = 2
+OPERATIONS_IDLE_S = 600.0
 TRANSACTION_POOLER_PORT = 6543
 """Supabase's transaction pooler: no prepared statements survive across transactions."""
 
@@ -30,16 +29,13 @@ def behind_transaction_pooler(dsn: str, declared: bool = False) -> bool:
 
 
 def eventsourcing_env(
-    dsn: str, *, for_projection: bool = False, pooler: bool = False
+    dsn: str, *, pool_size: int = WRITE_POOL_SIZE, pooler: bool = False
 ) -> dict[str, str]:
-    """The eventsourcing library's POSTGRES_* settings for a DSN.
+    """The eventsourcing library's POSTGRES_* settings for a DSN: the write side's pool.
 
-    Connections beyond the pool size open on demand; a projection needs few (one listens).
+    Never more than `pool_size` connections: appends serialise on the log's lock anyway, so
+    more would only wait there, holding connections the database has few of.
     """
-    size, overflow = (
-        (PROJECTION_POOL_SIZE, PROJECTION_POOL_OVERFLOW) if for_projection
-        else (STORE_POOL_SIZE, STORE_POOL_OVERFLOW)
-    )
     parts = urlsplit(dsn)
     return {
         "PERSISTENCE_MODULE": (
@@ -53,14 +49,13 @@ def eventsourcing_env(
         "POSTGRES_USER": unquote(parts.username or "postgres"),
         "POSTGRES_PASSWORD": unquote(parts.password or ""),
         "POSTGRES_CONNECT_TIMEOUT": str(int(CONNECT_TIMEOUT_S)),
-        "POSTGRES_POOL_SIZE": str(size),
-        "POSTGRES_MAX_OVERFLOW": str(overflow),
+        "POSTGRES_POOL_SIZE": str(pool_size),
+        "POSTGRES_MAX_OVERFLOW": "0",
         # No pre-ping round trip per transaction: the recorders retry on a dropped connection.
         "POSTGRES_PRE_PING": "n",
-    } | ({} if for_projection else {
         # The write side's statements are short; one that isn't is cut by the server.
         STATEMENT_TIMEOUT_KEY: str(int(STATEMENT_TIMEOUT_S * 1000)),
-    })
+    }
 
 
 def redact(dsn: str) -> str:
@@ -99,14 +94,35 @@ async def _keep_session(_: Any) -> None:
     """Read handlers never change session state, so skip asyncpg's reset on release."""
 
 
-async def create_read_pool(dsn: str, *, pooler: bool = False) -> asyncpg.Pool:
-    """The API's asyncpg pool (no statement cache behind a transaction pooler)."""
+async def create_read_pool(dsn: str, size: int, *, pooler: bool = False) -> asyncpg.Pool:
+    """The API's asyncpg pool of at most `size` (no statement cache behind a transaction pooler)."""
     return await asyncpg.create_pool(
         dsn,
-        min_size=POOL_MIN,
-        max_size=POOL_MAX,
+        min_size=min(READ_POOL_MIN, size),
+        max_size=size,
         command_timeout=COMMAND_TIMEOUT_S,
         timeout=CONNECT_TIMEOUT_S,
         reset=_keep_session,
         statement_cache_size=0 if behind_transaction_pooler(dsn, pooler) else 100,
+        server_settings=application_name(),
     )
+
+
+def application_name() -> dict[str, str]:
+    """The process's connection name (PGAPPNAME, which libpq reads and asyncpg does not)."""
+    name = os.environ.get("PGAPPNAME")
+    return {"application_name": name} if name else {}
+
+
+def operations_pool(dsn: str, size: int, *, pooler: bool = False) -> ConnectionPool:
+    """The process's pool for short blocking statements: leases, webhook deliveries, lookups.
+
+    A connection the database dropped (a restart) is replaced before it is handed out, so
+    everyone using the pool recovers by themselves.
+    """
+    kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": int(CONNECT_TIMEOUT_S)}
+    if behind_transaction_pooler(dsn, pooler):
+        kwargs["prepare_threshold"] = None
+    return ConnectionPool(dsn, min_size=0, max_size=size, kwargs=kwargs, timeout=CONNECT_TIMEOUT_S,
+                          max_idle=OPERATIONS_IDLE_S, open=True, name="operations",
+                          check=ConnectionPool.check_connection)

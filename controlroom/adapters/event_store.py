@@ -229,12 +229,14 @@ class EventStoreFactory(PostgresFactory):
         """Hold the schema lock in a transaction of its own while the library creates tables.
 
         The library creates in several transactions (types, then tables, tracking migrations),
-        so the lock is held on one connection while they run on others from the same pool.
+        so the lock is held on a connection of its own while they run on the pool's: one taken
+        from the pool could leave a pool of one nothing to create with.
         """
         if not self.env_create_table():
             yield
             return
-        with self.datastore.get_connection() as conn, conn.transaction():
+        pool = self.datastore.pool
+        with psycopg.connect(pool.conninfo, **pool.kwargs) as conn, conn.transaction():
             conn.execute(SQL("SET LOCAL idle_in_transaction_session_timeout = 0"))
             conn.execute(SQL("SET LOCAL statement_timeout = {0}").format(
                 Literal(f"{int(SCHEMA_LOCK_WAIT_S * 1000)}ms")))

@@ -10,11 +10,6 @@ from uuid import UUID
 
 from psycopg_pool import ConnectionPool
 
-from controlroom.adapters.database import CONNECT_TIMEOUT_S, behind_transaction_pooler
-
-POOL_MAX = 4
-"""Renewals are one short UPDATE every timeout/3 per running job: a few connections suffice."""
-
 TAKE = """
 INSERT INTO run_leases (run_id, attempt, worker_id, expires_at)
 VALUES (%(run_id)s, %(attempt)s, %(worker_id)s, now() + make_interval(secs => %(ttl)s))
@@ -53,19 +48,14 @@ ORDER BY updated_at LIMIT %(limit)s
 
 
 class PostgresLeases:
-    """LeaseStore and RunSweep on one small connection pool."""
+    """LeaseStore and RunSweep on the process's operations pool (database.operations_pool).
 
-    def __init__(self, dsn: str, *, pooler: bool = False) -> None:
-        kwargs: dict[str, Any] = {"autocommit": True}
-        if behind_transaction_pooler(dsn, pooler):
-            kwargs["prepare_threshold"] = None
-        kwargs["connect_timeout"] = int(CONNECT_TIMEOUT_S)
-        # check: a connection the database dropped (a restart) is replaced before use, so the
-        # lease connection recovers by itself; a failed renewal is retried by the LeaseKeeper.
-        self._pool = ConnectionPool(
-            dsn, min_size=0, max_size=POOL_MAX, kwargs=kwargs, timeout=CONNECT_TIMEOUT_S,
-            open=True, name="leases", check=ConnectionPool.check_connection,
-        )
+    Renewals are one short UPDATE every few seconds per running job; the pool replaces a
+    connection the database dropped, so leases recover by themselves after a restart.
+    """
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
 
     def take(self, run_id: UUID, attempt: int, worker_id: str, ttl_s: float) -> bool:
         """Take the lease for `attempt` (over any older attempt's); False if another holds it."""
@@ -90,10 +80,6 @@ class PostgresLeases:
     def queued_and_due(self, due_for_s: float, limit: int) -> list[tuple[UUID, int]]:
         """Queued runs due (and untouched) for over `due_for_s`, oldest first."""
         return [(r[0], r[1]) for r in self._rows(QUEUED_AND_DUE, age=due_for_s, limit=limit)]
-
-    def close(self) -> None:
-        """Close the pool."""
-        self._pool.close()
 
     def _count(self, sql: str, **params: Any) -> int:
         with self._pool.connection() as conn:

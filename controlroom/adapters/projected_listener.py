@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import asyncpg
 
+from controlroom.adapters.database import application_name
 from controlroom.projections.view import PROJECTED_CHANNEL
 
 log = logging.getLogger("controlroom.listener")
@@ -72,7 +73,8 @@ class ProjectedListener:
         while True:
             conn = None
             try:
-                conn = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT_S)
+                conn = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT_S,
+                                             server_settings=application_name())
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(PROJECTED_CHANNEL, self._dispatch)

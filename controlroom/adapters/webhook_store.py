@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
+import threading
 from typing import Any
 from uuid import UUID
 
-import psycopg
 from psycopg_pool import ConnectionPool
 
 from controlroom.commands.deliveries import ENDPOINT_PATTERN, Attempted, DueDelivery, delivery_body
 from controlroom.commands.ports import SecretBox
 from controlroom.commands.webhooks import SECRET_KEY
-from controlroom.projections.outbox import WEBHOOKS_CHANNEL
 
-CONNECT_TIMEOUT_S = 5
-POOL_MAX = 4
-"""Claims and records are short statements; sends (many threads) never hold a connection."""
 CLAIM_SCAN = 4
 """Due deliveries looked at per slot asked for: room to skip past a full endpoint's backlog."""
 CLAIM = """
@@ -64,17 +59,16 @@ WHERE delivery_id = %(id)s AND status = 'pending'
 
 
 class PostgresDeliveryStore:
-    """The DeliveryStore port: one connection for claims and records, one for LISTEN."""
+    """The DeliveryStore port on the process's operations pool; woken by the outbox's NOTIFY.
 
-    def __init__(self, dsn: str, box: SecretBox) -> None:
-        self._dsn = dsn
+    Claims and records are short statements; sends (many threads) never hold a connection.
+    `wake` is set on every notification on WEBHOOKS_CHANNEL (the process's session listens).
+    """
+
+    def __init__(self, pool: ConnectionPool, box: SecretBox, wake: threading.Event) -> None:
+        self._pool = pool
         self._box = box
-        self._pool = ConnectionPool(dsn, min_size=1, max_size=POOL_MAX, open=True, kwargs={
-            "autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S})
-        self._listener: psycopg.Connection[Any] | None = None
-
-    def _connect(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self._dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+        self._wake = wake
 
     def claim_due(self, limit: int, lease_s: float, *, busy: dict[str, int],
                   per_endpoint: int) -> list[DueDelivery]:
@@ -108,25 +102,5 @@ class PostgresDeliveryStore:
 
     def wait_for_work(self, timeout_s: float) -> None:
         """Sleep until deliveries are queued (NOTIFY) or `timeout_s` passes."""
-        try:
-            if self._listener is None or self._listener.closed:
-                self._listener = self._connect()
-                self._listener.execute(f"LISTEN {WEBHOOKS_CHANNEL}")
-            for _ in self._listener.notifies(timeout=timeout_s, stop_after=1):
-                pass
-        except psycopg.OperationalError:
-            self.close()  # reconnect next time; the host restarts the worker on the raise
-            raise
-
-    def close(self) -> None:
-        """Close the listener (the pool stays: the worker may be restarted by its host)."""
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                self._listener.close()
-            self._listener = None
-
-    def shutdown(self) -> None:
-        """Close every connection."""
-        self.close()
-        self._pool.close()
-
+        if self._wake.wait(timeout_s):
+            self._wake.clear()  # the claim that follows sees what woke it

@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Iterator
 
+from controlroom.cli.budget import name_connections
 from controlroom.cli.hosts import pipeline, read_models
 from controlroom.cli.wiring import Services, bootstrap, keys
 from controlroom.settings import Settings
@@ -24,7 +25,7 @@ def _beside_read_model(settings: Settings, projection: str) -> Iterator[Services
 
     So a change made from the command line shows in listings even with nothing else running.
     """
-    with bootstrap(settings, run_worker=False, run_projections=False) as services:
+    with bootstrap(settings, run_worker=False, run_projections=False, api=False) as services:
         host = pipeline(services, [read_models(services)[projection]]).start()
         try:
             yield services
@@ -103,8 +104,10 @@ def cmd_background(settings: Settings, args: argparse.Namespace) -> int:
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    with bootstrap(settings, run_worker=worker, run_projections=not worker):
-        print(f"Control Room {args.command} running (data: {settings.data_dir})", file=sys.stderr)
+    name_connections(args.command)
+    with bootstrap(settings, run_worker=worker, run_projections=not worker, api=False) as services:
+        print(f"Control Room {args.command} running (data: {settings.data_dir}); "
+              f"{services.budget.describe() if services.budget else ''}", file=sys.stderr)
         done.wait()
     return 0
 

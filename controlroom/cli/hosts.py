@@ -55,7 +55,7 @@ def pipeline(services: Services, models: Iterable[ReadModel]) -> Pipeline:
     from controlroom.projections.pipeline import Pipeline
 
     app = services.commands.app
-    return Pipeline(services.dsn, list(models), app.mapper.to_domain_event,
+    return Pipeline(services.dsn, services.session(), list(models), app.mapper.to_domain_event,
                     channel=app.recorder.channel_name)
 
 
@@ -66,15 +66,17 @@ def webhook_hosts(services: Services) -> list[ProjectionHost]:
     from controlroom.commands.deliveries import DeliveryWorker
     from controlroom.domain.webhooks import DeliveryPolicy, parse_schedule
     from controlroom.projections.host import ProjectionHost
+    from controlroom.projections.outbox import WEBHOOKS_CHANNEL
 
     settings, hooks = services.settings, services.webhooks
     s = settings.webhooks
-    store = PostgresDeliveryStore(services.dsn, hooks.box)
+    session = services.session()
+    store = PostgresDeliveryStore(services.operations, hooks.box, session.wake_on(WEBHOOKS_CHANNEL))
     sender = HttpWebhookSender(hooks.guard, timeout_s=s.timeout_s)
-    services.closers.extend([store.shutdown, sender.close])
+    services.closers.append(sender.close)
     policy = DeliveryPolicy(parse_schedule(s.retry_schedule)) if s.retry_schedule else DeliveryPolicy()
     return [
-        ProjectionHost("webhook_delivery", services.dsn, lambda: DeliveryWorker(
+        ProjectionHost("webhook_delivery", session, lambda: DeliveryWorker(
             store, sender, hooks.commands, policy, concurrency=s.concurrency,
             per_endpoint=s.per_endpoint)),
     ]
@@ -87,6 +89,6 @@ def reaper_host(services: Services, queue: Any, leases: Any) -> ProjectionHost:
 
     timeout_s = services.settings.lease_timeout_s
     grace_s = services.settings.lease_reap_grace_s
-    return ProjectionHost("reaper", services.dsn, lambda: Reaper(
+    return ProjectionHost("reaper", services.session(), lambda: Reaper(
         services.commands, leases, leases, queue, lease_timeout_s=timeout_s,
         reap_grace_s=grace_s))

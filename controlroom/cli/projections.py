@@ -38,7 +38,7 @@ def add_command(sub: Any) -> None:
 
 def cmd_projections(settings: Settings, args: argparse.Namespace) -> int:
     """Show the projections, or rebuild some."""
-    with bootstrap(settings, run_worker=False, run_projections=False) as services:
+    with bootstrap(settings, run_worker=False, run_projections=False, api=False) as services:
         models = read_models(services)
         with psycopg.connect(services.dsn, autocommit=True) as conn:
             if args.action == "status":

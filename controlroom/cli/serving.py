@@ -11,6 +11,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from controlroom.cli.budget import name_connections
 from controlroom.cli.wiring import Services, artifact_store, bootstrap
 from controlroom.settings import Settings
 
@@ -42,7 +43,8 @@ def _open_deps(services: Services) -> Any:
         from controlroom.api.deps import Deps
 
         pooler = behind_transaction_pooler(services.dsn, services.settings.transaction_pooler)
-        pool = await create_read_pool(services.dsn, pooler=pooler)
+        budget = services.budget
+        pool = await create_read_pool(services.dsn, budget.reads if budget else 3, pooler=pooler)
         listener = ProjectedListener(services.dsn, enabled=not pooler)
         waiter = ProjectionWaiter(pool, listener)
         lineage = LineageGraph(pool, waiter)
@@ -127,11 +129,14 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     """Run the API (with projections and an in-process worker)."""
     import uvicorn
 
+    name_connections("serve")
     with bootstrap(settings, run_worker=not args.no_worker,
                    run_projections=not args.no_projections) as services:
         app = build_app(services)
         print(f"Control Room listening on {settings.base_url}  (data: {settings.data_dir})",
               file=sys.stderr)
+        if services.budget is not None:
+            print(services.budget.describe(), file=sys.stderr)
         if settings.jwt_secret is None:
             print("Get a token:  controlroom token --tenant default --sub $USER"
                   + (f" --data-dir {settings.data_dir}" if args.data_dir else ""), file=sys.stderr)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from controlroom.cli.budget import ConnectionBudget, connection_budget
 from controlroom.cli.hosts import (
     dispatch_model,
     outbox_model,
@@ -42,6 +43,19 @@ class Services:
     api_key_store: Any = None
     sandbox_warning: str | None = None
     """Set when this process's worker runs local jobs unsandboxed (shown by /readyz)."""
+    budget: ConnectionBudget | None = None
+    operations: Any = None
+    """The pool for short blocking statements (database.operations_pool)."""
+    _session: Any = None
+
+    def session(self) -> Any:
+        """The process's session connection (locks, wake-ups), started on first use."""
+        if self._session is None:
+            from controlroom.projections.session import Session
+
+            self._session = Session(self.dsn).start()
+            self.closers.insert(0, self._session.stop)  # closed last: after every holder
+        return self._session
 
 
 def _private_data_dir(settings: Settings) -> None:
@@ -65,14 +79,20 @@ def keys(settings: Settings) -> tuple[str, str]:
 @contextlib.contextmanager
 def bootstrap(
     settings: Settings, *, run_worker: bool = True, run_projections: bool = True,
-    kube_client: Any = None,
+    api: bool = True, kube_client: Any = None,
 ) -> Iterator[Services]:
     """Start the database (if embedded), the write side, projections and the worker.
 
+    `api`: the process will serve the API (its pools count in the connection budget).
     `kube_client`: a `kubernetes.client.ApiClient` for the Kubernetes executor instead of the
     in-cluster or kubeconfig configuration.
     """
-    from controlroom.adapters.database import apply_schema, eventsourcing_env, redact
+    from controlroom.adapters.database import (
+        apply_schema,
+        eventsourcing_env,
+        operations_pool,
+        redact,
+    )
     from controlroom.adapters.secretbox import AesGcmSecretBox
     from controlroom.commands.application import ControlRoom
     from controlroom.commands.handlers import RunCommands
@@ -89,11 +109,16 @@ def bootstrap(
         log.info("database: %s", redact(dsn))
         apply_schema(dsn)
         jwt_secret, secret_key = keys(settings)
-        env = eventsourcing_env(dsn, pooler=settings.transaction_pooler)
+        budget = connection_budget(settings, api=api, worker=run_worker,
+                                   projections=run_projections)
+        env = eventsourcing_env(dsn, pool_size=budget.writes, pooler=settings.transaction_pooler)
         app = ControlRoom(env=env)
         stack.callback(app.close)
+        operations = operations_pool(dsn, budget.operations, pooler=settings.transaction_pooler)
+        stack.callback(operations.close)
         commands = RunCommands(app, AesGcmSecretBox(secret_key))
-        services = Services(settings, dsn, jwt_secret, env, commands)
+        services = Services(settings, dsn, jwt_secret, env, commands, budget=budget,
+                            operations=operations)
         _wire_connections(services, app, AesGcmSecretBox(secret_key))
         _wire_api_keys(services, app)
         _wire_webhooks(services, app, AesGcmSecretBox(secret_key))
@@ -102,6 +127,7 @@ def bootstrap(
         stack.enter_context(_projections(
             services, run_worker=run_worker, run_projections=run_projections, kube_client=kube_client
         ))
+        log.info("%s", budget.describe())
         yield services
 
 
@@ -121,7 +147,7 @@ def _projections(
     # Refused before anything starts: a timing that breaks fencing could run two attempts at once.
     timing = LeaseTiming.of(settings.lease_timeout_s, settings.lease_renew_s,
                             settings.lease_reap_grace_s).check()
-    leases = PostgresLeases(services.dsn, pooler=settings.transaction_pooler)
+    leases = PostgresLeases(services.operations)
     hosts: list[Any] = []
     models = []
     if run_projections:
@@ -167,7 +193,6 @@ def _projections(
             host.stop()
         if queue is not None and not isinstance(queue, InProcessQueue):
             queue.close()
-        leases.close()
 
 
 def _run_queue(settings: Settings, worker: Any, *, run_projections: bool) -> tuple[Any, bool]:
@@ -239,7 +264,7 @@ def _wire_connections(services: Services, app: Any, box: Any) -> None:
     from controlroom.commands.connections import ConnectionCommands
 
     services.connections = ConnectionCommands(app, box)
-    services.connection_store = ConnectionStore(services.dsn, box)
+    services.connection_store = ConnectionStore(services.operations, box)
 
 
 def _wire_api_keys(services: Services, app: Any) -> None:

@@ -6,9 +6,12 @@ import logging
 import threading
 import zlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
+
+if TYPE_CHECKING:
+    from controlroom.projections.session import Session
 
 log = logging.getLogger("controlroom.projections")
 
@@ -26,13 +29,14 @@ class ProjectionHost:
     """Runs `make_runner()` while holding the lock named `name`; restarts it after errors.
 
     For background loops that must run in one process at a time (the reaper, the webhook
-    delivery worker); read models are hosted by the pipeline (pipeline.py) under the same locks.
-    A runner has `run_forever(timeout)`, `is_interrupted` and is a context manager.
+    delivery worker); read models are hosted by the pipeline (pipeline.py) under the same kind
+    of locks, all taken on the process's one session (session.py). A runner has
+    `run_forever(timeout)`, `is_interrupted` and is a context manager.
     """
 
-    def __init__(self, name: str, dsn: str, make_runner: Callable[[], Any]) -> None:
+    def __init__(self, name: str, session: Session, make_runner: Callable[[], Any]) -> None:
         self.name = name
-        self.dsn = dsn
+        self.session = session
         self.make_runner = make_runner
         self.active = threading.Event()
         self._stop = threading.Event()
@@ -55,35 +59,29 @@ class ProjectionHost:
         """Stop the runner and release the lock."""
         self.request_stop()
         self._thread.join(timeout=15)
+        self.session.unlock(self.name)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self.dsn, autocommit=True) as lock_conn:
-                    if self._take_lock(lock_conn):
-                        self._serve(lock_conn)
+                generation = self.session.try_lock(self.name)
+                if generation is not None:
+                    self._serve(generation)
             except Exception as e:
                 log.warning("%s interrupted: %s", self.name, e)
             self.active.clear()
             self._stop.wait(STANDBY_RETRY_S)
 
-    def _take_lock(self, conn: psycopg.Connection[Any]) -> bool:
-        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self.name),)).fetchone()
-        if not (row and row[0]):
-            log.debug("%s: standby (another process holds it)", self.name)
-            return False
-        return True
-
-    def _serve(self, lock_conn: psycopg.Connection[Any]) -> None:
+    def _serve(self, generation: int) -> None:
         try:
-            while not self._stop.is_set():
-                self._run(lock_conn)
+            while not self._stop.is_set() and self.session.holds(self.name, generation):
+                self._run(generation)
         finally:
             self.runner = None
             self._stop.wait(RESTART_BACKOFF_S)
 
-    def _run(self, lock_conn: psycopg.Connection[Any]) -> None:
-        """Run until stopped."""
+    def _run(self, generation: int) -> None:
+        """Run until stopped, or until the lock is lost with its session."""
         with self.make_runner() as runner:
             self.runner = runner
             self.active.set()
@@ -94,7 +92,9 @@ class ProjectionHost:
                     if self._stop.is_set():
                         return  # stopped by request_stop
                     raise RuntimeError("runner stopped")
-                lock_conn.execute("SELECT 1")  # the lock's session is alive: if not, step down
+                if not self.session.holds(self.name, generation):
+                    log.warning("%s: lock lost; standing by", self.name)
+                    return
 
 
 def holder(conn: psycopg.Connection[Any], name: str) -> str | None:

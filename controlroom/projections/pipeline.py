@@ -10,8 +10,8 @@ one process, and one can be rebuilt on its own: it starts again from the beginni
 pass while the others go on live, and rejoins them once it reaches their position. A read
 model whose writes fail is set aside for a while (the others go on) and catches up the same way.
 
-Connections: one session for the advisory locks, one for LISTEN, reads and writes (both
-direct: advisory locks and LISTEN need a session, never a transaction pooler).
+Connections: one for reads and writes, plus the process's session (session.py) for the
+advisory locks and the wake-up from the log — both direct, never through a transaction pooler.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from eventsourcing.persistence import StoredEvent, Tracking
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from controlroom.projections.host import lock_key
 from controlroom.projections.rebuild import Rebuild, tracked_position
+from controlroom.projections.session import Session
 from controlroom.projections.view import LOG_TABLE, PROJECTED_CHANNEL, ReadModelView
 
 log = logging.getLogger("controlroom.projections")
@@ -40,7 +40,7 @@ BATCH_EVENTS = 500
 IDLE_WAIT_S = 0.5
 """Longest sleep without a wake-up from the log (also how soon a stop is noticed when idle)."""
 CHECK_S = 1.0
-"""How often the locks' session is proven alive and rebuild requests are looked for."""
+"""How often rebuild requests are looked for."""
 LOCK_RETRY_S = 2.0
 """How often a read model another process hosts is tried again (it takes over when that ends)."""
 SET_ASIDE_S = 5.0
@@ -91,6 +91,8 @@ class _Member:
     projection: Any
     view: ReadModelView
     position: int
+    generation: int
+    """Of the session its lock was taken in."""
     set_aside_until: float = 0.0
 
     def wants(self, topic: str) -> bool:
@@ -121,12 +123,14 @@ class _Group:
 class Pipeline:
     """Hosts `models` in one thread: takes their locks, reads the log, feeds and commits them."""
 
-    def __init__(self, dsn: str, models: Sequence[ReadModel],
+    def __init__(self, dsn: str, session: Session, models: Sequence[ReadModel],
                  decode: Callable[[StoredEvent], Any], *, channel: str = LOG_TABLE) -> None:
         self.dsn = dsn
+        self.session = session
         self.models = {m.name: m for m in models}
         self.decode = decode
         self.channel = channel
+        self._wake = threading.Event()
         self.active = threading.Event()
         """Set while this process hosts at least one of its read models."""
         self._members: dict[str, _Member] = {}
@@ -135,18 +139,22 @@ class Pipeline:
 
     def start(self) -> Pipeline:
         """Begin taking locks and feeding."""
+        self._wake = self.session.wake_on(self.channel)
         self._thread.start()
         return self
 
     def request_stop(self) -> None:
         """Stop after the batch in hand, without waiting."""
         self._stop.set()
+        self._wake.set()
 
     def stop(self) -> None:
         """Stop and release every lock."""
         self.request_stop()
         if self._thread.is_alive():
             self._thread.join(timeout=15)
+        for name in self.models:
+            self.session.unlock(name)
 
     def hosts(self, name: str) -> bool:
         """Whether this process hosts read model `name` now."""
@@ -158,57 +166,63 @@ class Pipeline:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                with self._connect() as locks, self._connect() as conn:
-                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-                    self._serve(locks, conn)
+                with self._connect() as conn:
+                    self._serve(conn)
             except Exception as e:
                 log.warning("read models interrupted: %s: %s", type(e).__name__, e)
             finally:
-                self._members.clear()  # their locks ended with the session
+                self._members.clear()  # positions are read again with the locks
                 self.active.clear()
             self._stop.wait(RECONNECT_S)
 
-    def _serve(self, locks: psycopg.Connection[Any], conn: psycopg.Connection[Any]) -> None:
+    def _serve(self, conn: psycopg.Connection[Any]) -> None:
         next_check = next_lock_try = 0.0
         while not self._stop.is_set():
+            self._step_down_where_lost()
             now = time.monotonic()
             if now >= next_lock_try:
-                self._take_locks(locks, conn)
+                self._take_locks(conn)
                 next_lock_try = now + LOCK_RETRY_S
             if now >= next_check:
-                locks.execute("SELECT 1")  # the session holding the locks is alive
-                self._carry_out_rebuilds(locks)
+                self._carry_out_rebuilds(conn)
                 next_check = now + CHECK_S
-            for _ in conn.notifies(timeout=0):
-                pass  # wake-ups already in hand: the read below sees what they announced
+            self._wake.clear()  # a wake-up from here on is for events the read below may miss
             if not self._step(conn):
-                wait = max(0.0, min(IDLE_WAIT_S, next_check - time.monotonic()))
-                for _ in conn.notifies(timeout=wait, stop_after=1):
-                    pass
+                self._wake.wait(max(0.0, min(IDLE_WAIT_S, next_check - time.monotonic())))
 
-    def _take_locks(self, locks: psycopg.Connection[Any], conn: psycopg.Connection[Any]) -> None:
+    def _step_down_where_lost(self) -> None:
+        """Forget read models whose lock went with a lost session: another process may feed them."""
+        for name, member in list(self._members.items()):
+            if not self.session.holds(name, member.generation):
+                del self._members[name]
+                log.warning("projection %s: lock lost; standing by", name)
+        if not self._members:
+            self.active.clear()
+
+    def _take_locks(self, conn: psycopg.Connection[Any]) -> None:
         for name, model in self.models.items():
             if name in self._members:
                 continue
-            row = locks.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(name),)).fetchone()
-            if not (row and row[0]):
+            generation = self.session.try_lock(name)
+            if generation is None:
                 continue
             projection, view = model.make()
-            self._members[name] = _Member(model, projection, view, tracked_position(conn, name))
+            self._members[name] = _Member(model, projection, view, tracked_position(conn, name),
+                                          generation)
             self.active.set()
             log.info("projection %s: active", name)
 
-    def _carry_out_rebuilds(self, locks: psycopg.Connection[Any]) -> None:
+    def _carry_out_rebuilds(self, conn: psycopg.Connection[Any]) -> None:
         for member in self._members.values():
             rebuild = member.model.rebuild
-            if rebuild is None or not rebuild.pending(locks):
+            if rebuild is None or not rebuild.pending(conn):
                 continue
             try:
-                target = rebuild.reset(locks)
+                target = rebuild.reset(conn)
             except psycopg.OperationalError:
                 raise  # the database is away: the request stays pending for the next holder
             except Exception as e:
-                rebuild.failed(locks, e)
+                rebuild.failed(conn, e)
                 raise
             member.position = 0
             log.warning("projection %s: rebuilding from the log, up to position %d",

@@ -29,6 +29,7 @@ import psycopg
 import pytest
 from litestar.testing import TestClient
 
+from controlroom.adapters.database import operations_pool
 from controlroom.adapters.leases import PostgresLeases
 from controlroom.api.auth import ALL_SCOPES, issue_token
 from controlroom.cli import Services, bootstrap, build_app
@@ -278,7 +279,8 @@ def test_jobs_that_end_while_the_database_is_away_are_recorded_with_their_real_e
 def test_the_lease_connection_recovers_by_itself_after_a_database_restart(
     cluster: Cluster, database_url: str, client_and_auth: tuple[TestClient[Any], dict[str, str]],
 ) -> None:
-    leases = PostgresLeases(database_url)  # client_and_auth: the schema is in place
+    pool = operations_pool(database_url, 1)
+    leases = PostgresLeases(pool)  # client_and_auth: the schema is in place
     run_id, worker = uuid.uuid4(), f"lease-test-{uuid.uuid4().hex[:6]}"
     try:
         assert leases.take(run_id, 1, worker, 30.0)
@@ -295,7 +297,7 @@ def test_the_lease_connection_recovers_by_itself_after_a_database_restart(
         assert not leases.renew(run_id, 1, "someone-else", 30.0)
     finally:
         leases.release(run_id, 1, worker)
-        leases.close()
+        pool.close()
 
 
 def _renews(leases: PostgresLeases, run_id: uuid.UUID, worker: str) -> bool:

@@ -28,6 +28,7 @@ from controlroom.projections.pipeline import Pipeline, ReadModel
 from controlroom.projections.rebuild import DONE, log_head, tracked_position
 from controlroom.projections.run_events import RunEventsProjection, RunEventsView
 from controlroom.projections.run_status import RunStatusProjection, RunStatusView
+from controlroom.projections.session import Session
 from tests.integration.domain_events import a_bit_of_everything, submitted, subscribed
 
 TENANT = "tenant-pipeline"
@@ -52,6 +53,7 @@ class Log:
         self.dsn = dsn
         self.app = ControlRoom(env=eventsourcing_env(dsn))
         self.decoded = 0
+        self.session = Session(dsn).start()
 
     def append(self, events: list[Any]) -> int:
         """Append `events`; the log's head after them."""
@@ -68,7 +70,8 @@ class Log:
         return self.app.mapper.to_domain_event(stored)
 
     def pipeline(self, models: list[ReadModel]) -> Pipeline:
-        return Pipeline(self.dsn, models, self.decode, channel=self.app.recorder.channel_name)
+        return Pipeline(self.dsn, self.session, models, self.decode,
+                        channel=self.app.recorder.channel_name)
 
     def position(self, name: str) -> int:
         with psycopg.connect(self.dsn) as conn:
@@ -113,6 +116,7 @@ class Log:
 def log(make_database: Callable[[], str]) -> Iterator[Log]:
     opened = Log(make_database())
     yield opened
+    opened.session.stop()
     opened.app.close()
 
 
@@ -157,6 +161,7 @@ def clean_contents(make_database: Callable[[], str], name: str, events: list[Any
             clean.settle([name], head)
         return clean.contents(name)
     finally:
+        clean.session.stop()
         clean.app.close()
 
 

@@ -7,13 +7,14 @@ up to a second) when nothing it could send is due. Real PostgreSQL store, real H
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
 
-from controlroom.adapters.database import apply_schema
+from controlroom.adapters.database import apply_schema, operations_pool
 from controlroom.adapters.ssrf import CallbackGuard
 from controlroom.adapters.webhook_delivery import HttpWebhookSender
 from controlroom.adapters.webhook_store import PostgresDeliveryStore
@@ -41,7 +42,7 @@ class WatchedStore(PostgresDeliveryStore):
     idle_with_work = 0
 
     def wait_for_work(self, timeout_s: float) -> None:
-        with psycopg.connect(self._dsn) as conn:
+        with self._pool.connection() as conn:
             row = conn.execute("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending' "
                                "AND next_attempt_at <= now()").fetchone()
         if row and row[0]:
@@ -68,7 +69,8 @@ def test_a_backlog_to_one_endpoint_is_sent_without_waiting_for_wake_ups(
                 "target, url, payload, created_at, next_attempt_at) "
                 "VALUES (%s, 't', %s, 'run.completed', 'on_complete', %s, '{}', now(), now())",
                 (uuid.uuid4(), i, receiver.url("/hook")))
-    store = WatchedStore(dsn, NoSecrets())
+    pool = operations_pool(dsn, 2)
+    store = WatchedStore(pool, NoSecrets(), threading.Event())  # nothing NOTIFYs: no wake-ups
     sender = HttpWebhookSender(CallbackGuard("127.0.0.1"), timeout_s=5)
     worker = DeliveryWorker(store, sender, None,  # type: ignore[arg-type]  # never 410 here
                             DeliveryPolicy(), per_endpoint=PER_ENDPOINT)
@@ -78,7 +80,7 @@ def test_a_backlog_to_one_endpoint_is_sent_without_waiting_for_wake_ups(
                 worker.run_forever(timeout=1.0)
     finally:
         sender.close()
-        store.shutdown()
+        pool.close()
     assert store.idle_with_work == 0, (
         f"the worker slept {store.idle_with_work} times with deliveries due")
     assert len({r.webhook_id for r in receiver.received}) == BACKLOG

@@ -1,0 +1,145 @@
+"""The process's one session connection: advisory locks and LISTEN wake-ups for everyone.
+
+What needs a session (advisory locks that last, LISTEN) shares one connection per process: the
+read-model pipeline's locks and its wake-up from the log, the reaper's and the delivery
+worker's locks, the delivery worker's wake-up. It must be a direct connection, never one
+through a transaction pooler.
+
+If the connection is lost, every lock it held is gone with it: the generation moves on, so each
+holder sees it no longer holds its lock and steps down, and every wake-up fires so that nobody
+sleeps through the reconnection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from controlroom.projections.host import lock_key
+
+log = logging.getLogger("controlroom.projections")
+
+LISTEN_SLICE_S = 0.25
+"""How long the session waits for notifications at a time: others' statements wait at most this."""
+ALIVE_CHECK_S = 1.0
+RECONNECT_S = 1.0
+CONNECT_TIMEOUT_S = 5
+
+
+class Session:
+    """One connection holding advisory locks and listening on channels, reconnecting by itself."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.generation = 0
+        """Moves on whenever the connection is replaced: locks of an older one are gone."""
+        self._conn: psycopg.Connection[Any] | None = None
+        self._held: set[str] = set()
+        self._wakes: dict[str, list[threading.Event]] = {}
+        self._mutex = threading.RLock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="session", daemon=True)
+
+    def start(self) -> Session:
+        """Connect and listen (in the background)."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Close the connection: every lock it holds is released."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        with self._mutex:
+            self._drop()
+
+    def wake_on(self, channel: str) -> threading.Event:
+        """An event set on every notification on `channel` (and on each reconnection)."""
+        event = threading.Event()
+        with self._mutex:
+            first = channel not in self._wakes
+            self._wakes.setdefault(channel, []).append(event)
+            if first and self._conn is not None:
+                self._listen(self._conn, channel)
+        event.set()  # whatever happened before it listened: look once
+        return event
+
+    def try_lock(self, name: str) -> int | None:
+        """Take the advisory lock `name`: the generation it is held in, None if another has it."""
+        with self._mutex:
+            conn = self._conn
+            if conn is None:
+                return None
+            if name not in self._held:
+                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(name),)).fetchone()
+                if not (row and row[0]):
+                    return None
+                self._held.add(name)
+            return self.generation
+
+    def holds(self, name: str, generation: int) -> bool:
+        """Whether lock `name`, taken in `generation`, is still held."""
+        return generation == self.generation and name in self._held and self._conn is not None
+
+    def unlock(self, name: str) -> None:
+        """Release lock `name` (another process may take it at once)."""
+        with self._mutex:
+            if name in self._held and self._conn is not None:
+                self._held.discard(name)
+                with contextlib.suppress(psycopg.Error):  # gone with its connection, if so
+                    self._conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(name),))
+
+    def _loop(self) -> None:
+        next_check = 0.0
+        while not self._stop.is_set():
+            try:
+                conn = self._conn or self._connect()
+                for n in conn.notifies(timeout=LISTEN_SLICE_S):
+                    self._wake(n.channel)
+                if time.monotonic() >= next_check:
+                    with self._mutex:
+                        conn.execute("SELECT 1")
+                    next_check = time.monotonic() + ALIVE_CHECK_S
+            except Exception as e:
+                if self._stop.is_set():
+                    return
+                log.warning("session connection lost (%s: %s); reconnecting", type(e).__name__, e)
+                with self._mutex:
+                    self._drop()
+                self._stop.wait(RECONNECT_S)
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+        with self._mutex:
+            for channel in self._wakes:
+                self._listen(conn, channel)
+            self._conn = conn
+        for channel in list(self._wakes):
+            self._wake(channel)  # what was announced while nobody listened: look again
+        return conn
+
+    @staticmethod
+    def _listen(conn: psycopg.Connection[Any], channel: str) -> None:
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+
+    def _wake(self, channel: str) -> None:
+        for event in self._wakes.get(channel, ()):
+            event.set()
+
+    def _drop(self) -> None:
+        """Forget the connection and every lock it held; holders see the new generation."""
+        conn, self._conn = self._conn, None
+        self._held.clear()
+        self.generation += 1
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+        for events in self._wakes.values():
+            for event in events:
+                event.set()
