@@ -1128,23 +1128,34 @@ def _fingerprint() -> str:
 
 
 def _build() -> str:
-    """The commit the installed controlroom (what `controlroom` runs) is, checked file by file."""
+    """The commit whose controlroom/ the installed copy (what `controlroom` runs) is, file by file:
+    HEAD, else the latest of the last 50 commits that matches it."""
+    def git(*args: str) -> list[str]:
+        return subprocess.run(["git", "-C", str(REPO), *args], check=True, capture_output=True,
+                              text=True).stdout.splitlines()
+
+    installed = Path(sysconfig.get_paths()["purelib"])
+    hashes: dict[str, str | None] = {}
+
+    def blob(path: str) -> str | None:
+        if path not in hashes:
+            try:
+                data = (installed / path).read_bytes()
+                hashes[path] = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+            except OSError:
+                hashes[path] = None
+        return hashes[path]
+
     try:
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=10", "HEAD"], check=True,
-                              capture_output=True, text=True).stdout.strip()
-        listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-s", "controlroom"], check=True,
-                                capture_output=True, text=True).stdout.splitlines()
+        commits = git("log", "--format=%h", "-50")
+        for n, commit in enumerate(commits):
+            tree = [line.split(None, 3) for line in git("ls-tree", "-r", commit, "controlroom")]
+            if all(blob(path) in (sha, None) for _, _, sha, path in tree):
+                return commit if n == 0 else f"{commit} (HEAD is {commits[0]}: newer commits not installed)"
     except (OSError, subprocess.CalledProcessError):
         return "unknown (no git)"
-    installed = Path(sysconfig.get_paths()["purelib"])
-    differ = 0
-    for entry in listed:
-        meta, path = entry.split("\t", 1)
-        blob = meta.split()[1]
-        with contextlib.suppress(OSError):
-            data = (installed / path).read_bytes()
-            differ += hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest() != blob
-    return head if not differ else f"{head} + {differ} files of the installed copy differing from it"
+    return f"none of the last 50 commits (HEAD {commits[0]}): installed from a modified tree"
+
 
 
 if __name__ == "__main__":
