@@ -61,6 +61,7 @@ import socketserver
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
@@ -1076,6 +1077,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.json:
+        args.json = str(Path(args.json).resolve())
+    # Processes start in a neutral directory: `python -m` (how `worker --processes` starts its
+    # children) imports `controlroom` from the current directory first, which in a checkout is
+    # the source tree, not the installed copy the other processes run.
+    os.chdir(tempfile.gettempdir())
     if not available():
         print(MISSING, file=sys.stderr)
         return 2
