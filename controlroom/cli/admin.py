@@ -9,7 +9,9 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
+import controlroom
 from controlroom.cli.budget import name_connections
 from controlroom.cli.hosts import pipeline, read_models
 from controlroom.cli.wiring import Services, bootstrap, keys
@@ -124,7 +126,11 @@ def _worker_processes(settings: Settings, args: argparse.Namespace) -> int:
            "CONTROLROOM_WORKER_PROCESSES": "1"}
     if settings.database_url:
         env["DATABASE_URL"] = settings.database_url
-    argv = [sys.executable, "-m", "controlroom.cli", *(["-v"] if args.verbose else []),
+    # The children run the code the supervisor runs, wherever they are started from: `-P`
+    # keeps the working directory (a checkout, say) off their import path.
+    package_root = str(Path(controlroom.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    argv = [sys.executable, "-P", "-m", "controlroom.cli", *(["-v"] if args.verbose else []),
             "worker", "--threads", str(settings.worker_slots)]
     return supervise(argv, env, settings.worker_processes)
 

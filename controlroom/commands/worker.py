@@ -34,6 +34,7 @@ from controlroom.commands.reaper import (
     LeaseStore,
     LeaseTiming,
 )
+from controlroom.commands.retrying import Backoff, is_unavailable
 from controlroom.commands.scrubbing import REDACTED as REDACTED
 from controlroom.commands.scrubbing import Scrubber
 from controlroom.commands.spooled import (
@@ -102,13 +103,31 @@ class RunWorker:
             log.info("skipping run %s attempt %s: %s", run_id, attempt, e)
             return
         lease = LeaseKeeper(self.leases, run_id, attempt, self.worker_id, self.lease_timing)
-        if not lease.take():  # can't happen to a start's winner; the reaper fails the attempt
-            log.error("run %s attempt %s: its lease is held elsewhere; not running it", run_id, attempt)
+        if not self._take(lease, run_id, attempt):
             return
         try:
             self._execute(run_id, attempt, lease)
         finally:
             lease.release()
+
+    def _take(self, lease: LeaseKeeper, run_id: UUID, attempt: int) -> bool:
+        """Take the attempt's lease, waiting out a database that is away (just back, its pools
+        still reconnecting) for as long as the reaper would leave the attempt alone."""
+        backoff, give_up = Backoff(), time.monotonic() + self.lease_timing.timeout_s
+        while True:
+            try:
+                if lease.take():
+                    return True
+                # Can't happen to a start's winner; the reaper fails the attempt.
+                log.error("run %s attempt %s: its lease is held elsewhere; not running it",
+                          run_id, attempt)
+                return False
+            except Exception as e:
+                if not is_unavailable(e) or time.monotonic() >= give_up or self.stopping.is_set():
+                    raise
+                log.warning("run %s attempt %s: taking its lease: %s; trying again", run_id,
+                            attempt, e)
+                self.stopping.wait(backoff.next())
 
     def _execute(self, run_id: UUID, attempt: int, lease: LeaseKeeper) -> None:
         run = self.commands.load(run_id)

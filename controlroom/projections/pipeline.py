@@ -153,8 +153,7 @@ class Pipeline:
         self.request_stop()
         if self._thread.is_alive():
             self._thread.join(timeout=15)
-        for name in self.models:
-            self.session.unlock(name)
+        self.session.unlock(*self.models)
 
     def hosts(self, name: str) -> bool:
         """Whether this process hosts read model `name` now."""
@@ -200,12 +199,9 @@ class Pipeline:
             self.active.clear()
 
     def _take_locks(self, conn: psycopg.Connection[Any]) -> None:
-        for name, model in self.models.items():
-            if name in self._members:
-                continue
-            generation = self.session.try_lock(name)
-            if generation is None:
-                continue
+        taken = self.session.try_locks([n for n in self.models if n not in self._members])
+        for name, generation in taken.items():
+            model = self.models[name]
             projection, view = model.make()
             self._members[name] = _Member(model, projection, view, tracked_position(conn, name),
                                           generation)

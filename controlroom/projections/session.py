@@ -25,8 +25,9 @@ from controlroom.projections.host import lock_key
 
 log = logging.getLogger("controlroom.projections")
 
-LISTEN_SLICE_S = 0.25
-"""How long the session waits for notifications at a time: others' statements wait at most this."""
+LISTEN_SLICE_S = 0.05
+"""How long the session waits for notifications at a time: others' statements (taking or
+releasing a lock) wait at most this for the connection."""
 ALIVE_CHECK_S = 1.0
 RECONNECT_S = 1.0
 CONNECT_TIMEOUT_S = 5
@@ -72,28 +73,36 @@ class Session:
 
     def try_lock(self, name: str) -> int | None:
         """Take the advisory lock `name`: the generation it is held in, None if another has it."""
+        return self.try_locks([name]).get(name)
+
+    def try_locks(self, names: list[str]) -> dict[str, int]:
+        """Take what it can of the advisory locks `names`, in one round trip: the generation
+        each one taken (or already held) is held in."""
         with self._mutex:
             conn = self._conn
             if conn is None:
-                return None
-            if name not in self._held:
-                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(name),)).fetchone()
-                if not (row and row[0]):
-                    return None
-                self._held.add(name)
-            return self.generation
+                return {}
+            wanted = [n for n in names if n not in self._held]
+            if wanted:
+                rows = conn.execute(
+                    "SELECT n, pg_try_advisory_lock(k) FROM unnest(%s::text[], %s::bigint[]) "
+                    "AS t(n, k)", (wanted, [lock_key(n) for n in wanted])).fetchall()
+                self._held.update(n for n, taken in rows if taken)
+            return {n: self.generation for n in names if n in self._held}
 
     def holds(self, name: str, generation: int) -> bool:
         """Whether lock `name`, taken in `generation`, is still held."""
         return generation == self.generation and name in self._held and self._conn is not None
 
-    def unlock(self, name: str) -> None:
-        """Release lock `name` (another process may take it at once)."""
+    def unlock(self, *names: str) -> None:
+        """Release the locks `names` (another process may take them at once), in one round trip."""
         with self._mutex:
-            if name in self._held and self._conn is not None:
-                self._held.discard(name)
+            held = [n for n in names if n in self._held]
+            self._held.difference_update(held)
+            if held and self._conn is not None:
                 with contextlib.suppress(psycopg.Error):  # gone with its connection, if so
-                    self._conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(name),))
+                    self._conn.execute("SELECT pg_advisory_unlock(k) FROM unnest(%s::bigint[]) "
+                                       "AS t(k)", ([lock_key(n) for n in held],))
 
     def _loop(self) -> None:
         next_check = 0.0

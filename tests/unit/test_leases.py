@@ -171,3 +171,42 @@ def test_queued_runs_left_waiting_are_re_sent_with_a_growing_backoff() -> None:
     assert resends_at([0, 29, 30, 89, 90, 209, 210]) == [1, 1, 2, 2, 3, 3, 4]
     run.status = "running"
     assert resends_at([1000]) == [4]
+
+
+class PoolTimeout(Exception):
+    """What a connection pool still reconnecting after a database restart raises."""
+
+
+@dataclass
+class ReconnectingStore(Store):
+    failures: int = 2
+
+    def take(self, run_id: UUID, attempt: int, worker_id: str, ttl_s: float) -> bool:
+        if self.failures:
+            self.failures -= 1
+            raise PoolTimeout("couldn't get a connection after 5.00 sec")
+        return self.held
+
+
+def test_a_worker_waits_out_a_database_just_back_to_take_its_lease() -> None:
+    """The start was recorded, then taking the lease failed: the attempt must not be abandoned."""
+    from controlroom.commands.worker import RunWorker
+
+    store = ReconnectingStore()
+    worker = SimpleNamespace(lease_timing=LeaseTiming.of(TIMEOUT_S), stopping=threading.Event())
+    lease = LeaseKeeper(store, uuid4(), 1, "host:1", TIMEOUT_S)  # type: ignore[arg-type]
+    assert RunWorker._take(worker, lease, uuid4(), 1)  # type: ignore[arg-type]
+    assert store.failures == 0
+
+
+def test_a_worker_does_not_retry_a_lease_error_that_is_not_the_database_being_away() -> None:
+    from controlroom.commands.worker import RunWorker
+
+    class Broken(Store):
+        def take(self, run_id: UUID, attempt: int, worker_id: str, ttl_s: float) -> bool:
+            raise ValueError("a bug, not an outage")
+
+    worker = SimpleNamespace(lease_timing=LeaseTiming.of(TIMEOUT_S), stopping=threading.Event())
+    lease = LeaseKeeper(Broken(), uuid4(), 1, "host:1", TIMEOUT_S)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        RunWorker._take(worker, lease, uuid4(), 1)  # type: ignore[arg-type]
