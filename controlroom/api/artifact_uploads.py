@@ -134,6 +134,23 @@ async def _receive_multipart(request: Request[Any, Any, Any], spool: _Spool,
     return file_type
 
 
+FORM_FIELDS = ("run_id", "path")
+"""What a multipart upload may carry beside its file: nothing else is kept, so nothing else is taken."""
+
+
+def _given_once(name: str, query: str | None, fields: dict[str, str]) -> str | None:
+    """`name` from the query or the form; refused when unknown fields came, or it came twice
+    with different values (one of them would be dropped)."""
+    unknown = sorted(set(fields) - set(FORM_FIELDS))
+    if unknown:
+        raise invalid(unknown[0] or "(unnamed)",
+                      f"unknown form field; an upload takes {', '.join(FORM_FIELDS)} and one file")
+    form = fields.get(name)
+    if query is not None and form is not None and query != form:
+        raise invalid(name, "given in the query and in the form with different values")
+    return query if query is not None else form
+
+
 def _confine(user: Principal, run_id: UUID) -> None:
     """A run token reaches its own run only: any other is a 404, whether it exists or not."""
     if user.run_id is not None and run_id != user.run_id:
@@ -181,8 +198,8 @@ async def upload_artifact(
             async for chunk in request.stream():
                 await spool.write(chunk)
         sha256 = await spool.finish()
-        rid = _run_id(run_id or fields.get("run_id"))
-        name = _artifact_path(path or fields.get("path"))
+        rid = _run_id(_given_once("run_id", run_id, fields))
+        name = _artifact_path(_given_once("path", path, fields))
         await _check_run(deps, user, rid)
         await asyncio.to_thread(deps.artifacts.put_spooled, spool.path, sha256)
     finally:

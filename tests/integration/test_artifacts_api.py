@@ -94,6 +94,27 @@ def test_a_multipart_upload_takes_its_fields_and_file_part(
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "file"
 
 
+def test_a_multipart_upload_keeps_every_field_it_takes_or_refuses_it_by_name(
+        client: TestClient[Any], auth: dict[str, str], active_run: str) -> None:
+    """Nothing sent is silently dropped: an unknown field, or a field also in the query with
+    another value (one of them would be ignored), is a 422 naming it; nothing is stored."""
+    svg = {"file": ("a.svg", b"<svg/>", "image/svg+xml")}
+    cases = [
+        ({}, {"run_id": active_run, "path": "a.svg", "owner": "me"}, "owner"),
+        ({"run_id": active_run}, {"run_id": "g" + active_run[1:], "path": "a.svg"}, "run_id"),
+        ({"path": "a.svg"}, {"run_id": active_run, "path": "b.svg"}, "path"),
+    ]
+    before = client.get(f"/api/v1/runs/{active_run}", headers=auth).json()["artifacts"]
+    for query, form, field in cases:
+        r = client.post(ARTIFACTS, headers=auth, params=query, data=form, files=svg)
+        assert r.status_code == 422, r.text
+        assert r.json()["errors"][0]["field"] == field
+    assert client.get(f"/api/v1/runs/{active_run}", headers=auth).json()["artifacts"] == before
+    same = client.post(ARTIFACTS, headers=auth, params={"run_id": active_run},
+                       data={"run_id": active_run, "path": "a.svg"}, files=svg)
+    assert same.status_code == 201, same.text
+
+
 def test_refusals(client: TestClient[Any], auth: dict[str, str], active_run: str,
                   token: Callable[..., str], tenant: str) -> None:
     other = {"Authorization": f"Bearer {token('other-' + uuid.uuid4().hex[:6])}"}
