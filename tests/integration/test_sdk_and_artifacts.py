@@ -29,7 +29,7 @@ from controlroom.api.auth import ALL_SCOPES, issue_token
 from controlroom.cli import Services, bootstrap, build_app
 from controlroom.commands import outputs
 from controlroom.settings import Settings
-from tests.conftest import job, wait_for_status
+from tests.conftest import job, wait_for_status, wait_until
 from tests.job_gate import JobGate
 from tests.live_events import free_port, serve_in_thread
 
@@ -117,7 +117,9 @@ def test_a_job_using_the_sdk_reports_everything_and_its_token_stays_confined(
     run_id = submit(http, user, gated(SDK_JOB, gate, send='os.environ["CONTROLROOM_TOKEN"]'))
     other_run = submit(http, user, "print('another run of the same tenant')")
     run_token = gate.arrived()
-    running = http.get(f"{API}/runs/{run_id}", headers=user).json()
+    # The job's reports are in the log once answered (202); the run shows them a moment later.
+    running = wait_until(lambda: (r := http.get(f"{API}/runs/{run_id}", headers=user).json())
+                         ["progress"] and r, what="the job's progress to show")
     assert running["status"] == "running"
     assert running["progress"]["percent"] == 40
     assert running["progress"]["message"] == "loading rows"
