@@ -53,12 +53,16 @@ def cmd_projections(settings: Settings, args: argparse.Namespace) -> int:
             rebuilds = [models[name].rebuild for name in names]
             for rebuild in rebuilds:
                 rebuild.request(conn, by)  # type: ignore[union-attr]
-            # Carried out here, unless a running service or projector hosts it: then there.
-            here = pipeline(services, [models[name] for name in names]).start()
+            # Carried out here, unless a running service or projector hosts it: then there. Here,
+            # each replays on its own connection, side by side (an operator command's budget).
+            here = [pipeline(services, [models[name]]).start() for name in names]
             try:
                 return _follow(conn, rebuilds, args.timeout)  # type: ignore[arg-type]
             finally:
-                here.stop()
+                for p in here:
+                    p.request_stop()
+                for p in here:
+                    p.stop()
 
 
 def _status(conn: psycopg.Connection[Any], rebuilds: dict[str, Any]) -> None:
