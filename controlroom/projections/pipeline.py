@@ -155,10 +155,6 @@ class Pipeline:
             self._thread.join(timeout=15)
         self.session.unlock(*self.models)
 
-    def hosts(self, name: str) -> bool:
-        """Whether this process hosts read model `name` now."""
-        return name in self._members
-
     def _connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
 

@@ -19,11 +19,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from controlroom.projections.view import PROJECTED_CHANNEL
+from controlroom.projections.view import LOG_TABLE, PROJECTED_CHANNEL
 
 REQUESTED, REBUILDING, DONE, FAILED = "requested", "rebuilding", "done", "failed"
-LOG_TABLE = "controlroom_events"
-"""The event store's table (the application's name + `_events`): its head is the target."""
 MIGRATION_ROW = "__migration__"
 """The tracking table's own marker row, written by the event store library: never ours to delete."""
 
