@@ -24,6 +24,7 @@ DEFAULT_MAX_ARTIFACT_BYTES = 1024**3
 DEFAULT_SSE_HEARTBEAT_S = 15.0
 DEFAULT_SSE_BUFFER = 1000
 DEFAULT_DB_READ_POOL = 3
+DEFAULT_RUN_CACHE = 512
 """The API's asyncpg pool: one event loop keeps a few connections busy, not more."""
 DEFAULT_SHUTDOWN_GRACE_S = 1.5
 """After SIGTERM, requests in flight get this long to finish; then the process exits."""
@@ -62,6 +63,8 @@ class Settings(msgspec.Struct, kw_only=True):
     """Unset: 2, or 1 in a `projector` (see controlroom/cli/budget.py)."""
     db_operations_pool: int | None = None
     """Unset: 2 in a `serve` with both a worker and the read models, else 1."""
+    run_cache: int = DEFAULT_RUN_CACHE
+    """Runs kept in memory per process for writes (each checked against the log before use); 0: none."""
     spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
     """Per running job: output waiting on the worker's disk for the database (docs/operations.md)."""
     redis_namespace: str = DEFAULT_REDIS_NAMESPACE
@@ -126,6 +129,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         db_read_pool=int(env.get("CONTROLROOM_DB_READ_POOL") or DEFAULT_DB_READ_POOL),
         db_write_pool=_int_or_none(env.get("CONTROLROOM_DB_WRITE_POOL")),
         db_operations_pool=_int_or_none(env.get("CONTROLROOM_DB_OPERATIONS_POOL")),
+        run_cache=int(env.get("CONTROLROOM_RUN_CACHE") or DEFAULT_RUN_CACHE),
         spool_max_bytes=int(env.get("CONTROLROOM_SPOOL_MAX_BYTES") or DEFAULT_SPOOL_MAX_BYTES),
         redis_namespace=env.get("CONTROLROOM_REDIS_NAMESPACE") or DEFAULT_REDIS_NAMESPACE,
         webhooks=webhook_settings(env),

@@ -111,7 +111,8 @@ def bootstrap(
         jwt_secret, secret_key = keys(settings)
         budget = connection_budget(settings, api=api, worker=run_worker,
                                    projections=run_projections)
-        env = eventsourcing_env(dsn, pool_size=budget.writes, pooler=settings.transaction_pooler)
+        env = eventsourcing_env(dsn, pool_size=budget.writes, pooler=settings.transaction_pooler,
+                               cache=settings.run_cache)
         app = ControlRoom(env=env)
         stack.callback(app.close)
         operations = operations_pool(dsn, budget.operations, pooler=settings.transaction_pooler)

@@ -2,8 +2,10 @@
 
 from collections.abc import Iterable
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.application import Application
+from eventsourcing.persistence import Recording
 
 from controlroom.domain.lineage import LineageJob
 from controlroom.domain.run import Run
@@ -29,5 +31,16 @@ class ControlRoom(Application):
 
     name = "controlroom"
     # A job reporting OpenLineage every few minutes for years must not replay it all to append.
-    snapshotting_intervals = {Run: SNAPSHOT_EVERY, LineageJob: SNAPSHOT_EVERY}
-    snapshotting_projectors = {Run: replay, LineageJob: replay}
+    is_snapshotting_enabled = True
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        """Save, then snapshot each run or lineage job whose new events passed a multiple of
+        SNAPSHOT_EVERY — from the aggregate in hand: the library's own snapshotting would
+        first read the aggregate back from the log, which cost as much as the append."""
+        due = [obj for obj in objs if isinstance(obj, Run | LineageJob) and any(
+            e.originator_version % SNAPSHOT_EVERY == 0 for e in obj.pending_events)]
+        recordings = super().save(*objs, **kwargs)
+        if self.snapshots is not None:
+            for aggregate in due:
+                self.snapshots.put([type(aggregate).Snapshot.take(aggregate)])
+        return recordings

@@ -101,6 +101,16 @@ class Run(Aggregate):
         self.finished_at: datetime | None = None
         self.not_before: datetime | None = None
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Run:
+        """A copy to decide on (a process keeps recently used runs in memory and hands each
+        command its own). Only scalars change after submission; the submission's containers
+        (code, spec, labels, callbacks) never do, so the copy shares them instead of copying
+        megabytes of code for every reported line."""
+        twin = object.__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        twin._pending_events = list(self._pending_events)
+        return twin
+
     @classmethod
     def submit(cls, *, run_id: UUID, **fields: Any) -> Run:
         """Record a new submission; `fields` are those of RunSubmitted."""

@@ -273,8 +273,10 @@ class Pipeline:
 
     def _commit(self, conn: psycopg.Connection[Any], members: list[_Member],
                 events: list[_Event], end: int) -> None:
-        # Rows as dicts, as views have always read them.
-        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        # Rows as dicts, as views have always read them. In pipeline mode the statements go out
+        # without waiting for each answer: a batch costs a round trip or two, not one per row
+        # (a view that reads a result waits for what was sent before it, as it must).
+        with conn.pipeline(), conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
             for member in members:
                 member.view.bind(cur)
                 try:
@@ -283,7 +285,8 @@ class Pipeline:
                             member.projection.process_event(e.event, e.tracking)
                 finally:
                     member.view.bind(None)
-            cur.execute(_positions([m.model.name for m in members], end))
+            for statement in _positions([m.model.name for m in members], end):
+                cur.execute(statement)
         for member in members:
             member.position = end
 
@@ -297,13 +300,13 @@ def _tracking(name: str) -> sql.Identifier:
     return sql.Identifier(f"{name}_tracking")  # created by schema.sql
 
 
-def _positions(names: list[str], end: int) -> sql.Composed:
-    """One round trip: every member's position, the announcements, and the batch's commit mode."""
+def _positions(names: list[str], end: int) -> list[sql.Composed]:
+    """Every member's position, the announcements, and the batch's commit mode."""
     statements = [sql.SQL(TRACK).format(table=_tracking(n), app=sql.Literal(APPLICATION),
                                         position=sql.Literal(end)) for n in names]
     announce = sql.SQL(", ").join(
         sql.SQL("pg_notify({}, {})").format(sql.Literal(PROJECTED_CHANNEL),
                                             sql.Literal(f"{n}:{end}")) for n in names)
     # Rows and positions are lost or kept together: a batch lost in a crash is read again.
-    return sql.SQL("; ").join([*statements, sql.SQL("SELECT ") + announce,
-                               sql.SQL("SET LOCAL synchronous_commit = off")])
+    return [*statements, sql.SQL("SELECT ") + announce,
+            sql.SQL("SET LOCAL synchronous_commit = off")]
