@@ -1,83 +1,234 @@
-"""Settings, read once from the environment (CLI flags override them)."""
+"""Settings, read once from the environment (CLI flags override them).
+
+Each setting is declared once below: its field, type, default, environment variable and
+meaning. `from_env` and the configuration table in docs/operations.md (`python -m
+controlroom.settings_table`) are derived from these declarations.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated, Literal, get_args
 
 import msgspec
 import platformdirs
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8000
-DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
-DEFAULT_WORKER_SLOTS = 2
-DEFAULT_TIMEOUT_S = 3600
-DEFAULT_TOKEN_TTL_S = 3600
-DEFAULT_JWT_MAX_LIFETIME_S = 24 * 3600
-DEFAULT_READ_YOUR_WRITES_TIMEOUT_S = 5.0
-DEFAULT_WORKER_PROCESSES = 1
-DEFAULT_LEASE_TIMEOUT_S = 60.0
-DEFAULT_SPOOL_MAX_BYTES = 64 * 1024 * 1024
-DEFAULT_REDIS_NAMESPACE = "controlroom"
-DEFAULT_MAX_ARTIFACT_BYTES = 1024**3
-DEFAULT_SSE_HEARTBEAT_S = 15.0
-DEFAULT_SSE_BUFFER = 1000
-DEFAULT_DB_READ_POOL = 3
-DEFAULT_RUN_CACHE = 512
-"""The API's asyncpg pool: one event loop keeps a few connections busy, not more."""
-DEFAULT_SHUTDOWN_GRACE_S = 1.5
-"""After SIGTERM, requests in flight get this long to finish; then the process exits."""
-EXECUTORS = ("local", "kubernetes")
-DEFAULT_EXECUTOR = "local"
+from controlroom.domain.webhooks import DEFAULT_SCHEDULE_S
+from controlroom.settings_env import Env, read
+
+Executor = Literal["local", "kubernetes"]
+JobNetwork = Literal["host", "none"]
+EXECUTORS: tuple[str, ...] = get_args(Executor)
+
+MiB = 1024**2
+GiB = 1024**3
+
+
+def default_data_dir() -> Path:
+    """The user's data directory for Control Room."""
+    return Path(platformdirs.user_data_dir("controlroom", appauthor=False))
+
+
+class WebhookSettings(msgspec.Struct, kw_only=True):
+    """Outbound webhooks: the SSRF allowlist, timeouts, retries, secret rotation."""
+
+    callback_allowlist: Annotated[str, Env(
+        "CONTROLROOM_CALLBACK_ALLOWLIST",
+        "hosts (`hooks.internal`, `.corp.example`), IPs and CIDRs webhooks may reach despite the "
+        "SSRF guard")] = ""
+    # Kept as written: the delivery host parses it (domain.webhooks.parse_schedule) when it starts.
+    retry_schedule: Annotated[str | None, Env(
+        "CONTROLROOM_WEBHOOK_RETRY_SCHEDULE",
+        "seconds before each webhook attempt, comma-separated (±10 % jitter)",
+        unset=f"`{','.join(f'{s:g}' for s in DEFAULT_SCHEDULE_S)}`")] = None
+    timeout_s: Annotated[float, Env(
+        "CONTROLROOM_WEBHOOK_TIMEOUT_S",
+        "a webhook attempt's whole time: connect, send and the answer's headers")] = 15.0
+    secret_grace_s: Annotated[float, Env(
+        "CONTROLROOM_WEBHOOK_SECRET_GRACE_S",
+        "how long a rotated-out secret still signs and verifies")] = 24 * 3600.0
+    concurrency: Annotated[int, Env(
+        "CONTROLROOM_WEBHOOK_CONCURRENCY", "webhook requests in flight per process, in all")] = 16
+    per_endpoint: Annotated[int, Env(
+        "CONTROLROOM_WEBHOOK_PER_ENDPOINT",
+        "webhook requests in flight per process to one endpoint (scheme, host, port): a slow "
+        "one holds no more")] = 4
+
+
+class KubernetesSettings(msgspec.Struct, kw_only=True):
+    """Kubernetes Jobs: where they run, with which image and resources, how long they may wait."""
+
+    namespace: Annotated[str | None, Env(
+        "CONTROLROOM_K8S_NAMESPACE",
+        "turns the Kubernetes executor on: the namespace its Jobs run in",
+        unset="no Kubernetes")] = None
+    image: Annotated[str, Env(
+        "CONTROLROOM_K8S_IMAGE",
+        "the pods' image: Python with controlroom installed (`docker build -t controlroom .`)",
+    )] = "controlroom:latest"
+    service_account: Annotated[str | None, Env(
+        "CONTROLROOM_K8S_SERVICE_ACCOUNT", "the pods' service account",
+        unset="the namespace's default")] = None
+    cpu: Annotated[str, Env("CONTROLROOM_K8S_CPU", "a pod's CPU request (and limit)")] = "1"
+    memory: Annotated[str, Env(
+        "CONTROLROOM_K8S_MEMORY", "a pod's memory request (and limit)")] = "1Gi"
+    cpu_limit: Annotated[str | None, Env(
+        "CONTROLROOM_K8S_CPU_LIMIT", "a CPU limit above the request",
+        unset="the request")] = None
+    memory_limit: Annotated[str | None, Env(
+        "CONTROLROOM_K8S_MEMORY_LIMIT", "a memory limit above the request",
+        unset="the request")] = None
+    pending_timeout_s: Annotated[float, Env(
+        "CONTROLROOM_K8S_PENDING_TIMEOUT_S",
+        "a pod not running this long after its Job was created fails the run `pending_timeout`",
+    )] = 300.0
+    ttl_after_finished_s: Annotated[int, Env(
+        "CONTROLROOM_K8S_TTL_S", "`ttlSecondsAfterFinished` of each Job")] = 3600
+    context: Annotated[str | None, Env(
+        "CONTROLROOM_K8S_CONTEXT", "kubeconfig context (skips the in-cluster configuration)",
+        unset="in-cluster, else the kubeconfig's current context")] = None
+
+
+class SandboxSettings(msgspec.Struct, kw_only=True):
+    """Local jobs' sandbox (docs/sandbox.md): their network, ids and limits."""
+
+    network: Annotated[JobNetwork, Env(
+        "CONTROLROOM_JOB_NETWORK",
+        "`host`: local jobs share the host's network; `none`: only a loopback of their own",
+    )] = "host"
+    uid_base: Annotated[int, Env(
+        "CONTROLROOM_JOB_UID_BASE",
+        "as root, attempts run as uids (and gids) from this one on, one each")] = 1_900_000_000
+    uid_count: Annotated[int, Env(
+        "CONTROLROOM_JOB_UID_COUNT", "how many uids attempts take turns with")] = 4096
+    memory_bytes: Annotated[int, Env(
+        "CONTROLROOM_JOB_MEMORY_BYTES", "address space of each job process (`RLIMIT_AS`)")] = 8 * GiB
+    cpu_s: Annotated[int, Env(
+        "CONTROLROOM_JOB_CPU_S", "CPU seconds of each job process (`RLIMIT_CPU`)")] = 4 * 3600
+    max_processes: Annotated[int, Env(
+        "CONTROLROOM_JOB_MAX_PROCESSES",
+        "processes and threads of a job (`RLIMIT_NPROC` of its uid)")] = 1024
+    max_open_files: Annotated[int, Env(
+        "CONTROLROOM_JOB_MAX_OPEN_FILES", "open files of each job process (`RLIMIT_NOFILE`)")] = 4096
+    max_file_bytes: Annotated[int, Env(
+        "CONTROLROOM_JOB_MAX_FILE_BYTES", "largest file a job can write (`RLIMIT_FSIZE`)")] = 2 * GiB
+    tmp_bytes: Annotated[int, Env(
+        "CONTROLROOM_JOB_TMP_BYTES", "size of a job's private, memory-backed `/tmp`")] = 512 * MiB
+    readonly_paths: Annotated[tuple[str, ...], Env(
+        "CONTROLROOM_JOB_READONLY_PATHS",
+        "more host paths jobs see read-only (e.g. a Spark install), separated as in `PATH`, "
+        "beside the system dirs")] = ()
+    unsafe_no_sandbox: Annotated[bool, Env(
+        "CONTROLROOM_UNSAFE_NO_SANDBOX",
+        "`1`: workers run jobs unsandboxed on a host that can't sandbox, even with `DATABASE_URL`",
+    )] = False
 
 
 class Settings(msgspec.Struct, kw_only=True):
     """Everything the service can be configured with."""
 
-    database_url: str | None = None
-    redis_url: str | None = None
-    data_dir: Path
-    jwt_secret: str | None = None
-    jwt_audience: str | None = None
-    jwt_issuer: str | None = None
-    jwt_max_lifetime_s: int = DEFAULT_JWT_MAX_LIFETIME_S
-    """A user token's exp may be at most this far after its iat (run tokens and API keys exempt)."""
-    jwks_url: str | None = None
-    """Where RS256/ES256 signing keys are published; unset: only HS256 tokens."""
-    secret_key: str | None = None
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    worker_slots: int = DEFAULT_WORKER_SLOTS
-    public_url: str | None = None
-    transaction_pooler: bool = False
-    worker_processes: int = DEFAULT_WORKER_PROCESSES
-    lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S
-    lease_renew_s: float | None = None
-    """Unset: a sixth of the lease timeout (see controlroom.commands.reaper.LeaseTiming)."""
-    lease_reap_grace_s: float | None = None
-    """Unset: one lease timeout past a lease's expiry before the reaper fails the attempt."""
-    db_read_pool: int = DEFAULT_DB_READ_POOL
-    db_write_pool: int | None = None
-    """Unset: 2, or 1 in a `projector` (see controlroom/cli/budget.py)."""
-    db_operations_pool: int | None = None
-    """Unset: 2 in a `serve` with both a worker and the read models, else 1."""
-    run_cache: int = DEFAULT_RUN_CACHE
-    """Runs kept in memory per process for writes (each checked against the log before use); 0: none."""
-    spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
-    """Per running job: output waiting on the worker's disk for the database (docs/operations.md)."""
-    redis_namespace: str = DEFAULT_REDIS_NAMESPACE
+    database_url: Annotated[str | None, Env(
+        "DATABASE_URL", "PostgreSQL for events and read models",
+        unset="embedded PostgreSQL")] = None
+    data_dir: Annotated[Path, Env(
+        "CONTROLROOM_DATA_DIR", "embedded database, generated keys, local artifacts, the spool",
+        unset="the user's data dir (`~/.local/share/controlroom`)", fallback=default_data_dir)]
+    host: Annotated[str, Env("CONTROLROOM_HOST", "the interface the API listens on")] = "127.0.0.1"
+    port: Annotated[int, Env("CONTROLROOM_PORT", "the port the API listens on")] = 8000
+    public_url: Annotated[str | None, Env(
+        "CONTROLROOM_PUBLIC_URL", "URL jobs use to reach the API",
+        unset="`http://HOST:PORT`")] = None
+    jwt_secret: Annotated[str | None, Env(
+        "CONTROLROOM_JWT_SECRET", "HS256 key", unset="generated into the data dir")] = None
+    jwks_url: Annotated[str | None, Env(
+        "CONTROLROOM_JWKS_URL",
+        "JWKS of your identity provider: RS256/ES256 tokens are verified with its keys",
+        unset="HS256 tokens and API keys only")] = None
+    jwt_audience: Annotated[str | None, Env(
+        "CONTROLROOM_JWT_AUDIENCE", "`aud` every JWT must carry", unset="not checked")] = None
+    jwt_issuer: Annotated[str | None, Env(
+        "CONTROLROOM_JWT_ISSUER", "`iss` every JWT must carry", unset="not checked")] = None
+    jwt_max_lifetime_s: Annotated[int, Env(
+        "CONTROLROOM_JWT_MAX_LIFETIME_S",
+        "how far after its `iat` a user token's `exp` may be (run tokens and API keys exempt)",
+    )] = 24 * 3600
+    secret_key: Annotated[str | None, Env(
+        "CONTROLROOM_SECRET_KEY", "key sealing submitted secrets and connections",
+        unset="generated into the data dir")] = None
+    max_body_bytes: Annotated[int, Env(
+        "CONTROLROOM_MAX_BODY_BYTES", "request size limit")] = 10 * MiB
+    worker_slots: Annotated[int, Env(
+        "CONTROLROOM_WORKER_SLOTS", "jobs a worker (process) runs at once")] = 2
+    worker_processes: Annotated[int, Env(
+        "CONTROLROOM_WORKER_PROCESSES",
+        "processes `controlroom worker` runs (needs `REDIS_URL` above 1)")] = 1
+    redis_url: Annotated[str | None, Env(
+        "REDIS_URL",
+        "dramatiq's broker: runs are queued in Redis for `controlroom worker` processes anywhere",
+        unset="in-process queue and worker")] = None
+    redis_namespace: Annotated[str, Env(
+        "CONTROLROOM_REDIS_NAMESPACE",
+        "prefix of every Redis key (one per deployment sharing a Redis)")] = "controlroom"
+    # The timings' checks and derived defaults: controlroom.commands.reaper.LeaseTiming.
+    lease_timeout_s: Annotated[float, Env(
+        "CONTROLROOM_LEASE_TIMEOUT_S",
+        "a running attempt whose worker stops renewing its lease this long (plus the reaper's "
+        "grace) is failed `worker_lost`")] = 60.0
+    lease_renew_s: Annotated[float | None, Env(
+        "CONTROLROOM_LEASE_RENEW_S",
+        "how often a worker renews a lease; at most a third of (timeout - timeout/6), or start "
+        "is refused", unset="timeout / 6")] = None
+    lease_reap_grace_s: Annotated[float | None, Env(
+        "CONTROLROOM_LEASE_REAP_GRACE_S",
+        "how long past a lease's expiry the reaper waits; at least timeout / 2, and with the "
+        "margin over 3 s, or start is refused", unset="timeout")] = None
+    spool_max_bytes: Annotated[int, Env(
+        "CONTROLROOM_SPOOL_MAX_BYTES",
+        "output a running job may have waiting on the worker's disk while the database is away; "
+        "past it the oldest log text gives way to a marker line "
+        "([the worker's spool](#the-workers-spool))")] = 64 * MiB
+    transaction_pooler: Annotated[bool, Env(
+        "CONTROLROOM_TRANSACTION_POOLER",
+        "`1`: `DATABASE_URL` is a transaction-mode pooler", unset="on for port 6543")] = False
+    # Pool sizes left unset are chosen per process kind: controlroom/cli/budget.py.
+    db_write_pool: Annotated[int | None, Env(
+        "CONTROLROOM_DB_WRITE_POOL",
+        "connections of the write side's pool ([the budget](#connections-the-budget-of-each-process))",
+        unset="2 (1 in a `projector`)")] = None
+    db_read_pool: Annotated[int, Env(
+        "CONTROLROOM_DB_READ_POOL",
+        "connections of the API's read pool (one event loop keeps a few busy, not more)")] = 3
+    db_operations_pool: Annotated[int | None, Env(
+        "CONTROLROOM_DB_OPERATIONS_POOL", "connections for leases, webhook deliveries and lookups",
+        unset="2 in a `serve` with worker and read models, else 1")] = None
+    run_cache: Annotated[int, Env(
+        "CONTROLROOM_RUN_CACHE",
+        "runs each process keeps in memory for writes: a write to one of them reads only the "
+        "events appended since (by any process), not its snapshot and replay; a run holds its "
+        "code, so this bounds memory too (0: none)")] = 512
+    sse_heartbeat_s: Annotated[float, Env(
+        "CONTROLROOM_SSE_HEARTBEAT_S",
+        "seconds between `: keepalive` comments on an idle event stream")] = 15.0
+    sse_buffer: Annotated[int, Env(
+        "CONTROLROOM_SSE_BUFFER",
+        "events a stream may have waiting before its client is told to `resume`")] = 1000
+    shutdown_grace_s: Annotated[float, Env(
+        "CONTROLROOM_SHUTDOWN_GRACE_S",
+        "after SIGTERM, how long requests in flight may take to finish")] = 1.5
+    artifact_store: Annotated[str | None, Env(
+        "CONTROLROOM_ARTIFACT_STORE",
+        "`s3://bucket/prefix`: keep artifacts in an S3-compatible store (credentials from `AWS_*`)",
+        unset="files under `<data dir>/artifacts`")] = None
+    s3_endpoint: Annotated[str | None, Env(
+        "CONTROLROOM_S3_ENDPOINT", "the S3 endpoint of a non-AWS store (Supabase Storage, MinIO)",
+        unset="AWS")] = None
+    max_artifact_bytes: Annotated[int, Env(
+        "CONTROLROOM_MAX_ARTIFACT_BYTES", "largest artifact upload")] = GiB
     webhooks: WebhookSettings = msgspec.field(default_factory=lambda: WebhookSettings())
-    artifact_store: str | None = None
-    """`s3://bucket/prefix` for an S3-compatible store; unset: files under the data dir."""
-    s3_endpoint: str | None = None
-    max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES
-    sse_heartbeat_s: float = DEFAULT_SSE_HEARTBEAT_S
-    sse_buffer: int = DEFAULT_SSE_BUFFER
-    shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
-    executor: str = DEFAULT_EXECUTOR
-    """Where runs without `spec.executor` run: `local` or `kubernetes`."""
+    executor: Annotated[Executor, Env(
+        "CONTROLROOM_EXECUTOR", "where runs without `spec.executor` run: `local` or `kubernetes`",
+    )] = "local"
     k8s: KubernetesSettings = msgspec.field(default_factory=lambda: KubernetesSettings())
     sandbox: SandboxSettings = msgspec.field(default_factory=lambda: SandboxSettings())
 
@@ -97,191 +248,7 @@ class Settings(msgspec.Struct, kw_only=True):
         return self.public_url or f"http://{self.host}:{self.port}"
 
 
-def default_data_dir() -> Path:
-    """The user's data directory for Control Room."""
-    return Path(platformdirs.user_data_dir("controlroom", appauthor=False))
-
-
 def from_env(env: dict[str, str] | None = None) -> Settings:
-    """Settings from environment variables (DESIGN.md §6)."""
-    env = dict(os.environ if env is None else env)
-    return Settings(
-        database_url=env.get("DATABASE_URL") or None,
-        redis_url=env.get("REDIS_URL") or None,
-        data_dir=Path(env.get("CONTROLROOM_DATA_DIR") or default_data_dir()),
-        jwt_secret=env.get("CONTROLROOM_JWT_SECRET") or None,
-        jwt_audience=env.get("CONTROLROOM_JWT_AUDIENCE") or None,
-        jwt_issuer=env.get("CONTROLROOM_JWT_ISSUER") or None,
-        jwt_max_lifetime_s=int(env.get("CONTROLROOM_JWT_MAX_LIFETIME_S") or DEFAULT_JWT_MAX_LIFETIME_S),
-        jwks_url=env.get("CONTROLROOM_JWKS_URL") or None,
-        secret_key=env.get("CONTROLROOM_SECRET_KEY") or None,
-        host=env.get("CONTROLROOM_HOST") or DEFAULT_HOST,
-        port=int(env.get("CONTROLROOM_PORT") or DEFAULT_PORT),
-        max_body_bytes=int(env.get("CONTROLROOM_MAX_BODY_BYTES") or DEFAULT_MAX_BODY_BYTES),
-        worker_slots=int(env.get("CONTROLROOM_WORKER_SLOTS") or DEFAULT_WORKER_SLOTS),
-        public_url=env.get("CONTROLROOM_PUBLIC_URL") or None,
-        transaction_pooler=(env.get("CONTROLROOM_TRANSACTION_POOLER") or "").lower()
-        in ("1", "true", "yes"),
-        worker_processes=int(env.get("CONTROLROOM_WORKER_PROCESSES") or DEFAULT_WORKER_PROCESSES),
-        lease_timeout_s=float(env.get("CONTROLROOM_LEASE_TIMEOUT_S") or DEFAULT_LEASE_TIMEOUT_S),
-        lease_renew_s=_float_or_none(env.get("CONTROLROOM_LEASE_RENEW_S")),
-        lease_reap_grace_s=_float_or_none(env.get("CONTROLROOM_LEASE_REAP_GRACE_S")),
-        db_read_pool=int(env.get("CONTROLROOM_DB_READ_POOL") or DEFAULT_DB_READ_POOL),
-        db_write_pool=_int_or_none(env.get("CONTROLROOM_DB_WRITE_POOL")),
-        db_operations_pool=_int_or_none(env.get("CONTROLROOM_DB_OPERATIONS_POOL")),
-        run_cache=int(env.get("CONTROLROOM_RUN_CACHE") or DEFAULT_RUN_CACHE),
-        spool_max_bytes=int(env.get("CONTROLROOM_SPOOL_MAX_BYTES") or DEFAULT_SPOOL_MAX_BYTES),
-        redis_namespace=env.get("CONTROLROOM_REDIS_NAMESPACE") or DEFAULT_REDIS_NAMESPACE,
-        webhooks=webhook_settings(env),
-        artifact_store=env.get("CONTROLROOM_ARTIFACT_STORE") or None,
-        s3_endpoint=env.get("CONTROLROOM_S3_ENDPOINT") or None,
-        max_artifact_bytes=int(env.get("CONTROLROOM_MAX_ARTIFACT_BYTES") or DEFAULT_MAX_ARTIFACT_BYTES),
-        sse_heartbeat_s=float(env.get("CONTROLROOM_SSE_HEARTBEAT_S") or DEFAULT_SSE_HEARTBEAT_S),
-        sse_buffer=int(env.get("CONTROLROOM_SSE_BUFFER") or DEFAULT_SSE_BUFFER),
-        shutdown_grace_s=float(env.get("CONTROLROOM_SHUTDOWN_GRACE_S") or DEFAULT_SHUTDOWN_GRACE_S),
-        executor=executor_setting(env),
-        k8s=kubernetes_settings(env),
-        sandbox=sandbox_settings(env),
-    )
-
-
-def executor_setting(env: dict[str, str]) -> str:
-    """`CONTROLROOM_EXECUTOR`, checked: `local` (default) or `kubernetes`."""
-    value = (env.get("CONTROLROOM_EXECUTOR") or DEFAULT_EXECUTOR).strip().lower()
-    if value not in EXECUTORS:
-        raise ValueError(f"CONTROLROOM_EXECUTOR must be one of {', '.join(EXECUTORS)}, not {value!r}")
-    return value
-
-
-class KubernetesSettings(msgspec.Struct, kw_only=True):
-    """Kubernetes Jobs: where they run, with which image and resources, how long they may wait."""
-
-    namespace: str | None = None
-    """Unset: no Kubernetes executor."""
-    image: str = "controlroom:latest"
-    """The project's image (`docker build -t controlroom .`): Python with controlroom installed."""
-    service_account: str | None = None
-    cpu: str = "1"
-    memory: str = "1Gi"
-    cpu_limit: str | None = None
-    """Unset: the request (`cpu`)."""
-    memory_limit: str | None = None
-    """Unset: the request (`memory`)."""
-    pending_timeout_s: float = 300.0
-    """A pod not running this long after its Job was created fails the run with the reason."""
-    ttl_after_finished_s: int = 3600
-    context: str | None = None
-    """A kubeconfig context; unset: in-cluster config, else the kubeconfig's current context."""
-
-
-def kubernetes_settings(env: dict[str, str]) -> KubernetesSettings:
-    """Kubernetes settings from `CONTROLROOM_K8S_*`."""
-    default = KubernetesSettings()
-    return KubernetesSettings(
-        namespace=env.get("CONTROLROOM_K8S_NAMESPACE") or None,
-        image=env.get("CONTROLROOM_K8S_IMAGE") or default.image,
-        service_account=env.get("CONTROLROOM_K8S_SERVICE_ACCOUNT") or None,
-        cpu=env.get("CONTROLROOM_K8S_CPU") or default.cpu,
-        memory=env.get("CONTROLROOM_K8S_MEMORY") or default.memory,
-        cpu_limit=env.get("CONTROLROOM_K8S_CPU_LIMIT") or None,
-        memory_limit=env.get("CONTROLROOM_K8S_MEMORY_LIMIT") or None,
-        pending_timeout_s=float(env.get("CONTROLROOM_K8S_PENDING_TIMEOUT_S") or default.pending_timeout_s),
-        ttl_after_finished_s=int(env.get("CONTROLROOM_K8S_TTL_S") or default.ttl_after_finished_s),
-        context=env.get("CONTROLROOM_K8S_CONTEXT") or None,
-    )
-
-
-class WebhookSettings(msgspec.Struct, kw_only=True):
-    """Outbound webhooks: the SSRF allowlist, timeouts, retries, secret rotation."""
-
-    callback_allowlist: str = ""
-    retry_schedule: str | None = None
-    """Seconds, comma-separated (`0,5,300,…`); unset: Standard Webhooks' schedule up to 24 h."""
-    timeout_s: float = 15.0
-    """The whole of one attempt: connect, send and the answer's headers together."""
-    secret_grace_s: float = 24 * 3600.0
-    concurrency: int = 16
-    """Attempts in flight per process, in all."""
-    per_endpoint: int = 4
-    """Attempts in flight per process to one endpoint (scheme, host, port): a slow one holds no more."""
-
-
-def webhook_settings(env: dict[str, str]) -> WebhookSettings:
-    """Webhook settings from `CONTROLROOM_CALLBACK_ALLOWLIST` and `CONTROLROOM_WEBHOOK_*`."""
-    default = WebhookSettings()
-    return WebhookSettings(
-        callback_allowlist=env.get("CONTROLROOM_CALLBACK_ALLOWLIST") or "",
-        retry_schedule=env.get("CONTROLROOM_WEBHOOK_RETRY_SCHEDULE") or None,
-        timeout_s=float(env.get("CONTROLROOM_WEBHOOK_TIMEOUT_S") or default.timeout_s),
-        secret_grace_s=float(env.get("CONTROLROOM_WEBHOOK_SECRET_GRACE_S") or default.secret_grace_s),
-        concurrency=int(env.get("CONTROLROOM_WEBHOOK_CONCURRENCY") or default.concurrency),
-        per_endpoint=int(env.get("CONTROLROOM_WEBHOOK_PER_ENDPOINT") or default.per_endpoint),
-    )
-
-
-JOB_NETWORKS = ("host", "none")
-DEFAULT_JOB_UID_BASE = 1_900_000_000
-DEFAULT_JOB_UID_COUNT = 4096
-DEFAULT_JOB_MEMORY_BYTES = 8 * 1024**3
-DEFAULT_JOB_CPU_S = 4 * 3600
-DEFAULT_JOB_MAX_PROCESSES = 1024
-DEFAULT_JOB_MAX_OPEN_FILES = 4096
-DEFAULT_JOB_MAX_FILE_BYTES = 2 * 1024**3
-DEFAULT_JOB_TMP_BYTES = 512 * 1024**2
-
-
-class SandboxSettings(msgspec.Struct, kw_only=True):
-    """Local jobs' sandbox (docs/sandbox.md): their network, ids and limits."""
-
-    network: str = "host"
-    """`host`: jobs share the host's network; `none`: only a loopback of their own."""
-    uid_base: int = DEFAULT_JOB_UID_BASE
-    """As root, attempts run as uids (and gids) `uid_base … uid_base + uid_count - 1`, one each."""
-    uid_count: int = DEFAULT_JOB_UID_COUNT
-    memory_bytes: int = DEFAULT_JOB_MEMORY_BYTES
-    """Address space of each job process (RLIMIT_AS)."""
-    cpu_s: int = DEFAULT_JOB_CPU_S
-    """CPU seconds of each job process (RLIMIT_CPU)."""
-    max_processes: int = DEFAULT_JOB_MAX_PROCESSES
-    """Processes and threads of a job (RLIMIT_NPROC of its uid)."""
-    max_open_files: int = DEFAULT_JOB_MAX_OPEN_FILES
-    max_file_bytes: int = DEFAULT_JOB_MAX_FILE_BYTES
-    """Largest file a job can write (RLIMIT_FSIZE)."""
-    tmp_bytes: int = DEFAULT_JOB_TMP_BYTES
-    """Size of a job's private /tmp (memory-backed)."""
-    readonly_paths: tuple[str, ...] = ()
-    """More host paths jobs see read-only (e.g. a Spark install), beside the system dirs."""
-    unsafe_no_sandbox: bool = False
-    """Let workers run jobs unsandboxed on a host that can't sandbox, even with DATABASE_URL."""
-
-
-def sandbox_settings(env: dict[str, str]) -> SandboxSettings:
-    """Sandbox settings from `CONTROLROOM_JOB_*` and `CONTROLROOM_UNSAFE_NO_SANDBOX`."""
-    d = SandboxSettings()
-    network = (env.get("CONTROLROOM_JOB_NETWORK") or d.network).strip().lower()
-    if network not in JOB_NETWORKS:
-        raise ValueError(f"CONTROLROOM_JOB_NETWORK must be one of {', '.join(JOB_NETWORKS)}, "
-                         f"not {network!r}")
-    paths = env.get("CONTROLROOM_JOB_READONLY_PATHS") or ""
-    return SandboxSettings(
-        network=network,
-        uid_base=int(env.get("CONTROLROOM_JOB_UID_BASE") or d.uid_base),
-        uid_count=int(env.get("CONTROLROOM_JOB_UID_COUNT") or d.uid_count),
-        memory_bytes=int(env.get("CONTROLROOM_JOB_MEMORY_BYTES") or d.memory_bytes),
-        cpu_s=int(env.get("CONTROLROOM_JOB_CPU_S") or d.cpu_s),
-        max_processes=int(env.get("CONTROLROOM_JOB_MAX_PROCESSES") or d.max_processes),
-        max_open_files=int(env.get("CONTROLROOM_JOB_MAX_OPEN_FILES") or d.max_open_files),
-        max_file_bytes=int(env.get("CONTROLROOM_JOB_MAX_FILE_BYTES") or d.max_file_bytes),
-        tmp_bytes=int(env.get("CONTROLROOM_JOB_TMP_BYTES") or d.tmp_bytes),
-        readonly_paths=tuple(p for p in paths.split(os.pathsep) if p),
-        unsafe_no_sandbox=(env.get("CONTROLROOM_UNSAFE_NO_SANDBOX") or "").lower()
-        in ("1", "true", "yes"),
-    )
-
-
-def _float_or_none(value: str | None) -> float | None:
-    return float(value) if value else None
-
-
-def _int_or_none(value: str | None) -> int | None:
-    return int(value) if value else None
+    """Settings from environment variables (docs/operations.md#configuration)."""
+    settings: Settings = read(Settings, dict(os.environ if env is None else env))
+    return settings

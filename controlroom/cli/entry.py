@@ -14,7 +14,10 @@ from controlroom.cli import log_setup, projections
 from controlroom.cli.admin import cmd_api_keys, cmd_background, cmd_connections, cmd_token
 from controlroom.cli.sandboxing import SandboxUnavailableError, not_dumpable
 from controlroom.cli.serving import cmd_serve
-from controlroom.settings import DEFAULT_TOKEN_TTL_S, from_env
+from controlroom.settings import from_env
+
+TOKEN_TTL_S = 3600
+"""`controlroom token --ttl` unless given: an hour."""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -22,6 +25,7 @@ def parser() -> argparse.ArgumentParser:
     from controlroom.api.auth import DEFAULT_SCOPES
     from controlroom.client.commands import add_commands as add_client_commands
 
+    defaults = from_env({})  # the declared defaults, for the help texts
     p = argparse.ArgumentParser(
         prog="controlroom", description="Control Room: submit jobs, watch runs, keep their lineage."
     )
@@ -29,10 +33,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the API, projections and an in-process worker")
-    serve.add_argument("--host", help="interface to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument("--host", help=f"interface to bind (default {defaults.host})")
+    serve.add_argument("--port", type=int, help=f"port (default {defaults.port})")
     serve.add_argument("--workers", type=int, dest="worker_slots",
-                       help="jobs run at once by the in-process worker (default 2)")
+                       help=f"jobs run at once by the in-process worker (default {defaults.worker_slots})")
     serve.add_argument("--no-worker", action="store_true", help="don't execute jobs here")
     serve.add_argument("--no-projections", action="store_true",
                        help="leave the read models to `controlroom projector` processes")
@@ -40,9 +44,10 @@ def parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
     worker = sub.add_parser("worker", help="execute queued runs (no API)")
     worker.add_argument("--threads", "--workers", type=int, dest="worker_slots",
-                        help="jobs each worker process runs at once (default 2)")
+                        help=f"jobs each worker process runs at once (default {defaults.worker_slots})")
     worker.add_argument("--processes", type=int, dest="worker_processes",
-                        help="worker processes (default 1; more than one needs REDIS_URL)")
+                        help=f"worker processes (default {defaults.worker_processes}; "
+                             "more than one needs REDIS_URL)")
     worker.add_argument("--database-url", help="external Postgres (env DATABASE_URL)")
     worker.set_defaults(func=cmd_background)
     projector = sub.add_parser("projector", help="keep the read models up to date (no API)")
@@ -67,7 +72,7 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--tenant", required=True)
     token.add_argument("--sub", required=True, help="who the token is for")
     token.add_argument("--scope", default=DEFAULT_SCOPES, help=f"default: {DEFAULT_SCOPES!r}")
-    token.add_argument("--ttl", type=int, default=DEFAULT_TOKEN_TTL_S, help="seconds")
+    token.add_argument("--ttl", type=int, default=TOKEN_TTL_S, help="seconds")
     token.set_defaults(func=cmd_token)
     projections.add_command(sub)
     add_client_commands(sub)  # submit, runs watch: HTTP only (controlroom/client/)

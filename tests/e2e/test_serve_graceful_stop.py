@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from controlroom.settings import DEFAULT_SHUTDOWN_GRACE_S
+from controlroom.settings import from_env
 from tests.e2e.test_serve_process import (  # noqa: F401  (fixtures)
     API,
     StartServer,
@@ -110,7 +110,7 @@ def test_a_request_in_flight_at_sigterm_completes(
     time.sleep(0.3)  # the request is under way on the server
     stopper = threading.Thread(target=server.terminate, args=(EXIT_BOUND_S,), daemon=True)
     stopper.start()
-    time.sleep(min(0.5, DEFAULT_SHUTDOWN_GRACE_S / 3))  # the signal is in; new connections refused
+    time.sleep(min(0.5, from_env({}).shutdown_grace_s / 3))  # the signal is in; new connections refused
     go_on.set()
     poster.join(15)
     stopper.join(EXIT_BOUND_S + 5)

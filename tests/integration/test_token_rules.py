@@ -16,7 +16,7 @@ from controlroom.adapters.run_tokens import HmacRunTokens
 from controlroom.api.auth import ALL_SCOPES, DEFAULT_MAX_LIFETIME_S, issue_token
 from controlroom.cli import Services
 from controlroom.cli.admin import cmd_token
-from controlroom.settings import DEFAULT_JWT_MAX_LIFETIME_S, Settings, from_env
+from controlroom.settings import Settings, from_env
 
 RUNS = "/api/v1/runs"
 
@@ -63,8 +63,9 @@ def _cli_token(settings: Settings, ttl: int, capsys: pytest.CaptureFixture[str])
 
 def test_the_cli_token_passes_and_refuses_a_ttl_the_server_would(
         client: TestClient[Any], settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
-    for ttl in (3600, DEFAULT_JWT_MAX_LIFETIME_S):
+    most = settings.jwt_max_lifetime_s
+    for ttl in (3600, most):
         code, token = _cli_token(settings, ttl, capsys)
         assert code == 0 and client.get(RUNS, headers=bearer(token)).status_code == 200
-    code, token = _cli_token(settings, DEFAULT_JWT_MAX_LIFETIME_S + 1, capsys)
+    code, token = _cli_token(settings, most + 1, capsys)
     assert code == 2 and token == ""
