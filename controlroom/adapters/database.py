@@ -1,10 +1,9 @@
-"""Postgres connection details: eventsourcing env, asyncpg pools, schema set-up."""
+"""Postgres connection details: eventsourcing env, asyncpg pools, schema migrations at start."""
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import os
-from importlib import resources
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -12,7 +11,10 @@ import asyncpg
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from controlroom.adapters.event_store import SCHEMA_LOCK, STATEMENT_TIMEOUT_KEY, STATEMENT_TIMEOUT_S
+from controlroom.adapters import migrations
+from controlroom.adapters.event_store import STATEMENT_TIMEOUT_KEY, STATEMENT_TIMEOUT_S
+
+log = logging.getLogger("controlroom.migrations")
 
 READ_POOL_MIN = 1
 COMMAND_TIMEOUT_S = 10.0
@@ -73,27 +75,25 @@ def redact(dsn: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-def apply_schema(dsn: str) -> None:
-    """Create the read-model tables (idempotent; one process at a time).
+def schema_connection(dsn: str) -> psycopg.Connection[Any]:
+    """A connection for migrations: autocommit (each runs in a transaction of its own), and no
+    prepared statements, so that it also works through a transaction pooler."""
+    return psycopg.connect(dsn, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S),
+                           prepare_threshold=None)
 
-    Skipped when this very schema.sql was applied already: its `CREATE INDEX IF NOT EXISTS`
-    statements lock their tables even when there is nothing to create, and against a running
-    service's projection transactions that can deadlock (a CLI command started beside `serve`).
+
+def apply_schema(dsn: str, report: migrations.Report | None = None) -> list[migrations.Migration]:
+    """Bring the database's schema up to date: apply the migrations it lacks, in order
+    (controlroom/migrations/; see migrations.upgrade). Every process does it at start.
+
+    Once they are all applied, this is one query and takes no lock.
     """
-    sql = resources.files("controlroom").joinpath("schema.sql").read_text()
-    digest = hashlib.sha256(sql.encode()).hexdigest()
-    # A transaction-scoped lock and no prepared statements also work through a pooler.
-    with psycopg.connect(
-        dsn, connect_timeout=int(CONNECT_TIMEOUT_S), prepare_threshold=None
-    ) as conn:
-        # The same lock as the event store's and the projections' table creation (event_store.py).
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (SCHEMA_LOCK,))
-        conn.execute("CREATE TABLE IF NOT EXISTS controlroom_schema (digest text PRIMARY KEY, "
-                     "applied_at timestamptz NOT NULL DEFAULT now())")
-        if conn.execute("SELECT 1 FROM controlroom_schema WHERE digest = %s", (digest,)).fetchone():
-            return
-        conn.execute(sql)  # type: ignore[arg-type]
-        conn.execute("INSERT INTO controlroom_schema (digest) VALUES (%s)", (digest,))
+    with schema_connection(dsn) as conn:
+        return migrations.upgrade(conn, migrations.available(), report or _log_migration)
+
+
+def _log_migration(migration: migrations.Migration, how: str, seconds: float) -> None:
+    log.info("schema: migration %s %s (%.2f s)", migration.filename, how, seconds)
 
 
 async def _keep_session(_: Any) -> None:

@@ -192,7 +192,7 @@ def _bound_sessions(datastore: PostgresDatastore, timeout_ms: int) -> None:
 class EventStoreFactory(PostgresFactory):
     """PostgresFactory whose application recorder appends with BoundedAppendRecorder.
 
-    Every recorder's tables are created under the schema lock that also guards schema.sql:
+    Every recorder's tables are created under the schema lock that also guards the migrations:
     concurrent `CREATE TABLE IF NOT EXISTS` of one table collide in PostgreSQL's catalog
     (`pg_type_typname_nsp_index`), so processes starting together on an empty database would.
     """

@@ -1,4 +1,4 @@
-"""Run leases in Postgres (`run_leases`, see schema.sql) and the reaper's sweep queries.
+"""Run leases in Postgres (`run_leases`, see controlroom/migrations/) and the reaper's sweep queries.
 
 Every expiry is computed and compared with the database's clock, never a worker's.
 """

@@ -77,26 +77,10 @@ def keys(settings: Settings) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def bootstrap(
-    settings: Settings, *, run_worker: bool = True, run_projections: bool = True,
-    api: bool = True, kube_client: Any = None,
-) -> Iterator[Services]:
-    """Start the database (if embedded), the write side, projections and the worker.
-
-    `api`: the process will serve the API (its pools count in the connection budget).
-    `kube_client`: a `kubernetes.client.ApiClient` for the Kubernetes executor instead of the
-    in-cluster or kubeconfig configuration.
-    """
-    from controlroom.adapters.database import (
-        apply_schema,
-        eventsourcing_env,
-        operations_pool,
-        redact,
-    )
-    from controlroom.adapters.secretbox import AesGcmSecretBox
-    from controlroom.commands.application import ControlRoom
-    from controlroom.commands.handlers import RunCommands
-    from controlroom.commands.lineage import LineageCommands
+def database(settings: Settings) -> Iterator[str]:
+    """The database's DSN: DATABASE_URL, or the embedded PostgreSQL, started for as long as this
+    lasts (or found running on the data dir)."""
+    from controlroom.adapters.database import redact
 
     _private_data_dir(settings)
     with contextlib.ExitStack() as stack:
@@ -107,6 +91,28 @@ def bootstrap(
         else:
             dsn = settings.database_url or ""
         log.info("database: %s", redact(dsn))
+        yield dsn
+
+
+@contextlib.contextmanager
+def bootstrap(
+    settings: Settings, *, run_worker: bool = True, run_projections: bool = True,
+    api: bool = True, kube_client: Any = None,
+) -> Iterator[Services]:
+    """Start the database (if embedded), the write side, projections and the worker.
+
+    `api`: the process will serve the API (its pools count in the connection budget).
+    `kube_client`: a `kubernetes.client.ApiClient` for the Kubernetes executor instead of the
+    in-cluster or kubeconfig configuration.
+    """
+    from controlroom.adapters.database import apply_schema, eventsourcing_env, operations_pool
+    from controlroom.adapters.secretbox import AesGcmSecretBox
+    from controlroom.commands.application import ControlRoom
+    from controlroom.commands.handlers import RunCommands
+    from controlroom.commands.lineage import LineageCommands
+
+    with contextlib.ExitStack() as stack:
+        dsn = stack.enter_context(database(settings))
         apply_schema(dsn)
         jwt_secret, secret_key = keys(settings)
         budget = connection_budget(settings, api=api, worker=run_worker,

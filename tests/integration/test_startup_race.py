@@ -1,8 +1,8 @@
 """Any number of processes may start at once on an empty database: all of them come up.
 
 Each round gets a fresh, empty database and N processes that create everything a `serve`, a
-`worker` and a `projector` create at start-up — schema.sql (read models and their positions),
-the event store's table and append function — released together by a barrier.
+`worker` and a `projector` create at start-up — the schema's migrations (read models and their
+positions), the event store's table and append function — released together by a barrier.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+
+from controlroom.adapters.migrations import available
 
 PROCESSES = 6
 ROUNDS = 4
@@ -52,5 +54,7 @@ def test_processes_starting_together_on_an_empty_database_all_come_up(
         with psycopg.connect(dsn) as conn:
             tables = {r[0] for r in conn.execute(
                 "SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()}
+            applied = conn.execute("SELECT version FROM controlroom_migrations").fetchall()
+        assert sorted(applied) == [(m.version,) for m in available()]  # each once
         assert {"controlroom_events", "run_status", "webhook_deliveries", "run_status_tracking",
             "webhooks_tracking"} <= tables

@@ -1,1 +1,0 @@
-controlroom/schema.sql
