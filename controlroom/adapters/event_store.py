@@ -39,6 +39,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from psycopg.sql import SQL, Identifier, Literal
 
 from controlroom.adapters.group_commit import GroupCommit
+from controlroom.adapters.migrations import SCHEMA_LOCK
 
 APPEND_LOCK_TIMEOUT_S = 3.0
 """How long an append waits for the log's lock before failing (503) instead of queueing on."""
@@ -54,8 +55,6 @@ larger, up to MAX_APPEND_BYTES, and then goes alone): the lock is held about as 
 few of the API's own appends (256 KiB each), never for a pile-up of everyone's."""
 GROUP_MAX_EVENTS = 1000
 """Events in one shared append at most (as many as one request may report)."""
-SCHEMA_LOCK = "controlroom:schema"
-"""The advisory lock (hashtext of it) every process takes around its DDL: one creates at a time."""
 SCHEMA_LOCK_WAIT_S = 60.0
 """How long start-up waits for another process's DDL before giving up."""
 CONNECTION_RETRIES = 3

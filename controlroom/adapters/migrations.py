@@ -1,10 +1,10 @@
 """Schema migrations: the numbered SQL files of `controlroom/migrations/`, applied in order.
 
 Each pending migration runs in a transaction of its own, under the schema lock every process
-takes around its DDL (event_store.SCHEMA_LOCK), and is recorded in `controlroom_migrations`
-with its file's checksum in that same transaction: processes starting together apply each
-one once, and a migration cut short leaves nothing behind. A migration whose file changed
-after it was applied is refused by name, never run again.
+takes around its DDL (the event store's table creation too), and is recorded in
+`controlroom_migrations` with its file's checksum in that same transaction: processes
+starting together apply each one once, and a migration cut short leaves nothing behind.
+A migration whose file changed after it was applied is refused by name, never run again.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from typing import Any
 
 import psycopg
 
-from controlroom.adapters.event_store import SCHEMA_LOCK
 from controlroom.adapters.schema_baseline import differences_from
 
 log = logging.getLogger("controlroom.migrations")
 
-TABLE = "controlroom_migrations"
+SCHEMA_LOCK = "controlroom:schema"
+"""The advisory lock (hashtext of it) every process takes around its DDL: one creates at a time."""
 CREATE_TABLE = """CREATE TABLE IF NOT EXISTS controlroom_migrations (
     version     integer     PRIMARY KEY,
     name        text        NOT NULL,

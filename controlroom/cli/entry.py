@@ -10,7 +10,8 @@ from typing import Any
 
 import msgspec
 
-from controlroom.cli import log_setup, projections
+from controlroom.adapters.migrations import MigrationError
+from controlroom.cli import db, log_setup, projections
 from controlroom.cli.admin import cmd_api_keys, cmd_background, cmd_connections, cmd_token
 from controlroom.cli.sandboxing import SandboxUnavailableError, not_dumpable
 from controlroom.cli.serving import cmd_serve
@@ -75,6 +76,7 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=TOKEN_TTL_S, help="seconds")
     token.set_defaults(func=cmd_token)
     projections.add_command(sub)
+    db.add_command(sub)
     add_client_commands(sub)  # submit, runs watch: HTTP only (controlroom/client/)
     return p
 
@@ -119,4 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     except SandboxUnavailableError as e:
         logging.getLogger("controlroom").error("%s", e)
         return 2
+    except MigrationError as e:  # at start: the schema can't be brought up to date
+        logging.getLogger("controlroom").error("%s", e)
+        return 1
 

@@ -1,14 +1,12 @@
 """Schema migrations on real PostgreSQL databases: fresh ones, and ones the previous release made.
 
 The previous release ran `schema.sql` at every start and recorded its sha256 in
-`controlroom_schema`; tests/fixtures/schema_previous_release.sql is that file as it was
-released, applied here the way that release applied it. Extra migrations (0002, 0003) live
-in a folder of each test's own, beside a copy of the package's.
+`controlroom_schema` (tests/previous_release.py makes such a database). Extra migrations
+(0002, 0003) live in a folder of each test's own, beside a copy of the package's.
 """
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 import traceback
 import uuid
@@ -23,13 +21,12 @@ from litestar.testing import TestClient
 
 from controlroom.adapters import migrations
 from controlroom.adapters.database import apply_schema, schema_connection
-from controlroom.adapters.event_store import SCHEMA_LOCK
 from controlroom.api.auth import ALL_SCOPES, issue_token
 from controlroom.cli import bootstrap, build_app
 from controlroom.settings import Settings
 from tests.conftest import job, wait_for_status
+from tests.previous_release import SCHEMA_SQL, previous_release
 
-PREVIOUS_RELEASE = Path(__file__).parent.parent / "fixtures" / "schema_previous_release.sql"
 PROCESSES = 6
 LIVENESS_S = 120.0
 
@@ -40,18 +37,6 @@ LATER = {
     "0003_run_notes_author.sql": "ALTER TABLE run_notes ADD COLUMN author text NOT NULL DEFAULT 'cli';\n"
                                  "CREATE INDEX run_notes_author ON run_notes (author);\n",
 }
-
-
-def previous_release(dsn: str, sql: str | None = None) -> None:
-    """Make the database as the previous release did at start: schema.sql, its digest recorded."""
-    sql = sql if sql is not None else PREVIOUS_RELEASE.read_text()
-    with psycopg.connect(dsn) as conn:
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (SCHEMA_LOCK,))
-        conn.execute("CREATE TABLE IF NOT EXISTS controlroom_schema (digest text PRIMARY KEY, "
-                     "applied_at timestamptz NOT NULL DEFAULT now())")
-        conn.execute(sql)  # type: ignore[arg-type]
-        conn.execute("INSERT INTO controlroom_schema (digest) VALUES (%s)",
-                     (hashlib.sha256(sql.encode()).hexdigest(),))
 
 
 @pytest.fixture
@@ -203,7 +188,7 @@ def test_tables_unlike_0001_s_are_refused_by_name_and_left_as_they_are(
     make_database: Callable[[], str], change: Callable[[str], str], named: str,
 ) -> None:
     dsn = make_database()
-    previous_release(dsn, change(PREVIOUS_RELEASE.read_text()))
+    previous_release(dsn, change(SCHEMA_SQL.read_text()))
     before = catalog(dsn)
     with pytest.raises(migrations.MigrationError, match=r"0001_initial\.sql") as refused:
         apply_schema(dsn)
