@@ -162,7 +162,11 @@ def upgrade(conn: psycopg.Connection[Any], migrations: list[Migration],
             if not todo:
                 break
             migration = todo[0]
-            how = _apply(conn, migration, first=not applied)
+            try:
+                how = _apply(conn, migration, first=not applied)
+            except psycopg.Error as e:
+                raise MigrationError(f"migration {migration.filename} failed, nothing of it is "
+                                     f"applied: {type(e).__name__}: {e}") from e
             conn.execute("INSERT INTO controlroom_migrations (version, name, checksum) "
                          "VALUES (%s, %s, %s)", (migration.version, migration.name, migration.checksum))
         done.append(migration)

@@ -212,6 +212,22 @@ def test_a_changed_applied_migration_is_refused_with_its_name_and_not_run(
         assert conn.execute("SELECT count(*) FROM run_notes").fetchone() == (1,)
 
 
+def test_a_failing_migration_is_named_and_leaves_nothing_of_itself(
+    make_database: Callable[[], str], folder: Path,
+) -> None:
+    dsn = make_database()
+    (folder / "0003_run_notes_author.sql").write_text(
+        "ALTER TABLE run_notes ADD COLUMN author text;\nSELECT 1 / 0;\n")
+    with pytest.raises(migrations.MigrationError,
+                       match=r"migration 0003_run_notes_author\.sql failed.*DivisionByZero"):
+        upgrade(dsn, folder)
+    assert [v for v, *_ in recorded(dsn)] == [1, 2]
+    with psycopg.connect(dsn) as conn:
+        columns = conn.execute("SELECT column_name FROM information_schema.columns "
+                               "WHERE table_name = 'run_notes' ORDER BY 1").fetchall()
+    assert columns == [("note",), ("run_id",)]
+
+
 def test_migrations_a_newer_release_applied_don_t_stop_this_one(
     make_database: Callable[[], str], folder: Path,
 ) -> None:
