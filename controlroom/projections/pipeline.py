@@ -297,7 +297,7 @@ class Pipeline:
 
 
 def _tracking(name: str) -> sql.Identifier:
-    return sql.Identifier(f"{name}_tracking")  # created by schema.sql
+    return sql.Identifier(f"{name}_tracking")  # created by migration 0001
 
 
 def _positions(names: list[str], end: int) -> list[sql.Composed]:
