@@ -84,7 +84,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     head = fill(dsn, tmp, args.runs, args.events)
     wall, found = rebuild(dsn, tmp)
     print(f"\nlog: {head:,} events ({args.runs:,} runs x {args.events + 3}); "
-          f"`projections rebuild --all` wall time {wall:.1f} s (all replaying side by side)\n")
+          f"`projections rebuild --all` wall time {wall:.1f} s (one pipeline feeding them all)\n")
     print(f"{'projection':<12} {'positions':>10} {'seconds':>8} {'per second':>11}")
     for name, (positions, seconds) in found.items():
         print(f"{name:<12} {positions:>10,} {seconds:>8.1f} {positions / seconds:>11,.0f}")

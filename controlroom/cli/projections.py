@@ -54,8 +54,8 @@ def cmd_projections(settings: Settings, args: argparse.Namespace) -> int:
             for rebuild in rebuilds:
                 rebuild.request(conn, by)  # type: ignore[union-attr]
             # Carried out here, unless a running service or projector hosts it: then there. Here,
-            # each replays on its own connection, side by side (an operator command's budget).
-            here = [pipeline(services, [models[name]]).start() for name in names]
+            # one reader decodes each event once and feeds every read model being rebuilt.
+            here = [pipeline(services, [models[name] for name in names]).start()]
             try:
                 return _follow(conn, rebuilds, args.timeout)  # type: ignore[arg-type]
             finally:

@@ -283,6 +283,7 @@ class Pipeline:
                     for e in events:
                         if member.wants(e.topic):
                             member.projection.process_event(e.event, e.tracking)
+                    member.view.flush()
                 finally:
                     member.view.bind(None)
             for statement in _positions([m.model.name for m in members], end):

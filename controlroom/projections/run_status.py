@@ -40,13 +40,15 @@ PROGRESSED = _update(
     "progress_percent = COALESCE(%(percent)s, progress_percent), "
     "progress_message = %(message)s, progress_at = %(at)s"
 )
-LOGGED = _update("log_lines = log_lines + %(lines)s")
-INSERT_LOG_CHUNK = """
+LOGGED = f"""
+WITH run AS ({_update("log_lines = log_lines + %(lines)s")} RETURNING tenant_id)
 INSERT INTO run_log_chunks (run_id, position, tenant_id, attempt, stream, text, lines, logged_at)
 SELECT %(run_id)s, %(position)s, tenant_id, %(attempt)s, %(stream)s, %(text)s, %(lines)s, %(at)s
-FROM run_status WHERE run_id = %(run_id)s
+FROM run
 ON CONFLICT DO NOTHING
 """
+"""A log chunk and its count on the run in one statement: a burst of lines is one statement
+repeated, which the view sends as one batch."""
 COMPLETED = _update(
     "status = 'completed', completed_at = %(at)s, summary = %(summary)s, exit_code = %(exit_code)s, "
     "progress_percent = 100, error_reason = NULL, error_message = NULL"
@@ -101,7 +103,7 @@ class RunStatusView(ReadModelView):
     def log(self, tracking: Tracking, **params: Any) -> None:
         """Store a log chunk and count its lines on the run."""
         params["position"] = tracking.notification_id
-        self.apply(tracking, [(INSERT_LOG_CHUNK, params), (LOGGED, params)])
+        self.apply(tracking, [(LOGGED, params)])
 
 
 class RunStatusProjection(Projection[RunStatusView]):

@@ -11,6 +11,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -29,7 +30,7 @@ from controlroom.projections.rebuild import DONE, log_head, tracked_position
 from controlroom.projections.run_events import RunEventsProjection, RunEventsView
 from controlroom.projections.run_status import RunStatusProjection, RunStatusView
 from controlroom.projections.session import Session
-from tests.integration.domain_events import a_bit_of_everything, submitted, subscribed
+from tests.integration.domain_events import NOW, a_bit_of_everything, submitted, subscribed
 
 TENANT = "tenant-pipeline"
 SETTLE_S = 30.0
@@ -239,3 +240,39 @@ def test_a_read_model_rebuilt_on_its_own_catches_up_and_rejoins_the_others(log: 
     assert len(after["run_status"]) == len(before["run_status"]) + 1
     assert log.position("run_status") == log.position("run_events") == head
     assert str(uuid.UUID(str(later.id))) in str(after["run_status"])
+
+
+def test_bursts_of_log_lines_written_at_once_leave_what_one_by_one_leaves(
+    log: Log, make_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Runs of log lines go out as one statement over all their rows (`bulk`): every row, and
+    each run's counters, last position and time, are what feeding them one at a time gives."""
+    runs = [submitted(TENANT), submitted(TENANT)]
+    events: list[Any] = [e for run in runs for e in run.collect_events()]
+    for i in range(120):  # the two runs' lines interleaved, with progress between the bursts
+        run = runs[i % 2] if i % 7 else runs[0]
+        if i % 30 == 29:
+            run.progress(percent=i / 1.2, message=f"at {i}", now=NOW + timedelta(seconds=i))
+        run.log(text=f"line {i}\n" * (1 + i % 3), stream="stderr" if i % 5 else "stdout",
+                lines=1 + i % 3, now=NOW + timedelta(seconds=i))
+        events += run.collect_events()
+    names = ["run_status", "run_events"]
+    head = log.append(events)
+    with running(log.pipeline([MODELS[n] for n in names])):  # all 240+ events in one batch
+        log.settle(names, head)
+
+    one_by_one = Log(make_database())
+    monkeypatch.setattr(pipeline_module, "BATCH_EVENTS", 1)
+    try:
+        assert one_by_one.append(events) == head
+        with running(one_by_one.pipeline([MODELS[n] for n in names])):
+            one_by_one.settle(names, head)
+        for name in names:
+            assert log.contents(name) == one_by_one.contents(name)
+        shown = ("SELECT run_id, log_lines, event_count, last_position, updated_at "
+                 "FROM run_status ORDER BY run_id")
+        assert log.rows(shown) == one_by_one.rows(shown)
+        assert log.rows("SELECT count(*) FROM run_log_chunks") == [(120,)]
+    finally:
+        one_by_one.session.stop()
+        one_by_one.app.close()
