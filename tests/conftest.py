@@ -2,6 +2,9 @@
 
 With DATABASE_URL set (CI), a fresh database is created on that server; without it, an
 embedded PostgreSQL is started from the wheel — the same one `controlroom serve` uses.
+
+Every test that needs PostgreSQL, Redis or a server process is marked `postgres` here, at
+collection, so that `pytest -m "not postgres"` is the fast set: Python alone, no services.
 """
 
 from __future__ import annotations
@@ -26,6 +29,28 @@ from controlroom.cli import Services, bootstrap, build_app
 from controlroom.settings import Settings
 
 TERMINAL = {"completed", "failed", "cancelled"}
+
+DATABASE_FIXTURES = frozenset({"server_dsn", "make_database", "make_server_database"})
+"""Fixtures that reach a PostgreSQL server; everything built on them (`settings`, `services`,
+`client`, `token`, `auth`, a module's own) shows up in a test's fixture closure too."""
+SERVICE_DIRS = ("e2e", "integration", "contract")
+"""Directories of tests that run the service, its processes or its servers, whole: some of
+their tests reach PostgreSQL or Redis without a fixture (a subprocess, a URL of their own)."""
+_TESTS = Path(__file__).parent
+
+
+def _needs_services(item: pytest.Item) -> bool:
+    if DATABASE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        return True
+    parts = Path(str(item.fspath)).relative_to(_TESTS).parts
+    return bool(parts) and parts[0] in SERVICE_DIRS
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark `postgres` what needs a database, Redis or a server (see the module docstring)."""
+    for item in items:
+        if _needs_services(item):
+            item.add_marker(pytest.mark.postgres)
 
 
 def _with_db(dsn: str, dbname: str) -> str:
