@@ -22,8 +22,8 @@ from psycopg.types.json import Jsonb
 from controlroom.domain.run import Run
 from controlroom.domain.webhook_secret import WebhookSecret
 from controlroom.domain.webhook_subscription import Subscription
-from controlroom.projections.outbox_messages import Message, RunFacts, message_for
-from controlroom.projections.view import ReadModelView
+from controlroom.projections.outbox_messages import RunFacts, message_for
+from controlroom.projections.view import ReadModelView, Statement
 
 WEBHOOKS_CHANNEL = "controlroom_webhooks"
 """NOTIFY channel waking delivery workers when deliveries were queued."""
@@ -97,34 +97,54 @@ class OutboxView(ReadModelView):
 
     projection_name = "webhooks"
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._facts: dict[UUID, RunFacts | None] = {}
+
+    def bind(self, cursor: Cursor[Any] | None) -> None:
+        """As every view; the run facts this batch has seen or written go with the batch."""
+        super().bind(cursor)
+        self._facts = {}
+
     def run_event(self, tracking: Tracking, run_id: UUID, event: Any, base_url: str) -> None:
         """Fold one Run event into the run's facts; queue the message it makes, if any."""
+        before = self._facts_before(tracking, run_id, event)
+        position = tracking.notification_id
+        facts, message = message_for(before, event, position, base_url)
+        self._facts[run_id] = facts
+        statements: list[Statement] = []
+        if facts is not None and facts is not before:
+            statements.append((PUT_FACTS, facts.params(run_id)))
+        if message is not None and facts is not None:
+            params = {
+                "position": position, "tenant_id": facts.tenant_id, "run_id": run_id,
+                "event_type": message.event_type, "at": message.at,
+                "payload": Jsonb(message.envelope), "callback": message.callback,
+                "callback_url": facts.callbacks.get(message.callback or ""),
+            }
+            statements += [(INSERT_EVENT, params), (FAN_OUT, params)]
+        self.apply(tracking, statements)
 
-        def work(curs: Cursor[Any]) -> None:
-            # The batch's cursor when one is open: facts and subscriptions as the batch left them.
+    def _facts_before(self, tracking: Tracking, run_id: UUID, event: Any) -> RunFacts | None:
+        """The run's facts as the batch has them so far. Read from the table once per run and
+        batch (a read makes the batch's statements wait for their answers); a submission
+        defines the facts, so it reads nothing."""
+        if isinstance(event, Run.RunSubmitted):
+            return None
+        if run_id in self._facts:
+            return self._facts[run_id]
+        found: list[RunFacts] = []
+
+        def read(curs: Cursor[Any]) -> None:
             row = curs.execute(GET_FACTS, (run_id,), prepare=True).fetchone()
-            before = RunFacts.from_row(row) if row else None
-            facts, message = message_for(before, event, tracking.notification_id, base_url)
-            if facts is not None:
-                curs.execute(PUT_FACTS, facts.params(run_id), prepare=True)
-            if message is not None and facts is not None:
-                self._queue(curs, run_id, facts, message, tracking.notification_id)
+            found.extend([RunFacts.from_row(row)] if row else [])
 
-        self.transact(tracking, work)
+        self.transact(tracking, read)
+        return found[0] if found else None
 
     def change(self, tracking: Tracking, sql: str, **params: Any) -> None:
         """One statement with the event's position."""
         self.apply(tracking, [(sql, {**params, "position": tracking.notification_id})])
-
-    def _queue(self, curs: Cursor[Any], run_id: UUID, facts: RunFacts, message: Message,
-               position: int) -> None:
-        params = {
-            "position": position, "tenant_id": facts.tenant_id, "run_id": run_id,
-            "event_type": message.event_type, "at": message.at, "payload": Jsonb(message.envelope),
-            "callback": message.callback, "callback_url": facts.callbacks.get(message.callback or ""),
-        }
-        curs.execute(INSERT_EVENT, params, prepare=True)
-        curs.execute(FAN_OUT, params, prepare=True)
 
 
 class OutboxProjection(Projection[OutboxView]):

@@ -276,3 +276,41 @@ def test_bursts_of_log_lines_written_at_once_leave_what_one_by_one_leaves(
     finally:
         one_by_one.session.stop()
         one_by_one.app.close()
+
+
+def test_the_outbox_fed_a_whole_batch_queues_what_it_queues_fed_one_event_at_a_time(
+    log: Log, make_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Within a batch the outbox keeps each run's facts in hand (reading them once per run):
+    the messages, their payloads (attempt, started_at, artifacts so far) and the deliveries are
+    those of one event per batch, read from the table every time."""
+    sub = subscribed(TENANT, "run.started", "run.artifact_added", "run.completed", "run.retrying")
+    events: list[Any] = list(sub.collect_events())
+    for n in range(3):
+        run = submitted(TENANT, on_complete=f"http://127.0.0.1:9/done/{n}")
+        run.start(attempt=1, worker_id="w1", now=NOW + timedelta(seconds=n))
+        for i in range(n + 1):
+            run.add_artifact(artifact={"artifact_id": str(uuid.uuid4()), "path": f"out{i}.csv",
+                                       "size": 3, "sha256": "0" * 64, "content_type": "text/csv"},
+                             now=NOW)
+            run.progress(percent=10.0 * i, message=f"step {i}", now=NOW)
+        run.complete(summary=f"run {n} done", exit_code=0, now=NOW + timedelta(minutes=n))
+        events += run.collect_events()
+    head = log.append(events)
+    with running(log.pipeline([MODELS["webhooks"]])):
+        log.settle(["webhooks"], head)
+
+    one_by_one = Log(make_database())
+    monkeypatch.setattr(pipeline_module, "BATCH_EVENTS", 1)
+    try:
+        assert one_by_one.append(events) == head
+        with running(one_by_one.pipeline([MODELS["webhooks"]])):
+            one_by_one.settle(["webhooks"], head)
+        assert log.contents("webhooks") == one_by_one.contents("webhooks")
+    finally:
+        one_by_one.session.stop()
+        one_by_one.app.close()
+    completed = log.rows("SELECT payload FROM webhook_events WHERE event_type = 'run.completed' "
+                         "ORDER BY position")
+    assert [len(p["data"]["artifacts"]) for (p,) in completed] == [1, 2, 3]
+    assert all(p["data"]["started_at"] for (p,) in completed)
