@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -114,3 +115,12 @@ class ApiKey(Aggregate):
     @event("ApiKeyRevoked")
     def _revoked(self, tenant_id: str, by: str, at: datetime) -> None:
         self.revoked_at = at
+
+    if TYPE_CHECKING:
+        # Each `@event("...")` method above defines its event class when this class is made,
+        # with the method's parameters as its fields. Declared again here, field for field
+        # (tests/unit/test_event_declarations.py holds the two together), for type checking.
+        class ApiKeyRevoked(Aggregate.Event):
+            tenant_id: str
+            by: str
+            at: datetime

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -128,3 +129,22 @@ class Connection(Aggregate):
         self.created_at = None
         self.updated_at = at
         self.updated_by = by
+
+    if TYPE_CHECKING:
+        # Each `@event("...")` method above defines its event class when this class is made,
+        # with the method's parameters as its fields. Declared again here, field for field
+        # (tests/unit/test_event_declarations.py holds the two together), for type checking.
+        class ConnectionSet(Aggregate.Event):
+            tenant_id: str
+            name: str
+            sealed_dsn: str
+            display_dsn: str
+            created_at: datetime
+            by: str
+            at: datetime
+
+        class ConnectionDeleted(Aggregate.Event):
+            tenant_id: str
+            name: str
+            by: str
+            at: datetime

@@ -13,7 +13,7 @@ stream whose id is that job's `job_id`.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
@@ -92,3 +92,19 @@ class LineageJob(Aggregate):
         recent[report_key(run_id, event_type, event_time)] = None
         if len(recent) > RECENT_REPORTS:
             del recent[next(iter(recent))]
+
+    if TYPE_CHECKING:
+        # Each `@event("...")` method above defines its event class when this class is made,
+        # with the method's parameters as its fields. Declared again here, field for field
+        # (tests/unit/test_event_declarations.py holds the two together), for type checking.
+        class LineageReported(Aggregate.Event):
+            tenant_id: str
+            job_namespace: str
+            job_name: str
+            run_id: str
+            event_type: str | None
+            event_time: datetime
+            inputs: list[dict[str, Any]]
+            outputs: list[dict[str, Any]]
+            producer: str
+            at: datetime

@@ -15,4 +15,4 @@ class RetryPolicy:
 
     def delay(self, failed_attempt: int) -> float:
         """Seconds to wait before the attempt after `failed_attempt`."""
-        return min(self.max_delay_s, self.base_delay_s * 2 ** (failed_attempt - 1))
+        return min(self.max_delay_s, self.base_delay_s * 2.0 ** (failed_attempt - 1))

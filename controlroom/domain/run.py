@@ -7,7 +7,7 @@ Public methods decide (check invariants, compute values) and then call a private
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -330,3 +330,69 @@ class Run(Aggregate):
         self.cancel_requested = False
         self.started_at = None
         self.finished_at = None
+
+    if TYPE_CHECKING:
+        # Each `@event("...")` method above defines its event class when this class is made,
+        # with the method's parameters as its fields. Declared again here, field for field
+        # (tests/unit/test_event_declarations.py holds the two together), for type checking.
+        class RunStarted(Aggregate.Event):
+            attempt: int
+            worker_id: str
+            at: datetime
+
+        class RunProgressed(Aggregate.Event):
+            percent: float | None
+            message: str
+            at: datetime
+            reported_at: datetime | None = None
+            seq: int | None = None
+
+        class RunLogged(Aggregate.Event):
+            text: str
+            stream: str
+            lines: int
+            attempt: int
+            at: datetime
+            reported_at: datetime | None = None
+            seq: int | None = None
+
+        class ArtifactAdded(Aggregate.Event):
+            artifact: dict[str, Any]
+            at: datetime
+            reported_at: datetime | None = None
+            seq: int | None = None
+
+        class LineageEdgeRecorded(Aggregate.Event):
+            source: str
+            target: str
+            at: datetime
+            reported_at: datetime | None = None
+            seq: int | None = None
+
+        class RunCompleted(Aggregate.Event):
+            summary: str
+            exit_code: int | None
+            at: datetime
+            seq: int | None = None
+
+        class RunFailed(Aggregate.Event):
+            reason: str
+            message: str
+            exit_code: int | None
+            at: datetime
+            retrying: bool = False
+            seq: int | None = None
+
+        class RunCancelRequested(Aggregate.Event):
+            by: str
+            at: datetime
+
+        class RunCancelled(Aggregate.Event):
+            reason: str
+            at: datetime
+            seq: int | None = None
+
+        class RunRetryScheduled(Aggregate.Event):
+            attempt: int
+            not_before: datetime
+            at: datetime

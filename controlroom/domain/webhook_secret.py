@@ -7,6 +7,7 @@ signatures by both, and inbound ones verify with either, so receivers can switch
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
@@ -48,3 +49,14 @@ class WebhookSecret(Aggregate):
         self.sealed_current = sealed_current
         self.sealed_previous = sealed_previous
         self.previous_valid_until = previous_valid_until
+
+    if TYPE_CHECKING:
+        # Each `@event("...")` method above defines its event class when this class is made,
+        # with the method's parameters as its fields. Declared again here, field for field
+        # (tests/unit/test_event_declarations.py holds the two together), for type checking.
+        class WebhookSecretRotated(Aggregate.Event):
+            tenant_id: str
+            sealed_current: str
+            sealed_previous: str | None
+            previous_valid_until: datetime | None
+            at: datetime

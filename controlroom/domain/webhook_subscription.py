@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -84,3 +85,17 @@ class Subscription(Aggregate):
     @event("SubscriptionDisabled")
     def _disabled(self, tenant_id: str, reason: str, at: datetime) -> None:
         self.status = DISABLED
+
+    if TYPE_CHECKING:
+        # Each `@event("...")` method above defines its event class when this class is made,
+        # with the method's parameters as its fields. Declared again here, field for field
+        # (tests/unit/test_event_declarations.py holds the two together), for type checking.
+        class SubscriptionDeleted(Aggregate.Event):
+            tenant_id: str
+            by: str
+            at: datetime
+
+        class SubscriptionDisabled(Aggregate.Event):
+            tenant_id: str
+            reason: str
+            at: datetime
