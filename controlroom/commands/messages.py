@@ -46,7 +46,7 @@ class ProgressFields(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     timestamp: ReportedAt = None
 
 
-class Progress(ProgressFields, tag_field="event_type", tag="progress"):
+class Progress(ProgressFields, frozen=True, tag_field="event_type", tag="progress"):
     """Report progress on a run."""
 
 
@@ -58,7 +58,7 @@ class LogFields(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     timestamp: ReportedAt = None
 
 
-class Log(LogFields, tag_field="event_type", tag="log"):
+class Log(LogFields, frozen=True, tag_field="event_type", tag="log"):
     """Append log output to a run."""
 
 
@@ -73,7 +73,7 @@ class LineageFields(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     timestamp: ReportedAt = None
 
 
-class Lineage(LineageFields, tag_field="event_type", tag="lineage"):
+class Lineage(LineageFields, frozen=True, tag_field="event_type", tag="lineage"):
     """Record that the run read `source` and wrote `target`."""
 
 
@@ -92,7 +92,7 @@ class ArtifactFields(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     timestamp: ReportedAt = None
 
 
-class Artifact(ArtifactFields, tag_field="event_type", tag="artifact"):
+class Artifact(ArtifactFields, frozen=True, tag_field="event_type", tag="artifact"):
     """Register an external artifact: a file kept elsewhere (e.g. an object store)."""
 
 

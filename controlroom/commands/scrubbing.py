@@ -17,6 +17,7 @@ import base64
 import re
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import TypeAlias
 
 REDACTED = "***"
 MIN_SECRET_CHARS = 4
@@ -66,16 +67,20 @@ def percent_pattern(secret: str) -> str:
     return "".join(parts)
 
 
+_Trie: TypeAlias = dict[str, "_Trie"]
+"""A character to the rest of the words after it; the key "" marks a word's end."""
+
+
 def _trie_pattern(words: Iterable[str]) -> str:
     """One regex matching any of `words`, longest first, built as a trie (shared prefixes)."""
-    trie: dict[str, dict] = {}
+    trie: _Trie = {}
     for word in words:
         node = trie
         for char in word:
             node = node.setdefault(char, {})
         node[""] = {}
 
-    def pattern(node: dict[str, dict]) -> str:
+    def pattern(node: _Trie) -> str:
         chain = []
         while "" not in node and len(node) == 1:  # a run of single letters: no group, no recursion
             (char, node), = node.items()

@@ -28,7 +28,6 @@ from __future__ import annotations
 # Only cheap imports: `signal`, `typing` and `ctypes` pull in enum, re and struct, which
 # would double the launcher's start-up; `_signal` and `_ctypes` are what they wrap.
 import _ctypes
-import _signal as signal
 import marshal
 import os
 import resource
@@ -36,7 +35,15 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import signal
     from typing import Any
+
+    # The stubs know `signal` only, and make _SimpleCData generic, which it isn't at run time.
+    _IntData = _ctypes._SimpleCData[int]
+else:
+    import _signal as signal
+
+    _IntData = _ctypes._SimpleCData
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -73,15 +80,15 @@ EXIT_NOT_STARTED = 127
 
 
 
-class _Int(_ctypes._SimpleCData):
+class _Int(_IntData):
     _type_ = "i"
 
 
-class _Long(_ctypes._SimpleCData):
+class _Long(_IntData):
     _type_ = "l"
 
 
-class _ULong(_ctypes._SimpleCData):
+class _ULong(_IntData):
     _type_ = "L"
 
 
@@ -94,10 +101,12 @@ class _Libc:
     """The C library's functions, errno kept (what ctypes.CDLL(None, use_errno=True) gives)."""
 
     def __init__(self) -> None:
-        self._handle = _ctypes.dlopen(None, 0)
+        # None: the program itself, as dlopen(3) has it; the stubs want a path.
+        self._handle = _ctypes.dlopen(None, 0)  # type: ignore[arg-type]
 
     def __getattr__(self, name: str) -> Any:
-        function = _Function((name, self))
+        # The stubs want a ctypes.CDLL: what the call needs of one is its `_handle`.
+        function = _Function((name, self))  # type: ignore[arg-type]
         setattr(self, name, function)
         return function
 
@@ -354,11 +363,11 @@ def main() -> None:
     reported = _read_all(status_r)
     status = int(reported) if reported else init_status
     if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
+        signum = os.WTERMSIG(status)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if sig not in (signal.SIGKILL, signal.SIGSTOP):  # those can't have a handler
-            signal.signal(sig, signal.SIG_DFL)
-        os.kill(os.getpid(), sig)
+        if signum not in (signal.SIGKILL, signal.SIGSTOP):  # those can't have a handler
+            signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
     # os._exit: the interpreter's shutdown would add milliseconds to every job's start
     os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else EXIT_SANDBOX_FAILED)
 

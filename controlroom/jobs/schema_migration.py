@@ -53,12 +53,13 @@ def statements(sql: str) -> Iterator[tuple[int, str]]:
         yield 1, sql  # the server will report the error and where it is
         return
     for raw in parsed:
+        start = raw.stmt_location or 0
         if isinstance(raw.stmt, ast.TransactionStmt) and raw.stmt.kind not in ALLOWED_TRANSACTION_STMTS:
-            line = sql.count("\n", 0, raw.stmt_location) + 1
+            line = sql.count("\n", 0, start) + 1
             raise SqlFailure(line, 1, "transaction control is not allowed: every file runs in "
                                       "one transaction that Control Room commits or rolls back")
-        end = raw.stmt_location + raw.stmt_len if raw.stmt_len else len(sql)
-        yield sql.count("\n", 0, raw.stmt_location) + 1, sql[raw.stmt_location:end]
+        end = start + raw.stmt_len if raw.stmt_len else len(sql)
+        yield sql.count("\n", 0, start) + 1, sql[start:end]
 
 
 def apply_file(conn: psycopg.Connection, sql: str) -> int:
@@ -66,7 +67,7 @@ def apply_file(conn: psycopg.Connection, sql: str) -> int:
     count = 0
     for first_line, text in statements(sql):
         try:
-            conn.execute(text)  # type: ignore[arg-type]  # no params: sent as written
+            conn.execute(text)  # no params: sent as written
         except psycopg.Error as e:
             position = e.diag.statement_position
             offset = int(position) - 1 if position else 0

@@ -12,9 +12,13 @@ from controlroom.validation import JobRules
 class JobType(Protocol):
     """A kind of job: what pre-flight validation demands of it, and how a run becomes a process."""
 
-    name: str
-    rules: JobRules
-    """Read by pre-flight validation (`POST /api/v1/jobs/validate` and every submission)."""
+    @property
+    def name(self) -> str:
+        """The `job_type` a submission names."""
+
+    @property
+    def rules(self) -> JobRules:
+        """Read by pre-flight validation (`POST /api/v1/jobs/validate` and every submission)."""
 
     def plan(self, ctx: JobContext) -> Launch: ...
 

@@ -19,14 +19,13 @@ from pglast.parser import ParseError
 from controlroom.commands.ports import PYTHON, Connections, JobContext, Launch, PlanError
 from controlroom.jobtypes.tables import (
     DRY_RUN_ENV,
-    connection_env,
     dry_run,
     entity_uri,
     parse_spec_uris,
     resolve,
 )
 from controlroom.validation import FilesNeeded, JobRules
-from controlroom.validation.uris import TableUri, UriError, parse_uri
+from controlroom.validation.uris import TableUri, UriError, connection_env, parse_uri
 
 RUNNER = "controlroom.jobs.schema_migration"
 FILES_ENV = "CONTROLROOM_SQL_FILES"
@@ -110,7 +109,7 @@ def changed_relations(sources: Iterable[str]) -> list[tuple[str, str]]:
             if isinstance(stmt, ast.VariableSetStmt) and stmt.name == "search_path":
                 schema = _first_schema(stmt) or DEFAULT_SCHEMA
             for rel in _targets(stmt):
-                if rel.relpersistence != TEMPORARY:
+                if rel.relpersistence != TEMPORARY and rel.relname is not None:
                     found[(rel.schemaname or schema, rel.relname)] = None
     return list(found)
 
@@ -125,15 +124,15 @@ def _first_schema(stmt: ast.VariableSetStmt) -> str | None:
     return None
 
 
-def _targets(stmt: ast.Node) -> Iterator[ast.RangeVar]:
+def _targets(stmt: ast.Node | None) -> Iterator[ast.RangeVar]:
     match stmt:
         case ast.CreateStmt(relation=rel) if rel is not None:
             yield rel
-        case ast.CreateTableAsStmt(into=into) if into is not None:
+        case ast.CreateTableAsStmt(into=into) if into is not None and into.rel is not None:
             yield into.rel
-        case ast.ViewStmt(view=rel):
+        case ast.ViewStmt(view=rel) if rel is not None:
             yield rel
-        case ast.AlterTableStmt(relation=rel, objtype=kind) if kind in TABLE_LIKE:
+        case ast.AlterTableStmt(relation=rel, objtype=kind) if kind in TABLE_LIKE and rel is not None:
             yield rel
         case ast.RenameStmt(relation=rel, renameType=kind, newname=new) if rel is not None:
             if kind in TABLE_LIKE:

@@ -75,7 +75,8 @@ def _applies(req: Requirement) -> bool:
 def _logical_lines(text: str) -> list[tuple[int, str]]:
     """(first physical line number, text) with backslash continuations joined."""
     joined: list[tuple[int, str]] = []
-    start, parts = 0, []
+    start = 0
+    parts: list[str] = []
     for number, raw in enumerate(text.splitlines(), 1):
         if not parts:
             start = number
