@@ -1,5 +1,6 @@
 """The event-sourced write side: one Application over the Postgres event store."""
 
+import copy
 from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
@@ -34,12 +35,24 @@ class ControlRoom(Application):
     is_snapshotting_enabled = True
 
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
-        """Save, then snapshot each run or lineage job whose new events passed a multiple of
-        SNAPSHOT_EVERY — from the aggregate in hand: the library's own snapshotting would
-        first read the aggregate back from the log, which cost as much as the append."""
-        due = [obj for obj in objs if isinstance(obj, Run | LineageJob) and any(
-            e.originator_version % SNAPSHOT_EVERY == 0 for e in obj.pending_events)]
+        """Save; then keep a copy of each saved run in the cache and snapshot each run or
+        lineage job whose new events passed a multiple of SNAPSHOT_EVERY.
+
+        Both from the aggregate in hand. The library, fast-forwarding its cache, leaves the
+        cached copy where it was, so the next write would read back and replay every event
+        this one appended; and its own snapshotting reads the aggregate back from the log
+        first, which cost as much as the append. A copy goes in the cache because the caller
+        may go on deciding on the one it saved; one saved by another process, or by another
+        thread in between, is still caught up from the log before use.
+        """
+        aggregates = [obj for obj in objs if isinstance(obj, Run | LineageJob)]
+        due = [a for a in aggregates
+               if any(e.originator_version % SNAPSHOT_EVERY == 0 for e in a.pending_events)]
         recordings = super().save(*objs, **kwargs)
+        cache = self.repository.cache
+        if cache is not None:
+            for aggregate in aggregates:
+                cache.put(aggregate.id, copy.deepcopy(aggregate))
         if self.snapshots is not None:
             for aggregate in due:
                 self.snapshots.put([type(aggregate).Snapshot.take(aggregate)])

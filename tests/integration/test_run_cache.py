@@ -138,3 +138,17 @@ def test_a_copy_to_decide_on_shares_the_submission_but_not_its_pending_events(
     twin.request_cancel(by="x", now=run.submitted_at)
     assert twin.pending_events and not run.pending_events
     assert run.status == "queued" and twin.status == "cancelled"
+
+
+def test_a_run_this_process_saved_is_kept_as_saved_not_read_back(
+    two: tuple[Services, Services], database: str,
+) -> None:
+    """The next write to it reads only what others appended since, not its own last append."""
+    a, _ = two
+    run_id = _submit(a)
+    a.commands.record(TENANT, run_id, [Log(text=f"line {i}\n") for i in range(30)])
+    cache = a.commands.app.repository.cache
+    assert cache is not None
+    kept = cache.get(run_id)
+    assert kept.version == len(_logged(database, run_id)) == 31
+    assert not kept.pending_events
