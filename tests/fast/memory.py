@@ -98,14 +98,15 @@ def stored_bytes(app: ControlRoom) -> bytes:
     return b"".join(n.state for n in notifications)
 
 
-def feed(app: ControlRoom, projection: Any, view: Any, cursor: Any, *, start: int = 1) -> int:
-    """Hand the log's events from `start` to `projection` as the pipeline does — decoded once,
-    filtered by the projection's topics, in one batch bound to `cursor` — and return the last
-    position seen."""
+def feed(app: ControlRoom, projection: Any, view: Any, cursor: Any, *, start: int = 1,
+         stop: int | None = None) -> int:
+    """Hand the log's events from `start` (to `stop`) to `projection` as the pipeline does —
+    decoded once, filtered by the projection's topics, in one batch bound to `cursor` — and
+    return the last position seen."""
     topics = set(getattr(projection, "topics", ()) or ())
     view.bind(cursor)
     last = start - 1
-    for n in app.recorder.select_notifications(start=start, limit=1_000_000):
+    for n in app.recorder.select_notifications(start=start, limit=1_000_000, stop=stop):
         last = n.id
         if topics and n.topic not in topics:
             continue
