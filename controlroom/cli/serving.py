@@ -18,8 +18,10 @@ from controlroom.settings import Settings
 SETTLE_TIMEOUT_S = 5.0
 STOP_DEADLINE_S = 30.0
 """After a stop signal the process exits by then, whatever is stuck (a hung database, say)."""
-WRITE_THREADS = 3
-"""Appends serialise on the event-store lock; more threads only add GIL contention."""
+WRITE_THREADS = 16
+"""Threads running writes. Appends share one commit when they meet at the log's lock (group
+commit), so writers waiting there are what makes groups big; they hold no connection while
+they wait, so threads cost no share of the connection budget."""
 
 
 def _webhook_deps(services: Services, pool: Any) -> Any:
