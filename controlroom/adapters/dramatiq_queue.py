@@ -45,13 +45,15 @@ class DramatiqQueue:
     def __init__(self, redis_url: str, *, namespace: str, queue_name: str = QUEUE_NAME) -> None:
         client = redis.Redis.from_url(redis_url, socket_timeout=REDIS_TIMEOUT_S,
                                       socket_connect_timeout=REDIS_TIMEOUT_S)
-        self.broker = RedisBroker(client=client, namespace=namespace,
+        # dramatiq leaves RedisBroker.__init__ unannotated.
+        self.broker = RedisBroker(client=client, namespace=namespace,  # type: ignore[no-untyped-call]
                                   middleware=[TimeLimit(), Retries(max_retries=0)])
         self.queue_name = queue_name
-        self.actor: dramatiq.Actor[[str, int], None] = dramatiq.actor(
-            self._perform, broker=self.broker, actor_name=ACTOR_NAME, queue_name=queue_name,
+        as_actor = dramatiq.actor(
+            broker=self.broker, actor_name=ACTOR_NAME, queue_name=queue_name,
             max_retries=0, time_limit=float("inf"),
         )
+        self.actor: dramatiq.Actor[[str, int], None] = as_actor(self._perform)
         self._handler: Handler | None = None
         self._worker: dramatiq.Worker | None = None
         self._stopping = threading.Event()

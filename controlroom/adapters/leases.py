@@ -83,8 +83,8 @@ class PostgresLeases:
 
     def _count(self, sql: str, **params: Any) -> int:
         with self._pool.connection() as conn:
-            return conn.execute(sql, params).rowcount  # type: ignore[arg-type]
+            return conn.execute(sql, params).rowcount
 
     def _rows(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
         with self._pool.connection() as conn:
-            return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+            return conn.execute(sql, params).fetchall()

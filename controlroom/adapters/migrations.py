@@ -179,7 +179,7 @@ def upgrade(conn: psycopg.Connection[Any], migrations: list[Migration],
 def _apply(conn: psycopg.Connection[Any], migration: Migration, *, first: bool) -> str:
     """Run the migration, or recognise its work done by schema.sql: "applied" or "recognised"."""
     if migration.version != BASELINE_VERSION or not first:
-        conn.execute(migration.sql)  # type: ignore[arg-type]  # a file of ours, not input
+        conn.execute(migration.sql)  # a file of ours, not input
         return "applied"
     # Before migrations, every start ran schema.sql, which made what 0001 makes: its tables may
     # be here, full of rows. 0001 creates without IF NOT EXISTS, so it fails as a whole if any
@@ -187,7 +187,7 @@ def _apply(conn: psycopg.Connection[Any], migration: Migration, *, first: bool) 
     # recorded as applied if they are its tables, and refused (nothing done) if they are not.
     try:
         with conn.transaction():  # a savepoint
-            conn.execute(migration.sql)  # type: ignore[arg-type]
+            conn.execute(migration.sql)
         return "applied"
     except psycopg.errors.DuplicateTable as taken:
         problems = differences_from(conn, migration.sql)

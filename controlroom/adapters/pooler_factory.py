@@ -17,4 +17,6 @@ class TransactionPoolerFactory(EventStoreFactory):
     def __init__(self, env: Any) -> None:
         super().__init__(env)
         # The pool opens lazily, so every connection it makes gets this setting.
-        self.datastore.pool.kwargs["prepare_threshold"] = None
+        kwargs = self.datastore.pool.kwargs
+        assert isinstance(kwargs, dict)  # the library gives its pool a dict, never a function
+        kwargs["prepare_threshold"] = None

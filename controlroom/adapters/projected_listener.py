@@ -58,8 +58,8 @@ class ProjectedListener:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
 
-    def _dispatch(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        name, _, position = payload.rpartition(":")
+    def _dispatch(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        name, _, position = str(payload).rpartition(":")
         if not position.isdigit():
             return
         for callback in self._callbacks:

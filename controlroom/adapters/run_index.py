@@ -25,7 +25,7 @@ def active_runs(dsn: str, *, catch_up_timeout_s: float = 30.0) -> list[UUID]:
 
 def _scalar(conn: psycopg.Connection, sql: str) -> int | None:
     try:
-        row = conn.execute(sql).fetchone()  # type: ignore[arg-type]
+        row = conn.execute(sql).fetchone()
     except psycopg.errors.UndefinedTable:
         return None
     return row[0] if row else None

@@ -7,6 +7,9 @@ from uuid import UUID
 
 import asyncpg
 
+Rows = list[asyncpg.Record]
+"""Named here because inside RunReads `list` is its listing method."""
+
 RUN_COLUMNS = """run_id, job_type, job_name, created_by, status, attempt, max_retries, timeout_s,
     labels::text AS labels, spec::text AS spec, created_at, started_at, completed_at, updated_at,
     progress_percent, progress_message, progress_at, cancel_requested, exit_code, summary,
@@ -71,14 +74,14 @@ class RunReads:
         created_by: str | None,
         before: tuple[datetime, UUID] | None,
         limit: int,
-    ) -> list[asyncpg.Record]:
+    ) -> Rows:
         """Runs newest first, after an optional (created_at, run_id) cursor."""
         at, rid = before if before else (None, None)
         return await self.pool.fetch(
             LIST_RUNS, tenant_id, status, job_type, created_by, at, rid, limit
         )
 
-    async def log(self, tenant_id: str, run_id: UUID) -> list[asyncpg.Record] | None:
+    async def log(self, tenant_id: str, run_id: UUID) -> Rows | None:
         """The run's log chunks in order, or None if the run isn't the tenant's."""
         async with self.pool.acquire() as conn:
             if await conn.fetchval(RUN_EXISTS, run_id, tenant_id) is None:
@@ -92,7 +95,7 @@ class RunReads:
     async def artifacts(
         self, tenant_id: str, *, run_id: UUID | None, path_prefix: str | None,
         before: int | None, limit: int,
-    ) -> list[asyncpg.Record]:
+    ) -> Rows:
         """The tenant's artifacts newest first, recorded before log position `before`."""
         return await self.pool.fetch(LIST_ARTIFACTS, tenant_id, run_id, path_prefix, before, limit)
 

@@ -14,13 +14,16 @@ import hashlib
 import os
 import stat
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import obstore
 from obstore.exceptions import NotFoundError
 from obstore.store import S3Store
 
 from controlroom.adapters.artifact_store import CHUNK_BYTES, SHA256_PATTERN
+
+if TYPE_CHECKING:
+    from obstore.store import ClientConfig  # for type checkers only: not importable at run time
 
 CONNECT_TIMEOUT = "5s"
 REQUEST_TIMEOUT = "300s"
@@ -59,7 +62,7 @@ class S3ArtifactStore:
     """Content-addressed artifact bytes in a bucket (`s3://bucket/prefix`)."""
 
     def __init__(self, url: str, *, spool_dir: Path, endpoint: str | None = None) -> None:
-        options: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT, "timeout": REQUEST_TIMEOUT}
+        options: ClientConfig = {"connect_timeout": CONNECT_TIMEOUT, "timeout": REQUEST_TIMEOUT}
         if endpoint and endpoint.startswith("http://"):
             options["allow_http"] = True  # a local or in-cluster server without TLS
         self.store = S3Store.from_url(

@@ -80,7 +80,7 @@ def _built(conn: psycopg.Connection[Any], sql: str) -> Shape:
         assert row is not None
         temp = row[0]
         before = {r[0] for r in conn.execute(_TABLES, (temp,)).fetchall()}
-        conn.execute(sql)  # type: ignore[arg-type]  # a migration file of ours
+        conn.execute(sql)  # a migration file of ours
         made = sorted({r[0] for r in conn.execute(_TABLES, (temp,)).fetchall()} - before)
         return _shape(conn, temp, made)
 
@@ -89,9 +89,9 @@ def _shape(conn: psycopg.Connection[Any], schema: int, tables: list[str]) -> Sha
     shape: Shape = {}
     params = {"schema": schema, "tables": tables}
     for query in (_COLUMNS, _CONSTRAINTS):
-        for table, part, *definition in conn.execute(query, params).fetchall():  # type: ignore[arg-type]
+        for table, part, *definition in conn.execute(query, params).fetchall():
             shape.setdefault(table, {})[part] = tuple(definition)
-    for table, part, definition in conn.execute(_INDEXES, params).fetchall():  # type: ignore[arg-type]
+    for table, part, definition in conn.execute(_INDEXES, params).fetchall():
         # The definition names the table with its schema: the temporary one, or the database's.
         shape.setdefault(table, {})[part] = (_QUALIFIED_TABLE.sub(r" ON \1", definition, count=1),)
     return shape

@@ -32,7 +32,7 @@ def within(seconds: float) -> Iterator[None]:
 
 def left(timeout: float | None, error: type[Exception]) -> float | None:
     """`timeout` cut to what remains of the thread's deadline; `error` once nothing does."""
-    at = getattr(_local, "at", None)
+    at: float | None = getattr(_local, "at", None)
     if at is None:
         return timeout
     remaining = at - time.monotonic()

@@ -103,7 +103,8 @@ class WebhookReads:
 
     async def tenant_of_run(self, run_id: UUID) -> str | None:
         """Whose run this is (for finding the secret an inbound signature is checked with)."""
-        return await self.pool.fetchval(RUN_TENANT, run_id)
+        tenant: str | None = await self.pool.fetchval(RUN_TENANT, run_id)
+        return tenant
 
     async def verification_secrets(self, tenant_id: str) -> list[str]:
         """The tenant's valid secrets, plaintext: current, and the previous one during its grace."""

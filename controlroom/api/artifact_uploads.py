@@ -206,7 +206,7 @@ async def upload_artifact(
         spool.discard()
     if not media_type or media_type.split(";")[0].strip() == DEFAULT_CONTENT_TYPE:
         media_type = content_type(name)  # a generic type says nothing: guess from the name
-    artifact = {"artifact_id": str(uuid.uuid4()), "path": name, "size": spool.size,
+    artifact: dict[str, Any] = {"artifact_id": str(uuid.uuid4()), "path": name, "size": spool.size,
                 "sha256": sha256, "content_type": media_type.strip()[:255]}
     position = await deps.write(deps.commands.upload_artifact, user.tenant_id, rid, artifact,
                                 user.attempt)

@@ -22,6 +22,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.types import Guard
 
 from controlroom.api.problems import ProblemError
 from controlroom.commands.errors import RunNotFoundError
@@ -223,7 +224,9 @@ def issue_token(
 class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
     """Reads `Authorization: Bearer …` and sets request.user to a Principal."""
 
-    async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
         header = connection.headers.get("authorization")
         if not header:
             raise NotAuthorizedException("missing Authorization: Bearer token")
@@ -247,7 +250,7 @@ async def authenticate(app: Any, token: str) -> Principal:
     return await verifier.verify(token)
 
 
-def requires(scope: str, *, run_token: bool = False):
+def requires(scope: str, *, run_token: bool = False) -> Guard:
     """Guard: the caller's token must carry `scope` (or `admin`).
 
     A run token is confined to its run: another run's id is a 404 (as if it didn't exist),
@@ -255,7 +258,7 @@ def requires(scope: str, *, run_token: bool = False):
     """
 
     # async: Litestar would run a sync guard in a thread pool on every request
-    async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         principal: Principal = connection.user
         if scope not in principal.scopes and "admin" not in principal.scopes:
             raise PermissionDeniedException(f"token lacks scope {scope!r}")

@@ -105,6 +105,8 @@ def complete(app: Litestar, open_paths: Iterable[str]) -> None:
     """Add what Litestar can't see to the app's OpenAPI document (built once, then served)."""
     openapi = app.openapi_schema
     components = openapi.components
+    # Plain JSON Schema dicts where Litestar's types want its Schema objects: the document
+    # serializes them as they are.
     components.schemas["Problem"] = PROBLEM  # type: ignore[assignment]
     components.schemas["ProblemFieldError"] = FIELD_ERROR  # type: ignore[assignment]
     components.security_schemes = {
@@ -145,15 +147,16 @@ def _body_schemas(components: Components) -> dict[str, Any]:
 def _document_body(key: str, op: Operation, bodies: dict[str, Any]) -> None:
     if key in bodies:
         op.request_body = RequestBody(
-            content={"application/json": OpenAPIMediaType(schema=bodies[key])},  # type: ignore[arg-type]
+            content={"application/json": OpenAPIMediaType(schema=bodies[key])},
             required=True)
     elif key in facts.ANY_JSON_BODY:
         op.request_body = RequestBody(
+            # any JSON: the empty schema, a dict where Litestar's types want a Schema
             content={"application/json": OpenAPIMediaType(schema={})},  # type: ignore[arg-type]
             description=facts.ANY_JSON_BODY[key], required=False)
     elif key in facts.RAW_BODIES:
         op.request_body = RequestBody(content={
-            media: OpenAPIMediaType(schema=schema)  # type: ignore[arg-type]
+            media: OpenAPIMediaType(schema=schema)
             for media, schema in facts.RAW_BODIES[key].items()}, required=False)
 
 

@@ -24,6 +24,7 @@ from controlroom.api.json_body import check_depth
 from controlroom.api.problems import ProblemError, from_decode_error, invalid
 from controlroom.api.submission import check_storable
 from controlroom.api.views import API
+from controlroom.commands.lineage import LineageCommands
 from controlroom.domain.lineage import job_id
 
 MAX_DATASETS = 1_000
@@ -134,6 +135,12 @@ def decode(raw: bytes) -> LineageEvent:
     return event
 
 
+def _commands(deps: Deps) -> LineageCommands:
+    if deps.lineage_commands is None:
+        raise RuntimeError("no LineageCommands were given to Deps")
+    return deps.lineage_commands
+
+
 @post(f"{API}/lineage", guards=[requires("lineage:write")], status_code=201)
 async def post_lineage(request: Request[Principal, str, Any]) -> LineageRecorded:
     """Record an OpenLineage event: each input → output dataset pair becomes an edge."""
@@ -153,7 +160,7 @@ async def post_lineage(request: Request[Principal, str, Any]) -> LineageRecorded
     def as_dicts(datasets: list[Dataset]) -> list[dict[str, str]]:
         return [{"namespace": d.namespace, "name": d.name} for d in datasets]  # facets not kept
     position = await deps.write(partial(
-        deps.lineage_commands.report, tenant, job_namespace=event.job.namespace,
+        _commands(deps).report, tenant, job_namespace=event.job.namespace,
         job_name=event.job.name, run_id=run_id, event_type=event.event_type,
         event_time=event.event_time, inputs=as_dicts(event.inputs),
         outputs=as_dicts(event.outputs), producer=event.producer,

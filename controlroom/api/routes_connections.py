@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -11,9 +10,10 @@ from litestar import Request, Response, delete, get, put
 from litestar.params import FromPath
 
 from controlroom.api.auth import Principal, requires
-from controlroom.api.deps import CONNECTIONS, Deps
+from controlroom.api.deps import CONNECTIONS, ConnectionReadsPort, Deps
 from controlroom.api.problems import ProblemError, from_decode_error
-from controlroom.api.views import API
+from controlroom.api.views import API, Row
+from controlroom.commands.connections import ConnectionCommands
 from controlroom.commands.errors import ConnectionNotFoundError
 from controlroom.domain.connection import MAX_DSN_CHARS, check_name
 
@@ -45,7 +45,19 @@ class ConnectionList(msgspec.Struct):
 _decode_body = msgspec.json.Decoder(ConnectionBody)
 
 
-def _view(row: Mapping[str, Any]) -> ConnectionView:
+def _commands(deps: Deps) -> ConnectionCommands:
+    if deps.connections is None:
+        raise RuntimeError("no ConnectionCommands were given to Deps")
+    return deps.connections
+
+
+def _reads(deps: Deps) -> ConnectionReadsPort:
+    if deps.connection_reads is None:
+        raise RuntimeError("no ConnectionReadsPort was given to Deps")
+    return deps.connection_reads
+
+
+def _view(row: Row) -> ConnectionView:
     return ConnectionView(row["name"], row["display_dsn"], row["created_at"], row["updated_at"],
                           row["updated_by"])
 
@@ -67,7 +79,7 @@ async def put_connection(
     deps: Deps = request.app.state.deps
     check_name(name)
     body = _body(await request.body())
-    saved = await deps.write(deps.connections.set, request.user.tenant_id, name, body.dsn,
+    saved = await deps.write(_commands(deps).set, request.user.tenant_id, name, body.dsn,
                              request.user.sub)
     await deps.settle(saved.position, CONNECTIONS)
     view = ConnectionView(saved.name, saved.display_dsn, saved.created_at, saved.updated_at,
@@ -80,7 +92,7 @@ async def put_connection(
 async def list_connections(request: Request[Principal, str, Any]) -> ConnectionList:
     """The tenant's connections, by name."""
     deps: Deps = request.app.state.deps
-    rows = await deps.connection_reads.list(request.user.tenant_id)
+    rows = await _reads(deps).list(request.user.tenant_id)
     return ConnectionList([_view(r) for r in rows])
 
 
@@ -88,7 +100,7 @@ async def list_connections(request: Request[Principal, str, Any]) -> ConnectionL
 async def get_connection(request: Request[Principal, str, Any], name: FromPath[str]) -> ConnectionView:
     """One connection of the tenant."""
     deps: Deps = request.app.state.deps
-    row = await deps.connection_reads.get(request.user.tenant_id, name)
+    row = await _reads(deps).get(request.user.tenant_id, name)
     if row is None:
         raise ConnectionNotFoundError(name)
     return _view(row)
@@ -98,6 +110,6 @@ async def get_connection(request: Request[Principal, str, Any], name: FromPath[s
 async def delete_connection(request: Request[Principal, str, Any], name: FromPath[str]) -> None:
     """Remove a connection; runs planned afterwards can no longer use it."""
     deps: Deps = request.app.state.deps
-    position = await deps.write(deps.connections.delete, request.user.tenant_id, name,
+    position = await deps.write(_commands(deps).delete, request.user.tenant_id, name,
                                 request.user.sub)
     await deps.settle(position, CONNECTIONS)

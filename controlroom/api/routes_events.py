@@ -61,7 +61,9 @@ async def run_events(
         raise RunNotFoundError(run_id)
     start = resume_point(request, after) or 0
     if wants_stream(request):
-        return ServerSentEvent(run_stream(streams, tenant, run_id, start))
+        # The annotation is the JSON page, which the OpenAPI document shows; the stream is
+        # documented beside it (openapi_doc.py).
+        return ServerSentEvent(run_stream(streams, tenant, run_id, start))  # type: ignore[return-value]
     rows = await streams.reads.run_page(tenant, run_id, after=start, limit=limit + 1)
     page = rows[:limit]
     ended = any(r.terminal for r in page)
@@ -88,7 +90,8 @@ async def tenant_events(
     events = _event_types(event_type)
     start = resume_point(request, after)
     if wants_stream(request):
-        return ServerSentEvent(feed_stream(streams, tenant, start, run_id=run_id,
+        # As in run_events: the annotation is the JSON page the OpenAPI document shows.
+        return ServerSentEvent(feed_stream(streams, tenant, start, run_id=run_id,  # type: ignore[return-value]
                                            job_type=job_type, events=events))
     rows = await streams.reads.feed_page(tenant, after=start or 0, limit=limit + 1, run_id=run_id,
                                          job_type=job_type, events=events)

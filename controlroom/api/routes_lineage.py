@@ -10,7 +10,7 @@ from litestar import Request, get
 from litestar.params import FromQuery, QueryParameter
 
 from controlroom.api.auth import Principal, requires
-from controlroom.api.deps import Deps
+from controlroom.api.deps import Deps, LineageReadsPort
 from controlroom.api.problems import ProblemError
 from controlroom.api.views import API
 from controlroom.validation.uris import lineage_entity
@@ -77,6 +77,12 @@ def _links(found: list[tuple[tuple[Any, ...], int]], far: int) -> list[LineageLi
             for e, d in found]
 
 
+def _reads(deps: Deps) -> LineageReadsPort:
+    if deps.lineage is None:
+        raise RuntimeError("no LineageReadsPort was given to Deps")
+    return deps.lineage
+
+
 @get(f"{API}/lineage/graph", guards=[requires("lineage:read")])
 async def lineage_graph(
     request: Request[Principal, str, Any],
@@ -95,7 +101,7 @@ async def lineage_graph(
     name, _ = lineage_entity(entity)
     if as_of is not None and as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=UTC)  # a bare timestamp is read as UTC
-    answer = await deps.lineage.query(
+    answer = await _reads(deps).query(
         request.user.tenant_id, name, direction=direction, depth=depth,
         as_of=as_of.timestamp() if as_of is not None else None,
         max_nodes=limit, max_edges=limit * EDGES_PER_NODE,

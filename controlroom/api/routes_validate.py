@@ -73,6 +73,6 @@ def schema_issues(problem: ProblemError, body: bytes) -> list[Issue]:
 
 def _field(path: str | None, files: Mapping[str, int]) -> str:
     """The request field an issue is in: a code file's content, else the path is the field."""
-    if path in files:
+    if path is not None and path in files:
         return f"code.files[{files[path]}].content"
     return path or "body"

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import msgspec
@@ -22,6 +21,12 @@ _decode_str_map = msgspec.json.Decoder(dict[str, str])
 _decode_repo = msgspec.json.Decoder(Repo | None)
 TEXT_ALIASES = ("text", "description")
 """One field under two names (the PRD's and the earlier one): a spec shows both."""
+
+
+class Row(Protocol):
+    """A read-model row: its columns by name (an asyncpg Record, which is no Mapping, or a dict)."""
+
+    def __getitem__(self, column: str, /) -> Any: ...
 
 
 def spec_view(spec: dict[str, Any]) -> dict[str, Any]:
@@ -60,7 +65,7 @@ def _artifact(a: _ArtifactRow) -> Artifact:
                     content_type=a.content_type, attempt=a.attempt, external=a.url is not None)
 
 
-def artifact_view(row: Mapping[str, Any]) -> ArtifactView:
+def artifact_view(row: Row) -> ArtifactView:
     """The public shape of one artifacts row (an external one's `url` is where it is kept)."""
     aid = str(row["artifact_id"])
     external = row["url"]
@@ -72,7 +77,7 @@ def artifact_view(row: Mapping[str, Any]) -> ArtifactView:
     )
 
 
-def run_view(row: Mapping[str, Any]) -> RunView:
+def run_view(row: Row) -> RunView:
     """The public shape of one run_status row."""
     run_id = str(row["run_id"])
     progress = None
