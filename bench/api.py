@@ -4,9 +4,11 @@
     python bench/api.py --duration 5 --json /tmp/bench.json
     python bench/api.py --embedded           # embedded Postgres in a temp data dir
     python bench/api.py --url http://host:8000 --token $TOKEN   # an already running server
+    python bench/api.py --scenarios mixed --concurrency 64 --clients-processes 4 --duration 60
+    python bench/api.py --scenarios ping --concurrency 1,16 --client httpx   # the harness's own ceiling
 
-Scenarios (each: warm-up excluded, then a fixed measured duration, N concurrent clients, one
-keep-alive httpx.AsyncClient with one connection per client):
+Scenarios (each: warm-up excluded, then a fixed measured duration, N concurrent clients, each with
+one keep-alive connection of its own; --client aiohttp (default when installed) or httpx):
   submit   POST /api/v1/jobs/run (answers after the read-your-writes wait)
   get      GET /api/v1/runs/{id} on ids created by the submit scenarios
   ceiling  GET /rows/{id} on bench/ceiling_app.py: bare Litestar, one asyncpg PK SELECT, same uvicorn
@@ -15,6 +17,17 @@ keep-alive httpx.AsyncClient with one connection per client):
            first submits a run of its own (unmeasured), then reports log lines to it, --event-batch
            lines per request (default "1,100": one scenario per batch size); prints requests/s,
            events/s and the serve process's CPU per request
+  mixed    (opt-in: --scenarios ...,mixed) the realistic write load: each client submits a run, posts
+           6 single-line log bodies to it (as events1), submits the next run, and so on; one latency
+           distribution for all requests, plus submits/s and event posts/s. Nothing may be lost:
+           once the read models have caught up, every run submitted is read back and must answer
+           200 with log_lines equal to its accepted (202) posts; prints "lost: N events, M runs"
+           (a loss misses the targets). Its target's load: --concurrency 64 --clients-processes 4
+
+The load generator's CPU per request (lg us/req) is printed next to the server's; `ping` (no
+database) shows the most the harness and the web stack reach together. aiohttp costs the load
+generator several times less CPU per request than httpx, leaving more of the shared cores to the
+server.
 
 Everything (load generator, servers, Postgres) shares the host's cores: absolute numbers are
 pessimistic; ratios and server CPU per request are the meaningful numbers. Servers run as
@@ -27,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import math
 import multiprocessing as mp
@@ -41,7 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +63,7 @@ from urllib.parse import quote, urlsplit
 
 import asyncpg
 import httpx
+from loadclient import CLIENTS, DEFAULT_CLIENT, SlotClient, describe, slot_client
 
 API = "/api/v1"
 SUBMIT_PATH = f"{API}/jobs/run"
@@ -60,7 +75,9 @@ JOB_BODY = json.dumps({
 }).encode()
 CEILING_ROWS = 10_000
 SEED_RUNS = 200
-SCENARIOS = {"submit", "get", "ceiling", "ping", "events"}
+SCENARIOS = {"submit", "get", "ceiling", "ping", "events", "mixed"}
+MIXED_EVENT_POSTS = 6
+"""Single-line log posts after each submit in the mixed scenario."""
 LOG_LINE = "bench: a line of job output, about as long as most are (0123456789abcdef)"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 BENCH_DIR = Path(__file__).resolve().parent
@@ -74,6 +91,9 @@ TARGET_EVENT_POSTS = 1500.0
 """Single-event POSTs per second at 16 clients."""
 TARGET_EVENTS_BATCHED = 20000.0
 """Events per second, in batches of 100, at 16 clients."""
+TARGET_MIXED_P99_MS = 100.0
+TARGET_MIXED_SHAPE = (4, 16)
+"""Load-generator processes x clients each: the mixed target's load."""
 
 
 # --------------------------------------------------------------------------- load generation
@@ -87,6 +107,10 @@ class SlotsResult:
     errors: int = 0
     first_error: str | None = None
     ids: list[str] = field(default_factory=list)  # run ids created (submit), warm-up included
+    counts: dict[str, int] = field(default_factory=dict)
+    """Successful requests in the window by what they were ("submit", "event")."""
+    accepted: dict[str, int] = field(default_factory=dict)
+    """Mixed: every run submitted (warm-up included) -> event posts answered 202."""
 
 
 def events_body(batch: int) -> bytes:
@@ -95,14 +119,22 @@ def events_body(batch: int) -> bytes:
                        for _ in range(batch)]).encode()
 
 
-async def _own_run(client: httpx.AsyncClient) -> str:
+def _run_id(headers: Any) -> str:
+    return str(headers["location"].rpartition("/")[2])
+
+
+def _failure(status: int, body: bytes) -> str:
+    return f"HTTP {status}: {body[:200].decode(errors='replace')}"
+
+
+async def _own_run(client: SlotClient) -> str:
     """A run for one events client (its own: clients don't race on one run's version)."""
     for _ in range(50):
-        r = await client.post(SUBMIT_PATH, content=JOB_BODY)
-        if r.status_code == 202:
-            return str(r.headers["location"].rpartition("/")[2])
+        status, headers, body = await client.post(SUBMIT_PATH, JOB_BODY)
+        if status == 202:
+            return _run_id(headers)
         await asyncio.sleep(0.1)
-    raise RuntimeError(f"could not submit a run for an events client: HTTP {r.status_code} {r.text[:200]}")
+    raise RuntimeError(f"could not submit a run for an events client: {_failure(status, body)}")
 
 
 async def catch_up(url: str, headers: dict[str, str], patience_s: float = 300.0) -> float:
@@ -117,27 +149,32 @@ async def catch_up(url: str, headers: dict[str, str], patience_s: float = 300.0)
     return round(time.monotonic() - t0, 2)
 
 
-def _request_maker(kind: str, ids: list[str], rnd: random.Random) -> Callable[[httpx.AsyncClient], Any]:
-    """A coroutine factory issuing one request of `kind`; returns (ok, detail)."""
+Request = Callable[[], Awaitable[tuple[str, bool, str]]]
+"""Issues one request; answers (what it was, ok, detail: the run id of a submit, else an error)."""
+
+
+def _request_maker(kind: str, client: SlotClient, ids: list[str], rnd: random.Random,
+                   res: SlotsResult) -> Request:
+    """The next request of `kind` for one client slot."""
     if kind.startswith("events"):
         body = events_body(int(kind.removeprefix("events")))
         path = f"{API}/runs/{ids[0]}/events"
 
-        async def post_events(client: httpx.AsyncClient) -> tuple[bool, str]:
-            r = await client.post(path, content=body)
-            if r.status_code != 202:
-                return False, f"HTTP {r.status_code}: {r.text[:200]}"
-            return True, ""
+        async def post_events() -> tuple[str, bool, str]:
+            status, _, text = await client.post(path, body)
+            return ("event", True, "") if status == 202 else ("event", False, _failure(status, text))
 
         return post_events
     if kind == "submit":
-        async def submit(client: httpx.AsyncClient) -> tuple[bool, str]:
-            r = await client.post(SUBMIT_PATH, content=JOB_BODY)
-            if r.status_code != 202:
-                return False, f"HTTP {r.status_code}: {r.text[:200]}"
-            return True, r.headers["location"].rpartition("/")[2]
+        async def submit() -> tuple[str, bool, str]:
+            status, headers, text = await client.post(SUBMIT_PATH, JOB_BODY)
+            if status != 202:
+                return "submit", False, _failure(status, text)
+            return "submit", True, _run_id(headers)
 
         return submit
+    if kind == "mixed":
+        return _mixed(client, res.accepted)
     if kind == "get":
         paths = [f"{API}/runs/{i}" for i in ids]
     elif kind == "ceiling":
@@ -148,43 +185,72 @@ def _request_maker(kind: str, ids: list[str], rnd: random.Random) -> Callable[[h
         raise ValueError(kind)
     choice = rnd.choice
 
-    async def get(client: httpx.AsyncClient) -> tuple[bool, str]:
-        r = await client.get(choice(paths))
-        if r.status_code != 200:
-            return False, f"HTTP {r.status_code}: {r.text[:200]}"
-        return True, ""
+    async def get() -> tuple[str, bool, str]:
+        status, _, text = await client.get(choice(paths))
+        return ("get", True, "") if status == 200 else ("get", False, _failure(status, text))
 
     return get
 
 
+def _mixed(client: SlotClient, accepted: dict[str, int]) -> Request:
+    """Submit a run, post MIXED_EVENT_POSTS single-line log bodies to it, submit the next one.
+
+    Every 202 is tallied on its run in `accepted`, so the run's log_lines can be checked later.
+    A failed post still counts as one of the run's posts: a client moves on, it doesn't retry."""
+    body = events_body(1)
+    run: str | None = None
+    path = ""
+    posted = 0
+
+    async def step() -> tuple[str, bool, str]:
+        nonlocal run, path, posted
+        if run is None or posted >= MIXED_EVENT_POSTS:
+            run = None  # a failed submit is followed by another submit
+            status, headers, text = await client.post(SUBMIT_PATH, JOB_BODY)
+            if status != 202:
+                return "submit", False, _failure(status, text)
+            run, posted = _run_id(headers), 0
+            path = f"{API}/runs/{run}/events"
+            accepted[run] = 0
+            return "submit", True, run
+        posted += 1
+        status, _, text = await client.post(path, body)
+        if status != 202:
+            return "event", False, _failure(status, text)
+        accepted[run] += 1
+        return "event", True, ""
+
+    return step
+
+
 async def run_slots(
     url: str, headers: dict[str, str], kind: str, slots: int, ids: list[str],
-    t_start: float, t_end: float, seed: int,
+    t_start: float, t_end: float, seed: int, client_kind: str = DEFAULT_CLIENT,
 ) -> SlotsResult:
     """Drive `slots` concurrent clients until t_end; record what completes in [t_start, t_end]."""
     res = SlotsResult()
     monotonic = time.monotonic
 
     async def slot(i: int) -> None:
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30.0) as client:
+        async with slot_client(client_kind, url, headers) as client:
             own = [await _own_run(client)] if kind.startswith("events") else ids
-            request = _request_maker(kind, own, random.Random(seed * 1000 + i))
-            lat = res.latencies
+            request = _request_maker(kind, client, own, random.Random(seed * 1000 + i), res)
+            lat, counts, errors = res.latencies, res.counts, client.errors
             while True:
                 t0 = monotonic()
                 if t0 >= t_end:
                     return
                 try:
-                    ok, detail = await request(client)
-                except httpx.HTTPError as e:
-                    ok, detail = False, f"{type(e).__name__}: {e}"
+                    what, ok, detail = await request()
+                except errors as e:
+                    what, ok, detail = kind, False, f"{type(e).__name__}: {e}"
                 t1 = monotonic()
                 if ok and kind == "submit":
                     res.ids.append(detail)
                 if t_start <= t1 <= t_end:
                     if ok:
                         lat.append(t1 - t0)
+                        counts[what] = counts.get(what, 0) + 1
                     else:
                         res.errors += 1
                         res.first_error = res.first_error or detail
@@ -193,6 +259,41 @@ async def run_slots(
 
     await asyncio.gather(*(slot(i) for i in range(slots)))
     return res
+
+
+async def verify_mixed(url: str, headers: dict[str, str], accepted: dict[str, int],
+                       client_kind: str, concurrency: int = 16) -> dict[str, Any]:
+    """Read every run of a mixed scenario back: it must exist, with one log line per accepted post."""
+    todo = iter(accepted.items())
+    out: dict[str, Any] = {"runs_checked": 0, "lost_events": 0, "lost_runs": 0, "surplus_runs": 0,
+                           "first_loss": None}
+
+    def loss(what: str) -> None:
+        out["first_loss"] = out["first_loss"] or what
+
+    async def reader() -> None:
+        async with slot_client(client_kind, url, headers) as client:
+            for run_id, posts in todo:
+                out["runs_checked"] += 1
+                try:
+                    status, _, body = await client.get(f"{API}/runs/{run_id}")
+                except client.errors as e:
+                    status, body = 0, f"{type(e).__name__}: {e}".encode()
+                if status != 200:
+                    out["lost_runs"] += 1
+                    loss(f"run {run_id}: {_failure(status, body)}")
+                    continue
+                lines = json.loads(body)["log_lines"]
+                if lines < posts:
+                    out["lost_events"] += posts - lines
+                    loss(f"run {run_id}: {lines} log line(s) for {posts} accepted post(s)")
+                elif lines > posts:
+                    # more lines than 202s: a post the server kept although the client saw it fail
+                    out["surplus_runs"] += 1
+                    loss(f"run {run_id}: {lines} log line(s) for only {posts} accepted post(s)")
+
+    await asyncio.gather(*(reader() for _ in range(concurrency)))
+    return out
 
 
 async def seed_runs(url: str, headers: dict[str, str], n: int) -> list[str]:
@@ -216,7 +317,7 @@ def _event_loop_run(coro: Any) -> Any:
 
 
 def _child(conn: Any, url: str, headers: dict[str, str], kind: str, slots: int, ids: list[str],
-           seed: int) -> None:
+           seed: int, client_kind: str) -> None:
     """A load-generating process (--clients-processes > 1)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
     try:
@@ -224,7 +325,8 @@ def _child(conn: Any, url: str, headers: dict[str, str], kind: str, slots: int, 
         if not conn.poll(300):
             return
         t_start, t_end = conn.recv()
-        conn.send(_event_loop_run(run_slots(url, headers, kind, slots, ids, t_start, t_end, seed)))
+        conn.send(_event_loop_run(run_slots(url, headers, kind, slots, ids, t_start, t_end, seed,
+                                            client_kind)))
     except (EOFError, BrokenPipeError):
         return  # the parent gave up (Ctrl-C): just leave
 
@@ -335,7 +437,29 @@ class Result:
     events_per_request: int = 0
     """Events in each request (events scenarios), else 0."""
     catch_up_s: float | None = None
-    """Events scenarios: how long after the window the read models took to show everything."""
+    """Events and mixed scenarios: how long after the window the read models took to show everything."""
+    client: str = DEFAULT_CLIENT
+    """The load generator's HTTP client."""
+    submits_per_s: float | None = None
+    """Mixed: successful submits per second."""
+    event_posts_per_s: float | None = None
+    """Mixed: accepted event posts per second."""
+    check: dict[str, Any] | None = None
+    """Mixed: every run read back after catch-up (verify_mixed's counts)."""
+
+    @property
+    def nothing_lost(self) -> bool | None:
+        """Mixed: every run answered, with exactly one log line per accepted post."""
+        if self.check is None:
+            return None
+        c = self.check
+        return c["lost_runs"] == 0 and c["lost_events"] == 0 and c["surplus_runs"] == 0
+
+    @property
+    def loadgen_cpu_us(self) -> float | None:
+        """Load-generator CPU time per request (µs): the harness's own cost."""
+        cores = self.cpu_cores.get("loadgen")
+        return None if cores is None or not self.rps else 1e6 * cores / self.rps
 
     @property
     def events_per_s(self) -> float | None:
@@ -368,9 +492,11 @@ def percentile(sorted_values: list[float], p: float) -> float | None:
 def measure(
     *, scenario: str, target: str, url: str, headers: dict[str, str], kind: str, clients: int,
     processes: int, ids: list[str], warmup: float, duration: float, server_pids: list[int],
-    db_dsn: str | None, new_ids: list[str] | None = None,
+    db_dsn: str | None, new_ids: list[str] | None = None, client: str = DEFAULT_CLIENT,
 ) -> Result:
-    """Run one scenario with `clients` concurrent clients spread over `processes` processes."""
+    """Run one scenario with `clients` concurrent clients spread over `processes` processes.
+
+    Mixed: after the window, once the read models have caught up, every run is read back."""
     processes = max(1, min(processes, clients))
     seed = random.randrange(1 << 30)
     lg_pids: list[int] = []
@@ -393,7 +519,7 @@ def measure(
                 samples.append(cpu_sample(groups))
 
             task = asyncio.create_task(sampler())
-            res = await run_slots(url, headers, kind, clients, ids, t_start, t_end, seed)
+            res = await run_slots(url, headers, kind, clients, ids, t_start, t_end, seed, client)
             await task
             return res
 
@@ -404,14 +530,15 @@ def measure(
         try:
             for i, n in enumerate(per):
                 parent_conn, child_conn = ctx.Pipe()
-                proc = ctx.Process(target=_child, args=(child_conn, url, headers, kind, n, ids, seed + i),
-                                   daemon=True)
+                proc = ctx.Process(target=_child, daemon=True,
+                                   args=(child_conn, url, headers, kind, n, ids, seed + i, client))
                 proc.start()
                 children.append((proc, parent_conn))
             for proc, conn in children:
                 if not conn.poll(60) or conn.recv() != "ready":
                     raise RuntimeError("a load-generator process did not start")
                 lg_pids.append(proc.pid)
+            lg_pids.append(os.getpid())  # this process only waits, but it is part of the harness
             t_start = time.monotonic() + 0.2 + warmup  # 0.2 s: let every child open its clients
             t_end = t_start + duration
             for _, conn in children:
@@ -445,6 +572,16 @@ def measure(
     def ms(v: float | None) -> float | None:
         return None if v is None else round(v * 1000, 3)
 
+    def per_s(what: str) -> float:
+        return round(sum(p.counts.get(what, 0) for p in parts) / duration, 1)
+
+    mixed: dict[str, Any] = {}
+    if kind == "mixed":
+        accepted = {run: n for p in parts for run, n in p.accepted.items()}
+        mixed = {"submits_per_s": per_s("submit"), "event_posts_per_s": per_s("event"),
+                 "catch_up_s": _event_loop_run(catch_up(url, headers))}
+        mixed["check"] = _event_loop_run(verify_mixed(url, headers, accepted, client))
+
     return Result(
         scenario=scenario, target=target, clients=clients, processes=processes, duration_s=duration,
         requests=len(lat), errors=errors, rps=round(len(lat) / duration, 1),
@@ -453,6 +590,7 @@ def measure(
         cpu_cores=cpu_usage(samples[0], samples[1]) if len(samples) == 2 else {},
         first_error=next((p.first_error for p in parts if p.first_error), None),
         events_per_request=int(kind.removeprefix("events")) if kind.startswith("events") else 0,
+        client=client, **mixed,
     )
 
 
@@ -674,7 +812,39 @@ def evaluate(results: list[Result], levels: list[int]) -> tuple[dict[str, float]
         targets.append({"target": f">= {TARGET_EVENTS_BATCHED:,.0f} events/s, 100 a POST (16 clients)",
                         "value": f"{e100.events_per_s or 0:,.0f} /s",
                         "ok": (e100.events_per_s or 0) >= TARGET_EVENTS_BATCHED})
+    targets += mixed_targets([r for r in results if r.scenario == "mixed"])
     return ratios, targets
+
+
+def _shape(r: Result) -> tuple[int, int] | None:
+    """(processes, clients each) when the clients are spread evenly."""
+    return None if r.clients % r.processes else (r.processes, r.clients // r.processes)
+
+
+def mixed_targets(results: list[Result]) -> list[dict[str, Any]]:
+    """The p99 target at its load; losing anything misses at every load."""
+    procs, each = TARGET_MIXED_SHAPE
+    targets: list[dict[str, Any]] = []
+    main = next((r for r in results if _shape(r) == TARGET_MIXED_SHAPE), None)
+    if results:
+        ok = None if not main or main.p99_ms is None else (
+            main.p99_ms < TARGET_MIXED_P99_MS and bool(main.nothing_lost))
+        value = "not run at this load" if not main else f"{_fmt(main.p99_ms)} ms, lost {_lost(main)}"
+        target = f"mixed {procs} × {each} clients: p99 < {TARGET_MIXED_P99_MS:g} ms, nothing lost"  # noqa: RUF001
+        targets.append({"target": target, "value": value, "ok": ok})
+    for r in results:
+        if r is not main:
+            shape = _shape(r)
+            load = f"{shape[0]} × {shape[1]}" if shape else f"{r.clients} over {r.processes}"  # noqa: RUF001
+            targets.append({"target": f"mixed {load} clients: nothing lost",
+                            "value": f"lost {_lost(r)}", "ok": r.nothing_lost})
+    return targets
+
+
+def _lost(r: Result) -> str:
+    c = r.check or {}
+    extra = f", {c['surplus_runs']} runs over" if c.get("surplus_runs") else ""
+    return f"{c.get('lost_events', '?')} ev, {c.get('lost_runs', '?')} runs{extra}"
 
 
 def render(meta: dict[str, Any], results: list[Result], ratios: dict[str, float],
@@ -692,10 +862,12 @@ def render(meta: dict[str, Any], results: list[Result], ratios: dict[str, float]
         f"  server    {meta['server']}",
         f"  database  {meta['database']}",
         f"  ceiling   {meta['ceiling']}",
+        f"  client    {meta['client']}",
         f"  harness   {meta['harness']}",
         "",
         f"{'scenario':<9} {'route':<26} {'clients':>7} {'procs':>5} {'requests':>8} {'req/s':>8} "
-        f"{'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} {'errors':>6} {'srv us/req':>10}  "
+        f"{'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} {'errors':>6} {'srv us/req':>10} "
+        f"{'lg us/req':>9}  "
         "cores lg/srv/pg/other",
     ]
     for r in results:
@@ -704,10 +876,20 @@ def render(meta: dict[str, Any], results: list[Result], ratios: dict[str, float]
         out.append(
             f"{r.scenario:<9} {r.target:<26} {r.clients:>7} {r.processes:>5} {r.requests:>8} "
             f"{r.rps:>8.1f} {_fmt(r.p50_ms):>7} {_fmt(r.p90_ms):>7} {_fmt(r.p99_ms):>7} "
-            f"{_fmt(r.max_ms):>7} {r.errors:>6} {_fmt(r.server_cpu_us, '.0f'):>10}  {cpu_s}"
+            f"{_fmt(r.max_ms):>7} {r.errors:>6} {_fmt(r.server_cpu_us, '.0f'):>10} "
+            f"{_fmt(r.loadgen_cpu_us, '.0f'):>9}  {cpu_s}"
         )
         if len(r.rounds_rps) > 1:
             out[-1] += "  rounds: " + " ".join(f"{x:.0f}" for x in r.rounds_rps)
+        if r.check is not None:
+            chk = r.check
+            out.append(f"          {r.submits_per_s:,.1f} submits/s, {r.event_posts_per_s:,.1f} "
+                       f"event posts/s ({MIXED_EVENT_POSTS} single-line posts a run); read models caught up "
+                       f"{_fmt(r.catch_up_s)} s after the window; {chk['runs_checked']} runs read back")
+            out.append(f"          lost: {chk['lost_events']} events, {chk['lost_runs']} runs"
+                       + (f"; {chk['surplus_runs']} runs with more lines than accepted posts"
+                          if chk["surplus_runs"] else "")
+                       + ("" if r.nothing_lost else f"  <- first: {chk['first_loss']}"))
         if r.events_per_request:
             cpu_ms = None if r.server_cpu_us is None else r.server_cpu_us / 1000
             out.append(f"          {r.events_per_request} event(s) a request: {r.events_per_s:,.0f} "
@@ -724,11 +906,12 @@ def render(meta: dict[str, Any], results: list[Result], ratios: dict[str, float]
                    else "throughput ratio")
             out.append(f"  {label} ({c} clients) = {v:.2f}   ({how})")
     out.append("  srv us/req = server process CPU per request (robust to other load on the host); "
-               "cores = CPU cores used in the window by:")
+               "lg us/req = the load generator's;")
+    out.append("  cores = CPU cores used in the window by:")
     out.append("  the load generator / the server process / the bench database's Postgres backends / "
                "everything else on the host")
-    out += ["", f"{'target':<48} {'result':<24} verdict"]
-    out += [f"{t['target']:<48} {t['value'] or '-':<24} {verdict(t['ok'])}" for t in targets]
+    out += ["", f"{'target':<52} {'result':<28} verdict"]
+    out += [f"{t['target']:<52} {t['value'] or '-':<28} {verdict(t['ok'])}" for t in targets]
     return "\n".join(out)
 
 
@@ -753,12 +936,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clients-processes", type=int, default=1, metavar="K",
                    help="spread the clients of a scenario over K load-generator processes")
     p.add_argument("--scenarios", default="submit,get,ceiling",
-                   help="comma separated, from submit,get,ceiling,ping,events (default submit,get,ceiling); "
-                        "ping = GET /ping on the ceiling app, no database: uvicorn + Litestar + harness")
+                   help="comma separated, from submit,get,ceiling,ping,events,mixed (default "
+                        "submit,get,ceiling); ping = GET /ping on the ceiling app, no database: uvicorn + "
+                        f"Litestar + harness; mixed = submit, then {MIXED_EVENT_POSTS} single-line event "
+                        "posts to that run, over and over, every run read back after the window")
     p.add_argument("--events", action="store_true",
                    help="add the events scenarios (same as listing `events` in --scenarios)")
     p.add_argument("--event-batch", default="1,100",
                    help="events per POST in the events scenarios, comma separated (default 1,100)")
+    p.add_argument("--client", choices=CLIENTS, default=DEFAULT_CLIENT,
+                   help="the load generator's HTTP client, one keep-alive connection per client "
+                        f"(default {DEFAULT_CLIENT}: aiohttp when installed, it costs the load generator "
+                        "less CPU per request than httpx)")
     p.add_argument("--ceiling-loop", choices=["asyncio", "uvloop"], default="asyncio",
                    help="event loop of the ceiling app (asyncio = what cmd_serve runs)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
@@ -828,6 +1017,7 @@ def run(args: argparse.Namespace, levels: list[int], scenarios: set[str], stack:
 
     cpus = os.cpu_count() or 0
     busy = host_busy_cores()
+    uvloop_desc = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio loop"
     meta: dict[str, Any] = {
         "host_busy_before_cores": busy,
         "host": f"{platform.system()} {platform.machine()}, {cpus} CPUs, Python {platform.python_version()}",
@@ -837,7 +1027,8 @@ def run(args: argparse.Namespace, levels: list[int], scenarios: set[str], stack:
         "ceiling": "skipped" if not ({"ceiling", "ping"} & scenarios and db_dsn) else (
             f"bench/ceiling_app.py: bare Litestar, ONE asyncpg PK SELECT per request over {CEILING_ROWS} "
             f"rows, same uvicorn settings as cmd_serve (loop: {args.ceiling_loop})"),
-        "harness": (f"httpx.AsyncClient keep-alive (uvloop), one client/connection per slot, "
+        "client": describe(args.client),
+        "harness": (f"{args.client} keep-alive ({uvloop_desc}), one client/connection per slot, "
                     f"{args.clients_processes} load process(es) max, warm-up {args.warmup:g} s excluded, "
                     f"{args.duration:g} s measured per scenario, "
                     f"{args.rounds} round(s) (median round shown)"),
@@ -849,7 +1040,7 @@ def run(args: argparse.Namespace, levels: list[int], scenarios: set[str], stack:
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
-    common = {"url": url, "headers": headers, "processes": args.clients_processes,
+    common = {"url": url, "headers": headers, "processes": args.clients_processes, "client": args.client,
               "warmup": args.warmup, "duration": args.duration,
               "db_dsn": None if args.url else db_dsn}  # a given server's database is not ours to watch
 
@@ -872,7 +1063,9 @@ def run(args: argparse.Namespace, levels: list[int], scenarios: set[str], stack:
         print(f"  {r.scenario:<8} c={r.clients:<3} {r.rps:>8.1f} req/s  p50 {_fmt(r.p50_ms)} ms  "
               f"p99 {_fmt(r.p99_ms)} ms  errors {r.errors}  cores {r.cpu_cores}"
               + (f"  {r.events_per_s:,.0f} events/s, caught up after {r.catch_up_s} s"
-                 if r.events_per_request else ""),
+                 if r.events_per_request else "")
+              + (f"  {r.submits_per_s} submits/s, {r.event_posts_per_s} posts/s, caught up after "
+                 f"{r.catch_up_s} s, lost {_lost(r)}" if r.check is not None else ""),
               file=sys.stderr, flush=True)
 
     print(f"benchmarking {url} ({args.duration:g} s per scenario, {args.rounds} round(s)) ...",
@@ -904,6 +1097,10 @@ def run(args: argparse.Namespace, levels: list[int], scenarios: set[str], stack:
                     # for their backlog (a submission waits for it).
                     r.catch_up_s = _event_loop_run(catch_up(url, headers))
                     note(r)
+        if "mixed" in scenarios:
+            for c in levels:
+                note(measure(scenario="mixed", target=f"submit + {MIXED_EVENT_POSTS} event POSTs",
+                             kind="mixed", clients=c, ids=[], server_pids=server_pids, **common))
         if ccommon:
             for kind, target in (("ceiling", "GET /rows/{id} (bare)"), ("ping", "GET /ping (no db)")):
                 if kind in scenarios:
@@ -920,7 +1117,8 @@ def run(args: argparse.Namespace, levels: list[int], scenarios: set[str], stack:
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"meta": meta, "results": [{**asdict(r), "server_cpu_us": r.server_cpu_us,
-                                        "events_per_s": r.events_per_s} for r in results],
+                                        "loadgen_cpu_us": r.loadgen_cpu_us, "events_per_s": r.events_per_s,
+                                        "nothing_lost": r.nothing_lost} for r in results],
              "ratios": ratios, "targets": targets},
             indent=2))
         print(f"\nJSON written to {args.json}")
