@@ -53,6 +53,8 @@ class EventFeedPort(Protocol):
 
     def close(self) -> None: ...
 
+    async def stop(self) -> None: ...
+
 
 @dataclass
 class EventStreams:

@@ -50,14 +50,15 @@ def cmd_projections(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"error: {problem}", file=sys.stderr)
                 return 2
             by = os.environ.get("USER") or "cli"
-            rebuilds = [models[name].rebuild for name in names]
+            # read_models() are the rebuildable ones: each has its Rebuild
+            rebuilds = [rebuild for name in names if (rebuild := models[name].rebuild) is not None]
             for rebuild in rebuilds:
-                rebuild.request(conn, by)  # type: ignore[union-attr]
+                rebuild.request(conn, by)
             # Carried out here, unless a running service or projector hosts it: then there. Here,
             # one reader decodes each event once and feeds every read model being rebuilt.
             here = [pipeline(services, [models[name] for name in names]).start()]
             try:
-                return _follow(conn, rebuilds, args.timeout)  # type: ignore[arg-type]
+                return _follow(conn, rebuilds, args.timeout)
             finally:
                 for p in here:
                     p.request_stop()

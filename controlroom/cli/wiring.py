@@ -8,7 +8,7 @@ import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controlroom.cli.budget import ConnectionBudget, connection_budget
 from controlroom.cli.hosts import (
@@ -21,6 +21,9 @@ from controlroom.cli.hosts import (
 )
 from controlroom.cli.sandboxing import local_sandbox
 from controlroom.settings import Settings
+
+if TYPE_CHECKING:
+    from controlroom.projections.pipeline import ReadModel
 
 log = logging.getLogger("controlroom")
 
@@ -156,7 +159,7 @@ def _projections(
                             settings.lease_reap_grace_s).check()
     leases = PostgresLeases(services.operations)
     hosts: list[Any] = []
-    models = []
+    models: list[ReadModel] = []
     if run_projections:
         models.extend(read_models(services).values())
         models.append(outbox_model(services))
@@ -190,6 +193,7 @@ def _projections(
         yield
     finally:
         if isinstance(queue, InProcessQueue):
+            assert worker is not None  # an in-process queue is made only beside a worker
             worker.stopping.set()
             queue.stop()
         elif worker is not None:  # dramatiq: take no more messages, then end running jobs

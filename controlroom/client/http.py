@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import httpx
@@ -111,7 +111,7 @@ class ControlRoomClient:
     async def run_events(
         self, run_id: str, *, after: int = 0,
         on_reconnect: Callable[[str], None] = lambda _why: None,
-    ) -> AsyncIterator[Message]:
+    ) -> AsyncGenerator[Message, None]:
         """The run's events after `after`, through reconnections, up to and including `end`."""
         last = str(after)
         retry = Retrying(self.give_up_after_s)
@@ -135,7 +135,7 @@ class ControlRoomClient:
             if why != "the server asked to resume":
                 await retry.failed(why)
 
-    async def _stream(self, run_id: str, last: str, retry: Retrying) -> AsyncIterator[Message]:
+    async def _stream(self, run_id: str, last: str, retry: Retrying) -> AsyncGenerator[Message, None]:
         headers = {"Accept": "text/event-stream", "Last-Event-ID": last}
         async with self.http.stream("GET", f"{API}/runs/{run_id}/events", headers=headers) as resp:
             if resp.status_code in RETRYABLE:

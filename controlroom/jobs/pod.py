@@ -25,7 +25,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from controlroom.sdk import ENV_OUTPUT_DIR, ENV_RUN_ID, ENV_TOKEN, ENV_URL
@@ -74,8 +74,8 @@ def run(command: list[str]) -> tuple[int, bool]:
     return code, stopped.is_set()
 
 
-def _relay_stderr(stream: object) -> None:
-    for raw in stream:  # type: ignore[attr-defined]
+def _relay_stderr(stream: Iterable[bytes]) -> None:
+    for raw in stream:
         line = raw.decode("utf-8", "replace").rstrip("\r\n")
         sys.stdout.write(f"{STDERR_MARK}{line}\n")
         sys.stdout.flush()
