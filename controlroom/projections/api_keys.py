@@ -36,7 +36,9 @@ class ApiKeysView(ReadModelView):
         self.apply(tracking, [(sql, {**params, "position": tracking.notification_id})])
 
 
-class ApiKeysProjection(Projection[ApiKeysView]):
+# eventsourcing bounds a projection's view by TrackingRecorder; a ReadModelView is none (the
+# pipeline records its position with the batch it writes in).
+class ApiKeysProjection(Projection[ApiKeysView]):  # type: ignore[type-var]
     """Folds ApiKeyIssued / ApiKeyRevoked into the api_keys table."""
 
     name = "api_keys"

@@ -37,7 +37,9 @@ class ConnectionsView(ReadModelView):
         self.apply(tracking, [(sql, {**params, "position": tracking.notification_id})])
 
 
-class ConnectionsProjection(Projection[ConnectionsView]):
+# eventsourcing bounds a projection's view by TrackingRecorder; a ReadModelView is none (the
+# pipeline records its position with the batch it writes in).
+class ConnectionsProjection(Projection[ConnectionsView]):  # type: ignore[type-var]
     """Folds ConnectionSet / ConnectionDeleted into the connections table."""
 
     name = "connections"

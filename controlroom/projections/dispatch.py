@@ -20,7 +20,9 @@ class DispatchView(ReadModelView):
     projection_name = "dispatch"
 
 
-class DispatchProjection(Projection[DispatchView]):
+# eventsourcing bounds a projection's view by TrackingRecorder; a ReadModelView is none (the
+# pipeline records its position with the batch it writes in).
+class DispatchProjection(Projection[DispatchView]):  # type: ignore[type-var]
     """Enqueues before tracking, so a crash in between re-sends rather than loses."""
 
     name = "dispatch"

@@ -88,7 +88,9 @@ class LineageView(ReadModelView):
         self.apply(tracking, [(sql, params)])
 
 
-class LineageProjection(Projection[LineageView]):
+# eventsourcing bounds a projection's view by TrackingRecorder; a ReadModelView is none (the
+# pipeline records its position with the batch it writes in).
+class LineageProjection(Projection[LineageView]):  # type: ignore[type-var]
     """Folds lineage events into lineage_edges."""
 
     name = "lineage"

@@ -147,7 +147,9 @@ class OutboxView(ReadModelView):
         self.apply(tracking, [(sql, {**params, "position": tracking.notification_id})])
 
 
-class OutboxProjection(Projection[OutboxView]):
+# eventsourcing bounds a projection's view by TrackingRecorder; a ReadModelView is none (the
+# pipeline records its position with the batch it writes in).
+class OutboxProjection(Projection[OutboxView]):  # type: ignore[type-var]
     """Folds Run, Subscription and WebhookSecret events into the outbox tables."""
 
     name = "webhooks"
