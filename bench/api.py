@@ -111,6 +111,8 @@ class SlotsResult:
     """Successful requests in the window by what they were ("submit", "event")."""
     accepted: dict[str, int] = field(default_factory=dict)
     """Mixed: every run submitted (warm-up included) -> event posts answered 202."""
+    split: dict[str, list[float]] = field(default_factory=dict)
+    """Mixed: the window's latencies again, by what the request was."""
 
 
 def events_body(batch: int) -> bytes:
@@ -236,6 +238,7 @@ async def run_slots(
             own = [await _own_run(client)] if kind.startswith("events") else ids
             request = _request_maker(kind, client, own, random.Random(seed * 1000 + i), res)
             lat, counts, errors = res.latencies, res.counts, client.errors
+            split = res.split if kind == "mixed" else None
             while True:
                 t0 = monotonic()
                 if t0 >= t_end:
@@ -251,6 +254,8 @@ async def run_slots(
                     if ok:
                         lat.append(t1 - t0)
                         counts[what] = counts.get(what, 0) + 1
+                        if split is not None:
+                            split.setdefault(what, []).append(t1 - t0)
                     else:
                         res.errors += 1
                         res.first_error = res.first_error or detail
@@ -446,6 +451,8 @@ class Result:
     """Mixed: accepted event posts per second."""
     check: dict[str, Any] | None = None
     """Mixed: every run read back after catch-up (verify_mixed's counts)."""
+    split_ms: dict[str, dict[str, float | None]] | None = None
+    """Mixed: p50/p99 of submits and of event posts on their own (what the p99 is made of)."""
 
     @property
     def nothing_lost(self) -> bool | None:
@@ -578,7 +585,10 @@ def measure(
     mixed: dict[str, Any] = {}
     if kind == "mixed":
         accepted = {run: n for p in parts for run, n in p.accepted.items()}
+        by = {what: sorted(x for p in parts for x in p.split.get(what, [])) for what in ("submit", "event")}
         mixed = {"submits_per_s": per_s("submit"), "event_posts_per_s": per_s("event"),
+                 "split_ms": {what: {"p50": ms(percentile(v, 50)), "p99": ms(percentile(v, 99))}
+                              for what, v in by.items()},
                  "catch_up_s": _event_loop_run(catch_up(url, headers))}
         mixed["check"] = _event_loop_run(verify_mixed(url, headers, accepted, client))
 
@@ -882,7 +892,10 @@ def render(meta: dict[str, Any], results: list[Result], ratios: dict[str, float]
         if len(r.rounds_rps) > 1:
             out[-1] += "  rounds: " + " ".join(f"{x:.0f}" for x in r.rounds_rps)
         if r.check is not None:
-            chk = r.check
+            chk, sp = r.check, r.split_ms or {}
+            out.append("          " + ", ".join(
+                f"{label}: p50 {_fmt(sp[what]['p50'])} ms, p99 {_fmt(sp[what]['p99'])} ms"
+                for what, label in (("submit", "submits"), ("event", "event posts")) if what in sp))
             out.append(f"          {r.submits_per_s:,.1f} submits/s, {r.event_posts_per_s:,.1f} "
                        f"event posts/s ({MIXED_EVENT_POSTS} single-line posts a run); read models caught up "
                        f"{_fmt(r.catch_up_s)} s after the window; {chk['runs_checked']} runs read back")
@@ -910,8 +923,8 @@ def render(meta: dict[str, Any], results: list[Result], ratios: dict[str, float]
     out.append("  cores = CPU cores used in the window by:")
     out.append("  the load generator / the server process / the bench database's Postgres backends / "
                "everything else on the host")
-    out += ["", f"{'target':<52} {'result':<28} verdict"]
-    out += [f"{t['target']:<52} {t['value'] or '-':<28} {verdict(t['ok'])}" for t in targets]
+    out += ["", f"{'target':<52} {'result':<30} verdict"]
+    out += [f"{t['target']:<52} {t['value'] or '-':<30} {verdict(t['ok'])}" for t in targets]
     return "\n".join(out)
 
 
