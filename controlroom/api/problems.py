@@ -36,11 +36,16 @@ _AT_PATH = re.compile(
 _ROOT_TYPE = re.compile(r"^Expected `(?P<expected>[^`]*)`, got `[^`]*`$")
 
 
+FieldError = dict[str, Any]
+"""One of a problem's `errors`: its `field` and `message`, and what a check adds to them
+(`check`, `path`, `line` and `column`, which may be null, `severity`)."""
+
+
 class ProblemError(Exception):
     """An error the API reports as a problem document."""
 
     def __init__(
-        self, status: int, title: str, detail: str, *, errors: list[dict[str, str]] | None = None,
+        self, status: int, title: str, detail: str, *, errors: list[FieldError] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
@@ -78,7 +83,7 @@ def from_decode_error(e: msgspec.DecodeError | UnicodeDecodeError) -> ProblemErr
 
 
 def _problem(request: Request[Any, Any, Any], status: int, title: str, detail: str,
-             errors: list[dict[str, str]] | None = None,
+             errors: list[FieldError] | None = None,
              headers: dict[str, str] | None = None) -> Response[dict[str, Any]]:
     body: dict[str, Any] = {
         "type": "about:blank", "title": title, "status": status, "detail": detail,
@@ -136,7 +141,7 @@ def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str
             return _problem(request, 500, "Internal server error", "an unexpected error occurred")
 
 
-def _litestar_errors(exc: ValidationException) -> list[dict[str, str]] | None:
+def _litestar_errors(exc: ValidationException) -> list[FieldError] | None:
     extra = exc.extra if isinstance(exc.extra, list) else None
     if not extra:
         return None
