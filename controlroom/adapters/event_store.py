@@ -235,7 +235,9 @@ class EventStoreFactory(PostgresFactory):
             yield
             return
         pool = self.datastore.pool
-        with psycopg.connect(pool.conninfo, **pool.kwargs) as conn, conn.transaction():
+        conninfo, kwargs = pool.conninfo, pool.kwargs
+        assert isinstance(conninfo, str) and isinstance(kwargs, dict)  # as the library gives them
+        with psycopg.connect(conninfo, **kwargs) as conn, conn.transaction():
             conn.execute(SQL("SET LOCAL idle_in_transaction_session_timeout = 0"))
             conn.execute(SQL("SET LOCAL statement_timeout = {0}").format(
                 Literal(f"{int(SCHEMA_LOCK_WAIT_S * 1000)}ms")))

@@ -87,7 +87,7 @@ def _check_aliases(sub: JobSubmission) -> None:
 
 def code_of(sub: JobSubmission) -> dict[str, Any]:
     """`code` as stored: the top-level `repo {url, ref}` folded into `code.repo` / `code.ref`."""
-    code = msgspec.to_builtins(sub.code)
+    code: dict[str, Any] = msgspec.to_builtins(sub.code)
     if sub.repo is not None:
         code["repo"] = code.get("repo") or sub.repo.url
         code["ref"] = code.get("ref") or sub.repo.ref

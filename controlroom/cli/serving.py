@@ -67,6 +67,7 @@ def _open_deps(services: Services) -> Any:
         finally:
             deps.close()
             await listener.stop()
+            assert deps.events is not None  # open_deps always gives Deps its event streams
             await deps.events.feed.stop()
             await lineage.stop()
             await pool.close()

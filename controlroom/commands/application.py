@@ -27,7 +27,7 @@ def replay(aggregate: Any, events: Iterable[Any]) -> Any:
     return aggregate
 
 
-class ControlRoom(Application):
+class ControlRoom(Application[UUID]):
     """Stores Run aggregates; its name prefixes the event-store tables."""
 
     name = "controlroom"

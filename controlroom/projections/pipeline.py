@@ -301,7 +301,7 @@ def _tracking(name: str) -> sql.Identifier:
     return sql.Identifier(f"{name}_tracking")  # created by migration 0001
 
 
-def _positions(names: list[str], end: int) -> list[sql.Composed]:
+def _positions(names: list[str], end: int) -> list[sql.SQL | sql.Composed]:
     """Every member's position, the announcements, and the batch's commit mode."""
     statements = [sql.SQL(TRACK).format(table=_tracking(n), app=sql.Literal(APPLICATION),
                                         position=sql.Literal(end)) for n in names]

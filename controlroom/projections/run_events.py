@@ -119,7 +119,9 @@ def _clean(value: Any) -> Any:
     return str(value)
 
 
-class RunEventsProjection(Projection[RunEventsView]):
+# eventsourcing bounds a projection's view by TrackingRecorder; a ReadModelView is none (the
+# pipeline records its position with the batch it writes in).
+class RunEventsProjection(Projection[RunEventsView]):  # type: ignore[type-var]
     """Turns each Run event into the message live streams send."""
 
     name = PROJECTION

@@ -106,7 +106,9 @@ class RunStatusView(ReadModelView):
         self.apply(tracking, [(LOGGED, params)])
 
 
-class RunStatusProjection(Projection[RunStatusView]):
+# eventsourcing bounds a projection's view by TrackingRecorder; a ReadModelView is none (the
+# pipeline records its position with the batch it writes in).
+class RunStatusProjection(Projection[RunStatusView]):  # type: ignore[type-var]
     """Folds every Run event into its run_status row."""
 
     name = "run_status"
