@@ -416,6 +416,23 @@ async def postgres_backend_pids(dsn: str | None) -> list[int]:
     return [r["pid"] for r in rows if os.path.exists(f"/proc/{r['pid']}/stat")]
 
 
+async def server_connections(dsn: str | None) -> int | None:
+    """PostgreSQL connections Control Room processes hold on our database (they name themselves
+    `controlroom-<kind>:<pid>`), counted as a scenario's window closes: under load."""
+    if not dsn:
+        return None
+    try:
+        conn = await asyncpg.connect(dsn, timeout=5)
+    except (OSError, asyncpg.PostgresError):
+        return None
+    try:
+        return int(await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name LIKE 'controlroom-%'"))
+    finally:
+        await conn.close()
+
+
 # --------------------------------------------------------------------------- scenario runner
 
 
@@ -437,6 +454,8 @@ class Result:
     max_ms: float | None
     mean_ms: float | None
     cpu_cores: dict[str, float]
+    connections: int | None = None
+    """Connections the server held as the window closed (every process of ours, by name)."""
     first_error: str | None = None
     rounds_rps: list[float] = field(default_factory=list)
     events_per_request: int = 0
@@ -510,6 +529,7 @@ def measure(
     children: list[tuple[Any, Any]] = []
     parts: list[SlotsResult] = []
     samples: list[CpuSample] = []
+    conns: list[int | None] = []
     if processes == 1:
         lg_pids = [os.getpid()]
 
@@ -524,6 +544,7 @@ def measure(
                 samples.append(cpu_sample(groups))
                 await asyncio.sleep(max(0.0, t_end - time.monotonic()))
                 samples.append(cpu_sample(groups))
+                conns.append(await server_connections(db_dsn))
 
             task = asyncio.create_task(sampler())
             res = await run_slots(url, headers, kind, clients, ids, t_start, t_end, seed, client)
@@ -557,6 +578,7 @@ def measure(
             samples.append(cpu_sample(groups))
             time.sleep(max(0.0, t_end - time.monotonic()))
             samples.append(cpu_sample(groups))
+            conns.append(asyncio.run(server_connections(db_dsn)))
             for proc, conn in children:
                 if not conn.poll(120):
                     raise RuntimeError(f"load-generator process {proc.pid} did not report")
@@ -598,6 +620,7 @@ def measure(
         p50_ms=ms(percentile(lat, 50)), p90_ms=ms(percentile(lat, 90)), p99_ms=ms(percentile(lat, 99)),
         max_ms=ms(lat[-1] if lat else None), mean_ms=ms(sum(lat) / len(lat) if lat else None),
         cpu_cores=cpu_usage(samples[0], samples[1]) if len(samples) == 2 else {},
+        connections=conns[0] if conns else None,
         first_error=next((p.first_error for p in parts if p.first_error), None),
         events_per_request=int(kind.removeprefix("events")) if kind.startswith("events") else 0,
         client=client, **mixed,
@@ -877,7 +900,7 @@ def render(meta: dict[str, Any], results: list[Result], ratios: dict[str, float]
         "",
         f"{'scenario':<9} {'route':<26} {'clients':>7} {'procs':>5} {'requests':>8} {'req/s':>8} "
         f"{'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} {'errors':>6} {'srv us/req':>10} "
-        f"{'lg us/req':>9}  "
+        f"{'lg us/req':>9} {'conns':>5}  "
         "cores lg/srv/pg/other",
     ]
     for r in results:
@@ -887,7 +910,7 @@ def render(meta: dict[str, Any], results: list[Result], ratios: dict[str, float]
             f"{r.scenario:<9} {r.target:<26} {r.clients:>7} {r.processes:>5} {r.requests:>8} "
             f"{r.rps:>8.1f} {_fmt(r.p50_ms):>7} {_fmt(r.p90_ms):>7} {_fmt(r.p99_ms):>7} "
             f"{_fmt(r.max_ms):>7} {r.errors:>6} {_fmt(r.server_cpu_us, '.0f'):>10} "
-            f"{_fmt(r.loadgen_cpu_us, '.0f'):>9}  {cpu_s}"
+            f"{_fmt(r.loadgen_cpu_us, '.0f'):>9} {_fmt(r.connections, 'd'):>5}  {cpu_s}"
         )
         if len(r.rounds_rps) > 1:
             out[-1] += "  rounds: " + " ".join(f"{x:.0f}" for x in r.rounds_rps)
@@ -920,6 +943,8 @@ def render(meta: dict[str, Any], results: list[Result], ratios: dict[str, float]
             out.append(f"  {label} ({c} clients) = {v:.2f}   ({how})")
     out.append("  srv us/req = server process CPU per request (robust to other load on the host); "
                "lg us/req = the load generator's;")
+    out.append("  conns = PostgreSQL connections held by the Control Room server as the window closed "
+               "(ceiling rows: none of ours);")
     out.append("  cores = CPU cores used in the window by:")
     out.append("  the load generator / the server process / the bench database's Postgres backends / "
                "everything else on the host")
