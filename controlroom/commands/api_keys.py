@@ -9,11 +9,11 @@ from uuid import UUID, uuid4
 
 import msgspec
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import IntegrityError
 
 from controlroom.commands.application import ControlRoom
 from controlroom.commands.errors import ApiKeyNotFoundError
 from controlroom.commands.handlers import Clock, utcnow
+from controlroom.commands.updates import update
 from controlroom.domain.api_key import PREFIX, ApiKey, ApiKeyRevokedError
 
 KEY_BYTES = 32
@@ -59,16 +59,15 @@ class ApiKeyCommands:
 
     def revoke(self, tenant_id: str, key_id: UUID, by: str) -> int:
         """Revoke a key; ApiKeyNotFoundError if the tenant has no live key `key_id`."""
-        while True:
-            api_key = self._load(tenant_id, key_id)
+        def decide(api_key: ApiKey) -> None:
             try:
                 api_key.revoke(by=by, now=self.clock())
-            except ApiKeyRevokedError:
+            except ApiKeyRevokedError:  # also when revoked concurrently: the retry says so
                 raise ApiKeyNotFoundError(key_id) from None
-            try:
-                return self.app.save(api_key)[-1].notification.id
-            except IntegrityError:
-                continue  # revoked concurrently: the next pass says so
+
+        _, position = update(self.app, key_id, decide, load=lambda kid: self._load(tenant_id, kid),
+                             name=f"API key {key_id}")
+        return position or 0
 
     def _load(self, tenant_id: str, key_id: UUID) -> ApiKey:
         try:

@@ -14,7 +14,6 @@ from eventsourcing.persistence import IntegrityError
 from controlroom.commands.append_limits import in_appends, split_log
 from controlroom.commands.application import ControlRoom, replay
 from controlroom.commands.errors import (
-    ConcurrencyError,
     IdempotencyConflictError,
     RunNotFoundError,
 )
@@ -30,11 +29,10 @@ from controlroom.commands.messages import (
 )
 from controlroom.commands.ports import SecretBox
 from controlroom.commands.scrubbing import Scrubber
+from controlroom.commands.updates import update
 from controlroom.domain.external_artifacts import external_artifact
 from controlroom.domain.retry import RetryPolicy
 from controlroom.domain.run import Run
-
-MAX_CONFLICT_RETRIES = 8
 
 Clock = Callable[[], datetime]
 
@@ -353,18 +351,10 @@ class RunCommands:
     ) -> tuple[Run, int]:
         """Decide on the run (`loaded`, else from the log) and save: the run after it, and the
         position of its latest event."""
-        for _ in range(MAX_CONFLICT_RETRIES):
-            run = loaded if loaded is not None else self._get(tenant_id, run_id)
-            loaded = None
-            decide(run)
-            if not run.pending_events:
-                return run, self._position_of(run_id)
-            try:
-                recordings = self.app.save(run)
-            except IntegrityError:
-                continue  # another writer appended first: decide again on fresh state
-            return run, recordings[-1].notification.id
-        raise ConcurrencyError(f"run {run_id} is changing too fast; try again")
+        run, position = update(self.app, run_id, decide, loaded=loaded, name=f"run {run_id}",
+                               load=lambda rid: self._get(tenant_id, rid))
+        # A repeated write appends nothing, yet its reader must see the first one's effect.
+        return run, position if position is not None else self._position_of(run_id)
 
     def _position_of(self, run_id: UUID) -> int:
         """Position of the run's latest event (nothing to wait for if already applied)."""

@@ -5,15 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import IntegrityError
-
 from controlroom.commands.application import ControlRoom
-from controlroom.commands.errors import ConcurrencyError
 from controlroom.commands.handlers import Clock, utcnow
+from controlroom.commands.updates import or_created, update
 from controlroom.domain.lineage import LineageJob, job_id
-
-MAX_CONFLICT_RETRIES = 8
 
 
 class LineageCommands:
@@ -29,17 +24,12 @@ class LineageCommands:
         outputs: list[dict[str, Any]], producer: str,
     ) -> int:
         """Record one OpenLineage run event; its position in the log (0: a re-delivery, kept once)."""
-        for _ in range(MAX_CONFLICT_RETRIES):
-            try:
-                job: LineageJob = self.app.repository.get(job_id(tenant_id, job_namespace, job_name))
-            except AggregateNotFoundError:
-                job = LineageJob.register(tenant_id, job_namespace, job_name)
-            if not job.report(run_id=run_id, event_type=event_type, event_time=event_time,
-                              inputs=inputs, outputs=outputs, producer=producer, now=self.clock()):
-                return 0
-            try:
-                recordings = self.app.save(job)
-            except IntegrityError:
-                continue  # the same job reported concurrently: append after it
-            return recordings[-1].notification.id
-        raise ConcurrencyError(f"job {job_namespace}/{job_name} is reporting too fast; try again")
+        def decide(job: LineageJob) -> None:
+            job.report(run_id=run_id, event_type=event_type, event_time=event_time,
+                       inputs=inputs, outputs=outputs, producer=producer, now=self.clock())
+
+        _, position = update(
+            self.app, job_id(tenant_id, job_namespace, job_name), decide,
+            load=or_created(self.app, lambda: LineageJob.register(tenant_id, job_namespace, job_name)),
+            name=f"job {job_namespace}/{job_name}")
+        return position or 0

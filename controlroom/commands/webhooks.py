@@ -10,18 +10,16 @@ from typing import TypeVar
 from uuid import UUID, uuid4
 
 import msgspec
-from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError
 
 from controlroom.commands.application import ControlRoom
-from controlroom.commands.errors import CommandError, ConcurrencyError
+from controlroom.commands.errors import CommandError
 from controlroom.commands.handlers import Clock, utcnow
 from controlroom.commands.ports import SecretBox
+from controlroom.commands.updates import or_created, update
 from controlroom.domain.webhook_secret import WebhookSecret, secret_id
 from controlroom.domain.webhook_subscription import Subscription
 
-MAX_CONFLICT_RETRIES = 8
 SECRET_BYTES = 32
 SECRET_KEY = "whsec"
 """The key of the secret inside its sealed box."""
@@ -113,16 +111,5 @@ class WebhookCommands:
         return self._change(subscription_id, missing, checked)[1]
 
     def _change(self, agg_id: UUID, create: Callable[[], A], decide: Callable[[A], None]) -> tuple[A, int]:
-        for _ in range(MAX_CONFLICT_RETRIES):
-            try:
-                agg: A = self.app.repository.get(agg_id)
-            except AggregateNotFoundError:
-                agg = create()
-            decide(agg)
-            if not agg.pending_events:
-                return agg, 0  # nothing changed: nothing to wait for
-            try:
-                return agg, self.app.save(agg)[-1].notification.id
-            except IntegrityError:
-                continue  # another writer got there first: decide again on fresh state
-        raise ConcurrencyError(f"{agg_id} is changing too fast; try again")
+        agg, position = update(self.app, agg_id, decide, load=or_created(self.app, create))
+        return agg, position or 0  # nothing changed: nothing to wait for
