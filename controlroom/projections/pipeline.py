@@ -286,8 +286,7 @@ class Pipeline:
                     member.view.flush()
                 finally:
                     member.view.bind(None)
-            for statement in _positions([m.model.name for m in members], end):
-                cur.execute(statement)
+            cur.execute(_positions([m.model.name for m in members], end))
         for member in members:
             member.position = end
 
@@ -301,13 +300,20 @@ def _tracking(name: str) -> sql.Identifier:
     return sql.Identifier(f"{name}_tracking")  # created by migration 0001
 
 
-def _positions(names: list[str], end: int) -> list[sql.SQL | sql.Composed]:
-    """Every member's position, the announcements, and the batch's commit mode."""
-    statements = [sql.SQL(TRACK).format(table=_tracking(n), app=sql.Literal(APPLICATION),
-                                        position=sql.Literal(end)) for n in names]
+def _positions(names: list[str], end: int) -> sql.Composed:
+    """One statement: every member's position, the announcements, and the batch's commit mode
+    (a batch of one event would otherwise pay more statements for its bookkeeping than for
+    its rows)."""
+    recorded = sql.SQL(", ").join(
+        sql.SQL("{cte} AS ({track})").format(
+            cte=sql.Identifier(f"t{i}"),
+            track=sql.SQL(TRACK).format(table=_tracking(n), app=sql.Literal(APPLICATION),
+                                        position=sql.Literal(end)))
+        for i, n in enumerate(names))
     announce = sql.SQL(", ").join(
         sql.SQL("pg_notify({}, {})").format(sql.Literal(PROJECTED_CHANNEL),
                                             sql.Literal(f"{n}:{end}")) for n in names)
-    # Rows and positions are lost or kept together: a batch lost in a crash is read again.
-    return [*statements, sql.SQL("SELECT ") + announce,
-            sql.SQL("SET LOCAL synchronous_commit = off")]
+    # Rows and positions are lost or kept together: a batch lost in a crash is read again, so
+    # its commit need not wait for the disk (set_config(..., true) is SET LOCAL).
+    return sql.SQL("WITH {recorded} SELECT set_config('synchronous_commit', 'off', true), "
+                   "{announce}").format(recorded=recorded, announce=announce)
