@@ -14,6 +14,7 @@ from controlroom.api.problems import invalid
 from controlroom.api.schemas import Artifact, ArtifactView, Progress, Repo, RunError, RunView
 from controlroom.commands.messages import SubmitJob
 from controlroom.domain.run import Run
+from controlroom.domain.status import RunStatus
 
 API = "/api/v1"
 _decode_obj = msgspec.json.Decoder(dict[str, Any])
@@ -81,7 +82,7 @@ def run_view(row: Row) -> RunView:
     """The public shape of one run_status row."""
     run_id = str(row["run_id"])
     progress = None
-    if row["progress_at"] is not None or row["status"] == "completed":
+    if row["progress_at"] is not None or row["status"] == RunStatus.COMPLETED:
         progress = Progress(row["progress_percent"], row["progress_message"], row["progress_at"])
     error = RunError(row["error_reason"], row["error_message"]) if row["error_reason"] else None
     return RunView(
@@ -141,7 +142,7 @@ def accepted_view(
     """A run as its submission created it: the answer to a submit (no second read needed)."""
     rid = str(run_id)
     return RunView(
-        run_id=rid, job_type=cmd.job_type, status="queued", created_at=created_at,
+        run_id=rid, job_type=cmd.job_type, status=RunStatus.QUEUED.value, created_at=created_at,
         started_at=None, completed_at=None, artifacts=[], logs_url=f"{API}/runs/{rid}/logs",
         progress=None, job_name=cmd.job_name, created_by=cmd.client or cmd.created_by,
         submitted_by=cmd.created_by, repo=repo_of(cmd.code), attempt=1,
@@ -160,7 +161,7 @@ def logged_view(run: Run) -> RunView:
     or the error: those read as empty until the run is visible.
     """
     rid = str(run.id)
-    queued = run.status == "queued"
+    queued = run.status == RunStatus.QUEUED
     return RunView(
         run_id=rid, job_type=run.job_type, status=run.status, created_at=run.submitted_at,
         started_at=run.started_at, completed_at=run.finished_at, artifacts=[],

@@ -18,6 +18,7 @@ from controlroom.domain.data_flow import lineage_edges
 from controlroom.domain.errors import InvalidTransitionError
 from controlroom.domain.external_artifacts import external_artifact
 from controlroom.domain.run import QUEUED, RUNNING
+from controlroom.domain.status import RunStatus
 
 REPORTED_FAILURE = "reported"
 """`error.reason` of a failure an external runner reported without a reason of its own."""
@@ -59,7 +60,7 @@ class InboundOutcomes:
             raise RunNotFoundError(run_id)
         attempt = outcome.attempt or run.attempt
         position = 0
-        if outcome.status == "cancelled":
+        if outcome.status == RunStatus.CANCELLED.value:
             position = self.runs.request_cancel(tenant_id, run_id, by)
             if self.runs.load(run_id).status == RUNNING:
                 position = self.runs.confirm_cancelled(run_id, outcome.summary or f"cancelled by {by}",
@@ -67,7 +68,7 @@ class InboundOutcomes:
             return position
         if run.status == QUEUED:
             position = self.runs.start(run_id, attempt, f"external:{by}")
-        if outcome.status == "running":
+        if outcome.status == RunStatus.RUNNING.value:
             if run.status not in (QUEUED, RUNNING):
                 raise InvalidTransitionError("start", run.status)
             return position
@@ -75,7 +76,7 @@ class InboundOutcomes:
             position = self.runs.add_artifacts(run_id, [external_artifact(
                 run_id, attempt, path=a.path, url=a.url, content_type=a.content_type, size=a.size,
                 sha256=a.sha256) for a in outcome.artifacts], attempt=attempt)
-        if outcome.status == "completed":
+        if outcome.status == RunStatus.COMPLETED.value:
             if edges := lineage_edges(run.spec):  # as a worker records them on success
                 self.runs.lineage(run_id, edges, attempt=attempt)
             return self.runs.complete(run_id, summary=outcome.summary, exit_code=outcome.exit_code,

@@ -13,6 +13,7 @@ from uuid import UUID
 from psycopg.types.json import Jsonb
 
 from controlroom.domain.run import Run
+from controlroom.domain.status import RunStatus
 from controlroom.domain.webhooks import CALLBACK_OF
 
 MAX_SUMMARY_CHARS = 2000
@@ -36,6 +37,12 @@ class RunFacts:
     def from_row(cls, row: dict[str, Any]) -> RunFacts:
         """From a webhook_runs row (as GET_FACTS selects it; the event store's rows are dicts)."""
         return cls(**row)
+
+    @property
+    def status(self) -> RunStatus:
+        """The run's status between a start or a retry and its end: what an artifact, progress or
+        lineage edge is recorded in (a Run takes none once it has ended)."""
+        return RunStatus.QUEUED if self.started_at is None else RunStatus.RUNNING
 
     def params(self, run_id: UUID) -> dict[str, Any]:
         """The row's parameters for PUT_FACTS."""
@@ -65,10 +72,10 @@ def _capped(text: str | None) -> str | None:
     return text[: MAX_SUMMARY_CHARS - 1] + "…"
 
 
-def _data(run_id: UUID, facts: RunFacts, base_url: str, status: str, **extra: Any) -> dict[str, Any]:
+def _data(run_id: UUID, facts: RunFacts, base_url: str, status: RunStatus, **extra: Any) -> dict[str, Any]:
     """The run callback's body `data`: the PRD fields first, then extensions."""
     return {
-        "run_id": str(run_id), "status": status, "summary": _capped(extra.pop("summary", None)),
+        "run_id": str(run_id), "status": status.value, "summary": _capped(extra.pop("summary", None)),
         "artifacts": facts.artifacts[:MAX_ARTIFACTS], "started_at": _iso(facts.started_at),
         "completed_at": _iso(extra.pop("completed_at", None)), "attempt": facts.attempt,
         "job_type": facts.job_type, "job_name": facts.job_name,
@@ -84,36 +91,37 @@ def message_for(
     if isinstance(e, Run.RunSubmitted):
         facts = RunFacts(e.tenant_id, e.job_type, e.job_name, dict(e.callbacks))
         return facts, _message("run.submitted", e.submitted_at, position,
-                               _data(run_id, facts, base_url, "queued"))
+                               _data(run_id, facts, base_url, RunStatus.QUEUED))
     if facts is None:  # a run this projection never saw submitted: nothing to say about it
         return None, None
     match e:
         case Run.RunStarted():
             facts = replace(facts, attempt=e.attempt, started_at=e.at)
-            kind, data = "run.started", _data(run_id, facts, base_url, "running")
+            kind, data = "run.started", _data(run_id, facts, base_url, RunStatus.RUNNING)
         case Run.RunProgressed():
-            kind, data = "run.progress", _data(run_id, facts, base_url, "running", progress={
+            kind, data = "run.progress", _data(run_id, facts, base_url, facts.status, progress={
                 "percent": e.percent, "message": _capped(e.message)})
         case Run.ArtifactAdded():
             shown = {"path": str(e.artifact.get("path")),
                      "url": e.artifact.get("url")
                      or f"{base_url}{API}/artifacts/{e.artifact.get('artifact_id')}/content"}
             facts = replace(facts, artifacts=[*facts.artifacts, shown])
-            kind, data = "run.artifact_added", _data(run_id, facts, base_url, "running", artifact=shown)
+            kind, data = "run.artifact_added", _data(run_id, facts, base_url, facts.status,
+                                                     artifact=shown)
         case Run.LineageEdgeRecorded():
-            kind, data = "lineage.edge_recorded", _data(run_id, facts, base_url, "running",
+            kind, data = "lineage.edge_recorded", _data(run_id, facts, base_url, facts.status,
                                                         source=e.source, target=e.target)
         case Run.RunCompleted():
-            kind, data = "run.completed", _data(run_id, facts, base_url, "completed",
+            kind, data = "run.completed", _data(run_id, facts, base_url, RunStatus.COMPLETED,
                                                 summary=e.summary, completed_at=e.at)
         case Run.RunFailed():
             retrying = bool(getattr(e, "retrying", False))
             kind = "run.retrying" if retrying else "run.failed"
-            data = _data(run_id, facts, base_url, "failed", summary=e.message, completed_at=e.at,
+            data = _data(run_id, facts, base_url, RunStatus.FAILED, summary=e.message, completed_at=e.at,
                          error={"reason": e.reason, "message": _capped(e.message)},
                          exit_code=e.exit_code, retrying=retrying)
         case Run.RunCancelled():
-            kind, data = "run.cancelled", _data(run_id, facts, base_url, "cancelled",
+            kind, data = "run.cancelled", _data(run_id, facts, base_url, RunStatus.CANCELLED,
                                                 summary=e.reason, completed_at=e.at)
         case Run.RunRetryScheduled():
             return replace(facts, attempt=e.attempt, started_at=None), None

@@ -18,6 +18,7 @@ from eventsourcing.projection import Projection
 from psycopg.types.json import Jsonb
 
 from controlroom.domain.run import Run
+from controlroom.domain.status import RunStatus
 from controlroom.projections.view import ReadModelView
 
 PROJECTION = "run_events"
@@ -133,7 +134,7 @@ class RunEventsProjection(Projection[RunEventsView]):  # type: ignore[type-var]
 
     @process_event.register
     def _(self, e: Run.RunSubmitted, tracking: Tracking) -> None:
-        data = {"status": "queued", "attempt": 1, "job_name": e.job_name,
+        data = {"status": RunStatus.QUEUED.value, "attempt": 1, "job_name": e.job_name,
                 "created_by": e.client or e.created_by, "submitted_by": e.created_by,
                 "labels": e.labels, "max_retries": e.max_retries,
                 "timeout_s": e.timeout_s}
@@ -142,7 +143,7 @@ class RunEventsProjection(Projection[RunEventsView]):  # type: ignore[type-var]
 
     @process_event.register
     def _(self, e: Run.RunStarted, tracking: Tracking) -> None:
-        self.view.record(tracking, e, "status", {"status": "running", "attempt": e.attempt})
+        self.view.record(tracking, e, "status", {"status": RunStatus.RUNNING.value, "attempt": e.attempt})
 
     @process_event.register
     def _(self, e: Run.RunProgressed, tracking: Tracking) -> None:
@@ -168,13 +169,13 @@ class RunEventsProjection(Projection[RunEventsView]):  # type: ignore[type-var]
 
     @process_event.register
     def _(self, e: Run.RunCompleted, tracking: Tracking) -> None:
-        data = {"status": "completed", "summary": e.summary, "exit_code": e.exit_code}
+        data = {"status": RunStatus.COMPLETED.value, "summary": e.summary, "exit_code": e.exit_code}
         self.view.record(tracking, e, "status", data, terminal=True)
 
     @process_event.register
     def _(self, e: Run.RunFailed, tracking: Tracking) -> None:
         retrying = bool(getattr(e, "retrying", False))  # events recorded before the flag: final
-        data = {"status": "running" if retrying else "failed", "reason": e.reason,
+        data = {"status": (RunStatus.RUNNING if retrying else RunStatus.FAILED).value, "reason": e.reason,
                 "message": e.message, "exit_code": e.exit_code, "retrying": retrying}
         self.view.record(tracking, e, "status", data, terminal=not retrying)
 
@@ -184,10 +185,10 @@ class RunEventsProjection(Projection[RunEventsView]):  # type: ignore[type-var]
 
     @process_event.register
     def _(self, e: Run.RunCancelled, tracking: Tracking) -> None:
-        self.view.record(tracking, e, "status", {"status": "cancelled", "reason": e.reason},
+        self.view.record(tracking, e, "status", {"status": RunStatus.CANCELLED.value, "reason": e.reason},
                          terminal=True)
 
     @process_event.register
     def _(self, e: Run.RunRetryScheduled, tracking: Tracking) -> None:
-        data = {"status": "queued", "attempt": e.attempt, "not_before": e.not_before}
+        data = {"status": RunStatus.QUEUED.value, "attempt": e.attempt, "not_before": e.not_before}
         self.view.record(tracking, e, "status", data)

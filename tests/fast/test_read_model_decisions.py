@@ -301,6 +301,28 @@ def test_a_message_says_which_artifacts_the_run_made_and_caps_its_summary(comman
     assert len(data["summary"]) == MAX_SUMMARY_CHARS and data["summary"].endswith("…")
 
 
+def test_an_artifact_message_says_the_status_of_the_run_it_was_added_to(commands: RunCommands) -> None:
+    subscribe(commands.app, "tenant-a", "run.artifact_added", "lineage.edge_recorded")
+    run_id = commands.submit(job(max_retries=1)).run_id
+
+    def artifact(path: str) -> dict[str, Any]:
+        return {"artifact_id": str(uuid4()), "path": path, "size": 1, "sha256": "0" * 64}
+
+    commands.add_artifacts(run_id, [artifact("queued.csv")])
+    commands.start(run_id, 1, "worker-1")
+    commands.add_artifacts(run_id, [artifact("running.csv")], 1)
+    commands.lineage(run_id, [("s3://in", "s3://out")], 1)
+    commands.fail(run_id, reason="exit_code", message="first", exit_code=1, attempt=1)
+    commands.add_artifacts(run_id, [artifact("retry.csv")])
+    sent = [(d["event_type"], d["payload"]["data"]) for d in outbox(commands).deliveries]
+    assert [(kind, data.get("artifact", {}).get("path"), data["status"]) for kind, data in sent] == [
+        ("run.artifact_added", "queued.csv", "queued"),
+        ("run.artifact_added", "running.csv", "running"),
+        ("lineage.edge_recorded", None, "running"),
+        ("run.artifact_added", "retry.csv", "queued"),
+    ]
+
+
 def test_a_rotated_webhook_secret_is_kept_sealed(commands: RunCommands) -> None:
     secret = WebhookSecret.create("tenant-a")
     secret.rotate(sealed="sealed-secret-1", grace_s=0, now=EPOCH)
