@@ -13,7 +13,9 @@ from uuid import UUID
 
 import jwt
 
-ALGORITHM = "HS256"
+from controlroom.domain.token_claims import HS256, TokenClaims
+
+ALGORITHM = HS256
 RUN_SCOPES = ("runs:write", "artifacts:write", "artifacts:read", "lineage:write")
 """`artifacts:read`: a job lists and reads its own run's artifacts (never another's)."""
 
@@ -32,15 +34,8 @@ class HmacRunTokens:
 
     def for_run(self, tenant_id: str, run_id: UUID, ttl_s: int, *, attempt: int | None = None) -> str:
         """A token for `run_id` (and only that attempt, if given) valid for `ttl_s` seconds."""
-        now = int(self._clock())
-        claims: dict[str, object] = {
-            "sub": f"run:{run_id}", "tenant_id": tenant_id, "run_id": str(run_id),
-            "scope": " ".join(RUN_SCOPES), "iat": now, "exp": now + ttl_s,
-        }
-        if attempt is not None:
-            claims["attempt"] = attempt
-        if self._audience:
-            claims["aud"] = self._audience
-        if self._issuer:
-            claims["iss"] = self._issuer
-        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+        claims = TokenClaims.minted(sub=f"run:{run_id}", tenant_id=tenant_id, scopes=RUN_SCOPES,
+                                    now=int(self._clock()), ttl_s=ttl_s, run_id=run_id,
+                                    attempt=attempt)
+        return jwt.encode(claims.payload(audience=self._audience, issuer=self._issuer),
+                          self._secret, algorithm=ALGORITHM)

@@ -9,7 +9,6 @@ those pinned paths applies: `none`, other algorithms and a key of another type a
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -29,8 +28,9 @@ from controlroom.commands.errors import RunNotFoundError
 from controlroom.domain.api_key import PREFIX as API_KEY_PREFIX
 from controlroom.domain.scopes import ALL_SCOPES as _ALL_SCOPES
 from controlroom.domain.scopes import DEFAULT_SCOPES as _DEFAULT_SCOPES
+from controlroom.domain.token_claims import HS256, REQUIRED, InvalidClaimError, TokenClaims
 
-ALGORITHM = "HS256"
+ALGORITHM = HS256
 ASYMMETRIC_ALGORITHMS = ("RS256", "ES256")
 """Accepted only with a key from the JWKS, whose own type must match."""
 ALL_SCOPES = list(_ALL_SCOPES)
@@ -40,7 +40,6 @@ CLOCK_SKEW_S = 5
 MAX_KID_CHARS = 200
 DEFAULT_MAX_LIFETIME_S = 24 * 3600
 """A user token may live this long at most (from `iat`, else from now); run tokens are exempt."""
-TIME_CLAIMS = ("exp", "iat", "nbf")
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -138,31 +137,25 @@ class TokenVerifier:
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=CLOCK_SKEW_S,
-                options={"require": ["exp", "sub"], "verify_aud": self._audience is not None},
+                options={"require": list(REQUIRED), "verify_aud": self._audience is not None},
             )
         except jwt.ExpiredSignatureError:
             raise NotAuthorizedException("token expired") from None
         except jwt.PyJWTError as e:
             raise NotAuthorizedException(f"invalid token: {e}") from None
-        _check_times(claims)
-        tenant = claims.get("tenant_id")
-        if not isinstance(tenant, str) or not tenant:
-            raise NotAuthorizedException("invalid token: missing tenant_id claim")
-        for name in ("sub", "tenant_id"):
-            value = claims[name]
-            if not isinstance(value, str) or not value.strip():
-                raise NotAuthorizedException(f"invalid token: {name} claim must be a non-blank string")
-        if not (tenant.isprintable() and str(claims["sub"]).isprintable()):
-            raise NotAuthorizedException("invalid token: sub and tenant_id must be printable")
-        if "run_id" not in claims:  # a run token lives as long as its run may; the worker mints it
-            self._check_lifetime(claims)
-        scope = claims.get("scope", "")
+        try:
+            parsed = TokenClaims.parse(claims)
+        except InvalidClaimError as e:
+            raise NotAuthorizedException(f"invalid token: {e}") from None
+        if parsed.run_id is None:  # a run token lives as long as its run may; the worker mints it
+            self._check_lifetime(parsed)
         principal = Principal(
-            sub=str(claims["sub"]),
-            tenant_id=tenant,
-            scopes=frozenset(scope.split() if isinstance(scope, str) else ()),
-            expires_at=float(claims["exp"]),
-            **_run_claims(claims),
+            sub=parsed.sub,
+            tenant_id=parsed.tenant_id,
+            scopes=frozenset(parsed.scopes),
+            expires_at=parsed.expires_at,
+            run_id=parsed.run_id,
+            attempt=parsed.attempt,
         )
         self._cache[token] = principal
         if len(self._cache) > CACHE_SIZE:
@@ -170,38 +163,15 @@ class TokenVerifier:
         return principal
 
 
-    def _check_lifetime(self, claims: dict[str, Any]) -> None:
+    def _check_lifetime(self, claims: TokenClaims) -> None:
         """Refuse a user token that lives longer than the maximum (a leaked one must die soon)."""
         now = time.time()
-        start = min(float(claims.get("iat", now)), now)  # an iat in the future buys no extra life
-        if float(claims["exp"]) - start > self._max_lifetime_s + CLOCK_SKEW_S:
+        # an iat in the future buys no extra life
+        start = min(now if claims.issued_at is None else claims.issued_at, now)
+        if claims.expires_at - start > self._max_lifetime_s + CLOCK_SKEW_S:
             raise NotAuthorizedException(
                 f"invalid token: it lives longer than the maximum of {self._max_lifetime_s:g} s "
                 "(exp - iat; see CONTROLROOM_JWT_MAX_LIFETIME_S)")
-
-
-def _check_times(claims: dict[str, Any]) -> None:
-    """exp, iat and nbf are NumericDate (RFC 7519): finite numbers, never strings or booleans."""
-    for name in TIME_CLAIMS:
-        if name not in claims:
-            continue
-        value = claims[name]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise NotAuthorizedException(f"invalid token: {name} claim must be a number (seconds)")
-
-
-def _run_claims(claims: dict[str, Any]) -> dict[str, Any]:
-    """The run a run token is confined to; a malformed claim makes the whole token invalid."""
-    if "run_id" not in claims:
-        return {}
-    attempt = claims.get("attempt")
-    try:
-        run_id = UUID(str(claims["run_id"]))
-    except ValueError:
-        raise NotAuthorizedException("invalid token: run_id claim is not a UUID") from None
-    if attempt is not None and (not isinstance(attempt, int) or isinstance(attempt, bool)):
-        raise NotAuthorizedException("invalid token: attempt claim is not an integer")
-    return {"run_id": run_id, "attempt": attempt}
 
 
 def issue_token(
@@ -209,16 +179,10 @@ def issue_token(
     audience: str | None = None, issuer: str | None = None, extra: dict[str, object] | None = None,
 ) -> str:
     """A signed HS256 token for `sub` in `tenant`."""
-    now = int(time.time())
-    claims: dict[str, object] = {
-        "sub": sub, "tenant_id": tenant, "scope": " ".join(scopes), "iat": now, "exp": now + ttl_s,
-        **(extra or {}),
-    }
-    if audience:
-        claims["aud"] = audience
-    if issuer:
-        claims["iss"] = issuer
-    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+    claims = TokenClaims.minted(sub=sub, tenant_id=tenant, scopes=scopes, now=int(time.time()),
+                                ttl_s=ttl_s)
+    return jwt.encode(claims.payload(audience=audience, issuer=issuer, extra=extra), secret,
+                      algorithm=ALGORITHM)
 
 
 class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
