@@ -31,6 +31,7 @@ from controlroom.api.schemas import ArtifactView
 from controlroom.api.views import API, artifact_view
 from controlroom.commands.errors import RunNotFoundError
 from controlroom.commands.outputs import DEFAULT_CONTENT_TYPE, content_type
+from controlroom.domain.artifact import Artifact
 from controlroom.domain.artifact_paths import RESERVED_PREFIXES, reserved_prefix
 from controlroom.domain.status import ACTIVE
 
@@ -206,12 +207,12 @@ async def upload_artifact(
         spool.discard()
     if not media_type or media_type.split(";")[0].strip() == DEFAULT_CONTENT_TYPE:
         media_type = content_type(name)  # a generic type says nothing: guess from the name
-    artifact: dict[str, Any] = {"artifact_id": str(uuid.uuid4()), "path": name, "size": spool.size,
-                "sha256": sha256, "content_type": media_type.strip()[:255]}
+    artifact = Artifact(artifact_id=str(uuid.uuid4()), path=name, size=spool.size, sha256=sha256,
+                        content_type=media_type.strip()[:255])
     position = await deps.write(deps.commands.upload_artifact, user.tenant_id, rid, artifact,
                                 user.attempt)
     await deps.settle(position)
-    row = await deps.reads.artifact(user.tenant_id, UUID(artifact["artifact_id"]))
+    row = await deps.reads.artifact(user.tenant_id, UUID(artifact.artifact_id))
     if row is None:  # the read model is lagging: answer from what was recorded
         raise ProblemError(503, "Busy", "the artifact was stored; its metadata is not readable yet",
                            headers={"Retry-After": "1"})

@@ -21,6 +21,7 @@ from controlroom.commands.handlers import RunCommands
 from controlroom.commands.outputs import content_type
 from controlroom.commands.ports import ArtifactStore
 from controlroom.commands.retrying import is_unavailable
+from controlroom.domain.artifact import Artifact
 from controlroom.domain.artifact_paths import CODE_PREFIX, LOG_PATH
 from controlroom.domain.errors import DomainError
 from controlroom.domain.run import Run
@@ -37,9 +38,9 @@ def archived_id(run_id: UUID, attempt: int, path: str) -> UUID:
 
 
 def _artifact(run_id: UUID, attempt: int, path: str, sha256: str, size: int,
-              media_type: str) -> dict[str, Any]:
-    return {"artifact_id": str(archived_id(run_id, attempt, path)), "path": path, "size": size,
-            "sha256": sha256, "content_type": media_type, "attempt": attempt}
+              media_type: str) -> Artifact:
+    return Artifact(artifact_id=str(archived_id(run_id, attempt, path)), path=path, size=size,
+                    sha256=sha256, content_type=media_type, attempt=attempt)
 
 
 def archive_code(commands: RunCommands, store: ArtifactStore, run: Run) -> None:
@@ -47,7 +48,7 @@ def archive_code(commands: RunCommands, store: ArtifactStore, run: Run) -> None:
     if run.attempt != 1:
         return  # archived when the first attempt started
     try:
-        artifacts = []
+        artifacts: list[Artifact] = []
         for f in run.code.get("files", []):
             sha256, size = store.put_bytes(f["content"].encode())
             path = CODE_PREFIX + f["path"]

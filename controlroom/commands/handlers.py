@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
@@ -30,6 +31,7 @@ from controlroom.commands.messages import (
 from controlroom.commands.ports import SecretBox
 from controlroom.commands.scrubbing import Scrubber
 from controlroom.commands.updates import update
+from controlroom.domain.artifact import Artifact as RunArtifact
 from controlroom.domain.external_artifacts import external_artifact
 from controlroom.domain.retry import RetryPolicy
 from controlroom.domain.run import Run
@@ -253,10 +255,11 @@ class RunCommands:
         return self._update(None, run_id, decide)
 
     def add_artifacts(
-        self, run_id: UUID, artifacts: Sequence[dict[str, Any]], attempt: int | None = None,
-        *, seq: int | None = None,
+        self, run_id: UUID, artifacts: Sequence[RunArtifact | Mapping[str, Any]],
+        attempt: int | None = None, *, seq: int | None = None,
     ) -> int:
-        """Record artifacts (metadata; the bytes are already in the artifact store)."""
+        """Record artifacts (metadata; the bytes are already in the artifact store); a mapping
+        is an artifact's fields as a worker spooled them."""
 
         def decide(run: Run) -> None:
             if _repeated(run, attempt, seq):
@@ -269,13 +272,14 @@ class RunCommands:
         return self._update(None, run_id, decide)
 
     def upload_artifact(
-        self, tenant_id: str, run_id: UUID, artifact: dict[str, Any], attempt: int | None = None
+        self, tenant_id: str, run_id: UUID, artifact: RunArtifact, attempt: int | None = None
     ) -> int:
-        """Record an uploaded artifact on the tenant's run, for its current attempt."""
+        """Record an uploaded artifact on the tenant's run, for its current attempt (whatever
+        `artifact` says)."""
 
         def decide(run: Run) -> None:
-            artifact["attempt"] = run.attempt
-            run.add_artifact(artifact=artifact, now=self.clock(), attempt=attempt)
+            run.add_artifact(artifact=dataclasses.replace(artifact, attempt=run.attempt),
+                             now=self.clock(), attempt=attempt)
 
         return self._update(tenant_id, run_id, decide)
 

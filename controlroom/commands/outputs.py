@@ -9,6 +9,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from controlroom.commands.handlers import RunCommands
 from controlroom.commands.ports import ArtifactStore, Execution
+from controlroom.domain.artifact import Artifact
 from controlroom.domain.artifact_paths import reserved_prefix
 
 log = logging.getLogger("controlroom.worker")
@@ -103,11 +104,10 @@ def store_outputs(
             notes.append(f"{name} skipped: could not be stored ({e.strerror or e})")
             continue
         total += size
-        artifacts.append({
-            "artifact_id": str(artifact_id(run_id, attempt, out.path)), "path": out.path,
-            "size": size, "sha256": sha256, "content_type": content_type(out.path),
-            "attempt": attempt,
-        })
+        artifacts.append(Artifact(
+            artifact_id=str(artifact_id(run_id, attempt, out.path)), path=out.path, size=size,
+            sha256=sha256, content_type=content_type(out.path), attempt=attempt,
+        ).fields())  # as the worker's spool keeps them
     for note in notes:
         log.warning("run %s: %s", run_id, note)
     return notes, artifacts

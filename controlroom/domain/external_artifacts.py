@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import posixpath
 import re
-from typing import Any
 from urllib.parse import urlsplit
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+from controlroom.domain.artifact import Artifact
 from controlroom.domain.artifact_paths import RESERVED_PREFIXES, reserved_prefix
 
 MAX_PATH_CHARS = 512
@@ -66,12 +66,7 @@ def path_from_url(url: str) -> str:
 
 def external_artifact(run_id: UUID, attempt: int, *, path: str, url: str,
                       content_type: str | None = None, size: int | None = None,
-                      sha256: str | None = None) -> dict[str, Any]:
-    """The `ArtifactAdded` payload of an external artifact (unknown facts left out)."""
-    artifact: dict[str, Any] = {
-        "artifact_id": str(external_artifact_id(run_id, attempt, path)), "path": path,
-        "url": url, "external": True, "attempt": attempt,
-    }
-    known = {"content_type": content_type, "size": size, "sha256": sha256}
-    artifact.update({k: v for k, v in known.items() if v is not None})
-    return artifact
+                      sha256: str | None = None) -> Artifact:
+    """An external artifact: its id is the same whenever the attempt reports it again."""
+    return Artifact(artifact_id=str(external_artifact_id(run_id, attempt, path)), path=path,
+                    attempt=attempt, size=size, sha256=sha256, content_type=content_type, url=url)

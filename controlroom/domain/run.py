@@ -6,12 +6,14 @@ Public methods decide (check invariants, compute values) and then call a private
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from controlroom.domain.artifact import Artifact
 from controlroom.domain.errors import AttemptMismatchError, InvalidTransitionError
 from controlroom.domain.retry import RetryPolicy
 from controlroom.domain.status import ACTIVE, RunStatus
@@ -170,14 +172,19 @@ class Run(Aggregate):
                      reported_at=reported_at, seq=seq)
 
     def add_artifact(
-        self, *, artifact: dict[str, Any], now: datetime, attempt: int | None = None,
+        self, *, artifact: Artifact | Mapping[str, Any], now: datetime, attempt: int | None = None,
         reported_at: datetime | None = None, seq: int | None = None,
     ) -> None:
-        """Attach an artifact (metadata only; bytes live in the artifact store, or elsewhere)."""
+        """Attach an artifact (metadata only; bytes live in the artifact store, or elsewhere).
+
+        A mapping is an artifact's fields as a worker spooled them (perhaps a worker of an
+        earlier release): recorded as given, as they always were.
+        """
         if self._repeated(attempt, seq):
             return
         self._require_active("add an artifact to", attempt)
-        self._artifact_added(artifact=artifact, at=now, reported_at=reported_at, seq=seq)
+        fields = artifact.fields() if isinstance(artifact, Artifact) else dict(artifact)
+        self._artifact_added(artifact=fields, at=now, reported_at=reported_at, seq=seq)
 
     def record_lineage(
         self, *, source: str, target: str, now: datetime, attempt: int | None = None,
