@@ -78,12 +78,17 @@ class DramatiqQueue:
         worker.start()
         self._worker = worker
 
-    def stop(self, on_stopping: Callable[[], None] = lambda: None) -> None:
-        """Take no more messages, call `on_stopping` (running jobs end), then stop consuming."""
+    def stop_taking(self) -> None:
+        """Take no more messages, without waiting: a message taken meanwhile is handed back."""
         self._stopping.set()
         if self._worker is not None:
             for thread in self._worker.workers:
                 thread.stop()  # each finishes its current message, then takes no other
+
+    def stop(self, on_stopping: Callable[[], None] = lambda: None) -> None:
+        """Take no more messages, call `on_stopping` (running jobs end), then stop consuming."""
+        self.stop_taking()
+        if self._worker is not None:
             on_stopping()
             self._worker.stop(timeout=STOP_TIMEOUT_MS)  # re-queues prefetched messages
             self._worker = None

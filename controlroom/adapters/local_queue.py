@@ -48,11 +48,15 @@ class InProcessQueue:
             t.start()
             self._threads.append(t)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop taking work; wait briefly for running jobs' threads."""
+    def stop_taking(self) -> None:
+        """Take no more work, without waiting."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking work; wait briefly for running jobs' threads."""
+        self.stop_taking()
         for t in self._threads:
             t.join(timeout)
 

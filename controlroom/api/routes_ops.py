@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import Request, Response, get
 
 from controlroom.api.deps import Deps
@@ -33,6 +34,9 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     body: dict[str, Any] = {"status": "ready" if ready else "unavailable", "checks": checks}
     if warning := request.app.state.get("sandbox_warning"):
         body["warnings"] = {"sandbox": warning}  # not unready: a single-tenant install may run so
+    if (health := request.app.state.get("services_health")) is not None:
+        # Information, not readiness: a loop in standby or retrying is how a replica should be.
+        body["services"] = [msgspec.to_builtins(h) for h in health()]
     return Response(
         body,
         status_code=200 if ready else 503,

@@ -56,14 +56,11 @@ def cmd_projections(settings: Settings, args: argparse.Namespace) -> int:
                 rebuild.request(conn, by)
             # Carried out here, unless a running service or projector hosts it: then there. Here,
             # one reader decodes each event once and feeds every read model being rebuilt.
-            here = [pipeline(services, [models[name] for name in names]).start()]
+            services.running.start(pipeline(services, [models[name] for name in names]))
             try:
                 return _follow(conn, rebuilds, args.timeout)
             finally:
-                for p in here:
-                    p.request_stop()
-                for p in here:
-                    p.stop()
+                services.running.stop()
 
 
 def _status(conn: psycopg.Connection[Any], rebuilds: dict[str, Any]) -> None:

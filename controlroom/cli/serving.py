@@ -125,6 +125,7 @@ def build_app(services: Services) -> Any:
                              jwks=jwks, max_lifetime_s=s.jwt_max_lifetime_s)
     app = create_app(verifier, _open_deps(services), max_body_bytes=s.max_body_bytes)
     app.state.sandbox_warning = services.sandbox_warning  # shown by /readyz
+    app.state.services_health = services.running.health  # shown by /readyz
     return app
 
 

@@ -20,6 +20,7 @@ from controlroom.cli.hosts import (
     webhook_hosts,
 )
 from controlroom.cli.sandboxing import local_sandbox
+from controlroom.services import ServiceStack
 from controlroom.settings import Settings
 
 if TYPE_CHECKING:
@@ -38,6 +39,9 @@ class Services:
     env: dict[str, str]
     commands: Any
     closers: list[Any] = field(default_factory=list)
+    """What to close once the services stopped (clients their loops used)."""
+    running: ServiceStack = field(default_factory=ServiceStack)
+    """The process's services (its loops), stopped in the reverse order they started."""
     connections: Any = None
     connection_store: Any = None
     webhooks: Any = None
@@ -52,12 +56,13 @@ class Services:
     _session: Any = None
 
     def session(self) -> Any:
-        """The process's session connection (locks, wake-ups), started on first use."""
+        """The process's session connection (locks, wake-ups), started on first use: a tier of
+        its own below every holder, so it stops after them."""
         if self._session is None:
             from controlroom.projections.session import Session
 
-            self._session = Session(self.dsn).start()
-            self.closers.insert(0, self._session.stop)  # closed last: after every holder
+            self._session = Session(self.dsn)
+            self.running.start(self._session)
         return self._session
 
 
@@ -133,24 +138,26 @@ def bootstrap(
         _wire_api_keys(services, app)
         _wire_webhooks(services, app, AesGcmSecretBox(secret_key))
         stack.callback(lambda: [close() for close in reversed(services.closers)])
+        stack.callback(services.running.stop)  # the one place a process's services stop
         services.lineage_commands = LineageCommands(app)
-        stack.enter_context(_projections(
-            services, run_worker=run_worker, run_projections=run_projections, kube_client=kube_client
-        ))
+        _start_services(services, run_worker=run_worker, run_projections=run_projections,
+                        kube_client=kube_client)
         log.info("%s", budget.describe())
         yield services
 
 
-@contextlib.contextmanager
-def _projections(
+def _start_services(
     services: Services, *, run_worker: bool, run_projections: bool, kube_client: Any = None
-) -> Iterator[None]:
+) -> None:
+    """Start this process's services, in the one place they start: the session (on first
+    use), the spool flusher, the loops under advisory locks and the read models, then the job
+    worker. `services.running` stops them in the reverse order."""
     from controlroom.adapters.leases import PostgresLeases
     from controlroom.adapters.local_queue import InProcessQueue
     from controlroom.adapters.run_index import active_runs
     from controlroom.adapters.spool import FileSpools
     from controlroom.commands.reaper import LeaseTiming
-    from controlroom.commands.worker import RunWorker, recover
+    from controlroom.commands.worker import JobWorker, RunWorker, recover
     from controlroom.jobtypes import default_job_types
 
     settings = services.settings
@@ -175,35 +182,30 @@ def _projections(
             tokens=run_tokens(services), artifacts=artifact_store(settings),
             spools=FileSpools(settings.data_dir / "spool", settings.spool_max_bytes),
         )
-        worker.start_spool_flusher()
     queue, dispatching = _run_queue(settings, worker, run_projections=run_projections)
     if queue is not None and dispatching:  # the dispatcher and the reaper feed the same queue
         models.append(dispatch_model(queue))
         hosts.append(reaper_host(services, queue, leases))
     if models:
         hosts.append(pipeline(services, models))
-    for host in hosts:
-        host.start()
+    if queue is not None and not isinstance(queue, InProcessQueue):
+        services.closers.append(queue.close)
+    if worker is not None and (flusher := worker.spool_flusher()) is not None:
+        services.running.start(flusher)  # its first pass before `recover` fails orphaned runs
+    services.running.start(*hosts)  # stopped together: each may take its runner's poll to notice
+    if worker is None:
+        return
     if isinstance(queue, InProcessQueue):
-        recover(services.commands, queue, active_runs(services.dsn),
-                orphaned_running=settings.embedded)
-    elif queue is not None and worker is not None:
-        queue.start(worker.execute, threads=settings.worker_slots)
-    try:
-        yield
-    finally:
-        if isinstance(queue, InProcessQueue):
-            assert worker is not None  # an in-process queue is made only beside a worker
-            worker.stopping.set()
-            queue.stop()
-        elif worker is not None:  # dramatiq: take no more messages, then end running jobs
-            queue.stop(on_stopping=worker.stopping.set)
-        for host in hosts:
-            host.request_stop()  # all at once: each may take up to its runner's poll to notice
-        for host in hosts:
-            host.stop()
-        if queue is not None and not isinstance(queue, InProcessQueue):
-            queue.close()
+        in_process = queue
+
+        def begin() -> None:
+            in_process.start()
+            recover(services.commands, in_process, active_runs(services.dsn),
+                    orphaned_running=settings.embedded)
+    else:  # dramatiq: any number of workers take runs from Redis
+        def begin() -> None:
+            queue.start(worker.execute, threads=settings.worker_slots)
+    services.running.start(JobWorker(worker, queue, begin))
 
 
 def _run_queue(settings: Settings, worker: Any, *, run_projections: bool) -> tuple[Any, bool]:
@@ -220,9 +222,7 @@ def _run_queue(settings: Settings, worker: Any, *, run_projections: bool) -> tup
         return DramatiqQueue(settings.redis_url, namespace=settings.redis_namespace), run_projections
     if worker is None:
         return None, False
-    queue = InProcessQueue(worker.execute, slots=settings.worker_slots)
-    queue.start()
-    return queue, True
+    return InProcessQueue(worker.execute, slots=settings.worker_slots), True
 
 
 NO_KUBERNETES = ("Kubernetes is not configured on this worker: set CONTROLROOM_K8S_NAMESPACE "

@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Self
 from uuid import UUID
 
 import msgspec
@@ -48,6 +49,7 @@ from controlroom.commands.spooled import (
 )
 from controlroom.domain.errors import DomainError
 from controlroom.domain.run import Run
+from controlroom.services import ThreadService
 
 log = logging.getLogger("controlroom.worker")
 
@@ -367,28 +369,31 @@ def replay(commands: RunCommands, artifacts: ArtifactStore | None, spool: SpoolP
         spool.close()
 
 
-class SpoolFlusher:
+class SpoolFlusher(ThreadService):
     """Delivers the spools of this worker's data dir that nobody holds, at start and then
-    every ORPHAN_SCAN_S (backing off while the database is away)."""
+    every ORPHAN_SCAN_S (backing off while the database is away).
+
+    A service named `spool_flusher`: failed while spools wait for the database.
+    """
 
     def __init__(self, commands: RunCommands, spools: SpoolsPort,
-                 artifacts: ArtifactStore | None, stopping: threading.Event) -> None:
-        self.commands, self.spools, self.artifacts, self.stopping = (
-            commands, spools, artifacts, stopping)
+                 artifacts: ArtifactStore | None) -> None:
+        super().__init__("spool_flusher", thread_name="spool-flusher")
+        self.commands, self.spools, self.artifacts = commands, spools, artifacts
         self.backoff = Backoff()
         self._first_delay = 0.0
-        self._thread = threading.Thread(target=self._loop, name="spool-flusher", daemon=True)
 
-    def start(self) -> None:
+    def start(self) -> Self:
         """One pass now — before the process fails runs a crash left running, so a spooled
         outcome is recorded first — then one every ORPHAN_SCAN_S in the background."""
         try:
             done = self.flush_once()
-        except Exception:  # never stops a worker from starting
+        except Exception as e:  # never stops a worker from starting
             log.exception("spools left in the data dir could not be delivered yet")
+            self.failed(e)
             done = False
         self._first_delay = ORPHAN_SCAN_S if done else self.backoff.next()
-        self._thread.start()
+        return super().start()
 
     def flush_once(self) -> bool:
         """One pass over the orphaned spools; False if the database was away."""
@@ -400,10 +405,13 @@ class SpoolFlusher:
                     log.exception("run %s: its spool could not be delivered", spool.run_id)
                     continue
                 log.warning("spools wait for the database: %s", e)
+                self.failed(e)
                 return False
+        self.recovered()
         return True
 
-    def _loop(self) -> None:
+    def run(self) -> None:
+        """A pass every ORPHAN_SCAN_S until stopped, more often while the database is away."""
         delay = self._first_delay
         while not self.stopping.wait(delay):
             if self.flush_once():

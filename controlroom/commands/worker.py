@@ -7,8 +7,9 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
+from typing import Protocol
 from uuid import UUID
 
 from controlroom.commands.append_limits import APPEND_TARGET_BYTES
@@ -48,6 +49,7 @@ from controlroom.commands.spooled import (
 )
 from controlroom.domain.errors import DomainError
 from controlroom.domain.run import Run
+from controlroom.services import Health, HealthMark
 
 log = logging.getLogger("controlroom.worker")
 
@@ -88,12 +90,13 @@ class RunWorker:
         self.artifacts = artifacts
         self.stopping = threading.Event()
 
-    def start_spool_flusher(self) -> None:
-        """Deliver the spools left in this worker's data dir (by a worker that crashed or
-        stopped mid-outage): once now, before `recover` may fail the runs a crash left running,
-        then every few seconds until the worker stops."""
-        if self.spools is not None:
-            SpoolFlusher(self.commands, self.spools, self.artifacts, self.stopping).start()
+    def spool_flusher(self) -> SpoolFlusher | None:
+        """The service delivering the spools left in this worker's data dir (by a worker that
+        crashed or stopped mid-outage): to start before `recover` may fail the runs a crash
+        left running. None without spools."""
+        if self.spools is None:
+            return None
+        return SpoolFlusher(self.commands, self.spools, self.artifacts)
 
     def execute(self, run_id: UUID, attempt: int) -> None:
         """Run `attempt` of `run_id` to an outcome, unless someone else has it."""
@@ -171,6 +174,47 @@ class RunWorker:
                          outbox).run()
         finally:
             execution.cleanup()
+
+
+class RunSource(Protocol):
+    """Where a JobWorker takes runs from: the in-process queue, or the broker."""
+
+    def stop_taking(self) -> None:
+        """Take no more runs, without waiting (one taken in that instant is handed back)."""
+        ...
+
+    def stop(self) -> None:
+        """Wait, briefly, for the runs being executed to end."""
+        ...
+
+
+class JobWorker:
+    """The service executing runs in this process: `begin()` starts taking them from `source`
+    (each executed by `worker`); a stop takes no more and ends running jobs (their attempts
+    fail as `worker_shutdown`, or wait in the spool for the next worker on this data dir)."""
+
+    name = "job_worker"
+
+    def __init__(self, worker: RunWorker, source: RunSource, begin: Callable[[], None]) -> None:
+        self.worker, self.source, self.begin = worker, source, begin
+        self._mark = HealthMark(self.name)
+
+    def start(self) -> JobWorker:
+        self.begin()
+        self._mark.set("running")
+        return self
+
+    def request_stop(self) -> None:
+        self.source.stop_taking()
+        self.worker.stopping.set()  # running jobs end
+
+    def stop(self, timeout: float | None = None) -> None:
+        self.request_stop()
+        self.source.stop()
+        self._mark.set("stopped")
+
+    def health(self) -> Health:
+        return self._mark.get()
 
 
 class _Supervision:

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from controlroom.services import ThreadService
+
 if TYPE_CHECKING:
     from controlroom.projections.session import Session
 
@@ -25,71 +27,68 @@ def lock_key(name: str) -> int:
     return (LOCK_NAMESPACE << 32) | zlib.crc32(name.encode())
 
 
-class ProjectionHost:
+class ProjectionHost(ThreadService):
     """Runs `make_runner()` while holding the lock named `name`; restarts it after errors.
 
     For background loops that must run in one process at a time (the reaper, the webhook
     delivery worker); read models are hosted by the pipeline (pipeline.py) under the same kind
     of locks, all taken on the process's one session (session.py). A runner has
     `run_forever(timeout)`, `is_interrupted` and is a context manager.
+
+    A service named after its lock: `active` in the process that holds it, `standing by` in
+    the others; failed while its runner keeps failing.
     """
 
     def __init__(self, name: str, session: Session, make_runner: Callable[[], Any]) -> None:
-        self.name = name
+        super().__init__(name, thread_name=f"host-{name}")
         self.session = session
         self.make_runner = make_runner
         self.active = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"host-{name}", daemon=True)
         self.runner: Any = None
 
-    def start(self) -> ProjectionHost:
-        """Begin trying to take the lock and run."""
-        self._thread.start()
-        return self
-
-    def request_stop(self) -> None:
-        """Tell the runner to stop, without waiting: hosts stopping together stop in parallel."""
-        self._stop.set()
+    def _on_stop_requested(self) -> None:
         runner = self.runner
         if isinstance(event := getattr(runner, "is_interrupted", None), threading.Event):
             event.set()
 
-    def stop(self) -> None:
-        """Stop the runner and release the lock."""
-        self.request_stop()
-        self._thread.join(timeout=15)
+    def _after_stop(self) -> None:
         self.session.unlock(self.name)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
+    def _detail(self) -> str:
+        return "active" if self.active.is_set() else "standing by"
+
+    def run(self) -> None:
+        """Take the lock when it is free and run the runner while it is held, until stopped."""
+        while not self.stopping.is_set():
             try:
                 generation = self.session.try_lock(self.name)
                 if generation is not None:
                     self._serve(generation)
             except Exception as e:
                 log.warning("%s interrupted: %s", self.name, e)
+                self.failed(e)
             self.active.clear()
-            self._stop.wait(STANDBY_RETRY_S)
+            self.stopping.wait(STANDBY_RETRY_S)
 
     def _serve(self, generation: int) -> None:
         try:
-            while not self._stop.is_set() and self.session.holds(self.name, generation):
+            while not self.stopping.is_set() and self.session.holds(self.name, generation):
                 self._run(generation)
         finally:
             self.runner = None
-            self._stop.wait(RESTART_BACKOFF_S)
+            self.stopping.wait(RESTART_BACKOFF_S)
 
     def _run(self, generation: int) -> None:
         """Run until stopped, or until the lock is lost with its session."""
         with self.make_runner() as runner:
             self.runner = runner
             self.active.set()
+            self.recovered()
             log.info("%s: active", self.name)
-            while not self._stop.is_set():
+            while not self.stopping.is_set():
                 runner.run_forever(timeout=1.0)
                 if runner.is_interrupted.is_set():
-                    if self._stop.is_set():
+                    if self.stopping.is_set():
                         return  # stopped by request_stop
                     raise RuntimeError("runner stopped")
                 if not self.session.holds(self.name, generation):

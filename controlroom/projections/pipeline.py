@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import psycopg
 from eventsourcing.persistence import StoredEvent, Tracking
@@ -31,6 +31,7 @@ from psycopg.rows import dict_row
 from controlroom.projections.rebuild import Rebuild, tracked_position
 from controlroom.projections.session import Session
 from controlroom.projections.view import LOG_TABLE, PROJECTED_CHANNEL, ReadModelView
+from controlroom.services import ThreadService
 
 log = logging.getLogger("controlroom.projections")
 
@@ -120,11 +121,16 @@ class _Group:
         return sorted({t for m in self.members for t in m.model.topics})
 
 
-class Pipeline:
-    """Hosts `models` in one thread: takes their locks, reads the log, feeds and commits them."""
+class Pipeline(ThreadService):
+    """Hosts `models` in one thread: takes their locks, reads the log, feeds and commits them.
+
+    A service named `read_models`: failed while its connection is lost, its detail the read
+    models this process hosts now.
+    """
 
     def __init__(self, dsn: str, session: Session, models: Sequence[ReadModel],
                  decode: Callable[[StoredEvent], Any], *, channel: str = LOG_TABLE) -> None:
+        super().__init__("read_models", thread_name="read-models")
         self.dsn = dsn
         self.session = session
         self.models = {m.name: m for m in models}
@@ -134,45 +140,43 @@ class Pipeline:
         self.active = threading.Event()
         """Set while this process hosts at least one of its read models."""
         self._members: dict[str, _Member] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="read-models", daemon=True)
 
-    def start(self) -> Pipeline:
+    def start(self) -> Self:
         """Begin taking locks and feeding."""
         self._wake = self.session.wake_on(self.channel)
-        self._thread.start()
-        return self
+        return super().start()
 
-    def request_stop(self) -> None:
-        """Stop after the batch in hand, without waiting."""
-        self._stop.set()
-        self._wake.set()
+    def _on_stop_requested(self) -> None:
+        self._wake.set()  # it stops after the batch in hand
 
-    def stop(self) -> None:
-        """Stop and release every lock."""
-        self.request_stop()
-        if self._thread.is_alive():
-            self._thread.join(timeout=15)
+    def _after_stop(self) -> None:
         self.session.unlock(*self.models)
+
+    def _detail(self) -> str:
+        hosted = sorted(self._members)
+        return f"active: {', '.join(hosted)}" if hosted else "standing by"
 
     def _connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
+    def run(self) -> None:
+        """Connect, then take locks and feed until stopped, connecting again after errors."""
+        while not self.stopping.is_set():
             try:
                 with self._connect() as conn:
+                    self.recovered()
                     self._serve(conn)
             except Exception as e:
                 log.warning("read models interrupted: %s: %s", type(e).__name__, e)
+                self.failed(e)
             finally:
                 self._members.clear()  # positions are read again with the locks
                 self.active.clear()
-            self._stop.wait(RECONNECT_S)
+            self.stopping.wait(RECONNECT_S)
 
     def _serve(self, conn: psycopg.Connection[Any]) -> None:
         next_check = next_lock_try = 0.0
-        while not self._stop.is_set():
+        while not self.stopping.is_set():
             self._step_down_where_lost()
             now = time.monotonic()
             if now >= next_lock_try:

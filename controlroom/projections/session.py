@@ -22,6 +22,7 @@ import psycopg
 from psycopg import sql
 
 from controlroom.projections.host import lock_key
+from controlroom.services import ThreadService
 
 log = logging.getLogger("controlroom.projections")
 
@@ -33,10 +34,15 @@ RECONNECT_S = 1.0
 CONNECT_TIMEOUT_S = 5
 
 
-class Session:
-    """One connection holding advisory locks and listening on channels, reconnecting by itself."""
+class Session(ThreadService):
+    """One connection holding advisory locks and listening on channels, reconnecting by itself.
+
+    A service named `session`: failed while its connection is lost, until it reconnects."""
+
+    stop_timeout_s = 5.0
 
     def __init__(self, dsn: str) -> None:
+        super().__init__("session")
         self.dsn = dsn
         self.generation = 0
         """Moves on whenever the connection is replaced: locks of an older one are gone."""
@@ -44,19 +50,9 @@ class Session:
         self._held: set[str] = set()
         self._wakes: dict[str, list[threading.Event]] = {}
         self._mutex = threading.RLock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="session", daemon=True)
 
-    def start(self) -> Session:
-        """Connect and listen (in the background)."""
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Close the connection: every lock it holds is released."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
+    def _after_stop(self) -> None:
+        # Closing the connection releases every lock it holds.
         with self._mutex:
             self._drop()
 
@@ -104,9 +100,10 @@ class Session:
                     self._conn.execute("SELECT pg_advisory_unlock(k) FROM unnest(%s::bigint[]) "
                                        "AS t(k)", ([lock_key(n) for n in held],))
 
-    def _loop(self) -> None:
+    def run(self) -> None:
+        """Connect and listen until stopped, reconnecting whenever the connection is lost."""
         next_check = 0.0
-        while not self._stop.is_set():
+        while not self.stopping.is_set():
             try:
                 conn = self._conn or self._connect()
                 for n in conn.notifies(timeout=LISTEN_SLICE_S):
@@ -116,12 +113,13 @@ class Session:
                         conn.execute("SELECT 1")
                     next_check = time.monotonic() + ALIVE_CHECK_S
             except Exception as e:
-                if self._stop.is_set():
+                if self.stopping.is_set():
                     return
                 log.warning("session connection lost (%s: %s); reconnecting", type(e).__name__, e)
+                self.failed(e)
                 with self._mutex:
                     self._drop()
-                self._stop.wait(RECONNECT_S)
+                self.stopping.wait(RECONNECT_S)
 
     def _connect(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
@@ -129,6 +127,7 @@ class Session:
             for channel in self._wakes:
                 self._listen(conn, channel)
             self._conn = conn
+        self.recovered()
         for channel in list(self._wakes):
             self._wake(channel)  # what was announced while nobody listened: look again
         return conn

@@ -313,6 +313,12 @@ def test_embedded_serve_runs_a_job_end_to_end(start_server: StartServer, data_di
     unauthenticated = server.http.get(f"{API}/runs/{run_id}")
     assert unauthenticated.status_code == 401
 
+    services = {s["name"]: s for s in server.http.get("/readyz").json()["services"]}
+    assert list(services) == ["session", "spool_flusher", "webhook_delivery", "reaper",
+                              "read_models", "job_worker"], services
+    assert all(s["state"] == "running" for s in services.values()), services
+    assert services["read_models"]["detail"].startswith("active: "), services
+
 
 def test_restart_keeps_runs_and_the_token(start_server: StartServer, data_dir: Path) -> None:
     first = start_server()

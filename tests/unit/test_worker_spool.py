@@ -259,7 +259,7 @@ def test_a_flush_cut_short_by_a_crash_is_redone_by_another_worker_exactly_once(
     commands._update = original  # type: ignore[method-assign]
     commands.away = False
 
-    flusher = SpoolFlusher(commands, FileSpools(tmp_path), None, stopping=None)  # type: ignore[arg-type]
+    flusher = SpoolFlusher(commands, FileSpools(tmp_path), None)
     assert flusher.flush_once()
     assert log_lines(commands, run_id) == [f"line {i}" for i in range(20)]
     progress = [e for e in events(commands, run_id) if isinstance(e, Run.RunProgressed)]
