@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from uuid import UUID
 
 import msgspec
+from eventsourcing.application import AggregateNotFoundError
 
 from controlroom.commands.application import ControlRoom
 from controlroom.commands.errors import ConnectionNotFoundError
@@ -64,7 +66,18 @@ class ConnectionCommands:
                 raise ConnectionNotFoundError(name)
             conn.delete(by=by, now=self.clock())
 
-        return self._update(tenant_id, name, decide)[1]
+        def load(agg_id: UUID) -> Connection:
+            # Never made up: a name the tenant never set (even one no connection could have)
+            # is simply not there.
+            try:
+                found: Connection = self.app.repository.get(agg_id)
+            except AggregateNotFoundError:
+                raise ConnectionNotFoundError(name) from None
+            return found
+
+        _, position = update(self.app, connection_id(tenant_id, name), decide, load=load,
+                             name=f"connection {name!r}")
+        return position or 0
 
     def _update(self, tenant_id: str, name: str,
                 decide: Callable[[Connection], None]) -> tuple[Connection, int]:

@@ -158,3 +158,14 @@ def test_the_cli_sets_lists_and_deletes_connections_without_printing_passwords(
     assert "not found" in captured.err
     assert client.get(f"{CONNECTIONS}/cli-db", headers=auth).status_code == 404
     assert PASSWORD not in caplog.text
+
+
+@pytest.mark.parametrize("name", ["never-set", "0", "Not_A_Name"])
+def test_deleting_a_connection_the_tenant_never_set_is_not_found_and_records_nothing(
+    client: TestClient[Any], auth: dict[str, str], tenant: str, services: Services, name: str,
+) -> None:
+    """Even a name no connection could have (the API documents 404 for a missing one)."""
+    gone = client.delete(f"{CONNECTIONS}/{name}", headers=auth)
+    assert gone.status_code == 404, gone.text
+    assert gone.headers["content-type"].startswith("application/problem+json")
+    assert stored_events(services, tenant, name) == 0
