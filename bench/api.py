@@ -730,7 +730,7 @@ def _stop_embedded_postgres(data_dir: Path) -> None:
 
 
 def embedded_dsn(data_dir: Path) -> str:
-    """DSN of the embedded Postgres a server started in `data_dir` (see adapters/embedded_postgres)."""
+    """DSN of the embedded Postgres a server started in `data_dir` (see adapters/postgres/embedded.py)."""
     lines = (data_dir / "postgres" / "data" / "postmaster.pid").read_text().splitlines()
     password = quote((data_dir / "postgres" / "password").read_text().strip(), safe="")
     return f"postgresql://controlroom:{password}@127.0.0.1:{int(lines[3])}/controlroom"

@@ -2,7 +2,7 @@
 
 It runs on the same stack as `controlroom serve` (see cmd_serve in controlroom/cli/serving.py): uvicorn with
 log_level="warning", access_log=False, lifespan="on", started with `asyncio.run(Server.serve())`,
-and an asyncpg pool with the same settings as controlroom.adapters.database.create_read_pool.
+and an asyncpg pool with the same settings as controlroom.adapters.postgres.database.create_read_pool.
 No auth, no middleware, no projection: whatever Control Room's GET costs above this is overhead.
 
     python bench/ceiling_app.py --dsn postgresql://postgres@127.0.0.1:5432/somedb --port 8100

@@ -808,7 +808,7 @@ def scenario_projector_kill(bench: Bench, stack: contextlib.ExitStack) -> Result
         """(the log's head among run events, the least position of run_status and run_events)."""
         with psycopg.connect(d.dsn) as conn:
             head = conn.execute("SELECT coalesce(max(notification_id), 0) FROM controlroom_events "
-                                "WHERE topic LIKE 'controlroom.domain.run:Run.%'").fetchone()[0]
+                                "WHERE topic LIKE 'controlroom.domain.runs.run:Run.%'").fetchone()[0]
             at = [conn.execute(f"SELECT coalesce(max(notification_id), 0) FROM {p}_tracking").fetchone()[0]
                   for p in ("run_status", "run_events")]
         return int(head), int(min(at))

@@ -23,8 +23,8 @@ from api import percentile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controlroom.adapters.job_sandbox import Sandbox
-from controlroom.adapters.local_executor import LocalExecutor
+from controlroom.adapters.execution.local_executor import LocalExecutor
+from controlroom.adapters.execution.sandbox import Sandbox
 from controlroom.commands.ports import PYTHON, Launch
 from controlroom.settings import SandboxSettings
 

@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import httpx
 
-from controlroom.adapters.database import apply_schema
+from controlroom.adapters.postgres.database import apply_schema
 from controlroom.api.auth import ALL_SCOPES, issue_token
 
 TENANT = "bench"

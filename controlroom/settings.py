@@ -14,7 +14,7 @@ from typing import Annotated, Literal, get_args
 import msgspec
 import platformdirs
 
-from controlroom.domain.webhooks import DEFAULT_SCHEDULE_S
+from controlroom.domain.webhooks.rules import DEFAULT_SCHEDULE_S
 from controlroom.settings_env import Env, read
 
 Executor = Literal["local", "kubernetes"]
@@ -37,7 +37,7 @@ class WebhookSettings(msgspec.Struct, kw_only=True):
         "CONTROLROOM_CALLBACK_ALLOWLIST",
         "hosts (`hooks.internal`, `.corp.example`), IPs and CIDRs webhooks may reach despite the "
         "SSRF guard")] = ""
-    # Kept as written: the delivery host parses it (domain.webhooks.parse_schedule) when it starts.
+    # Kept as written: the delivery host parses it (domain.webhooks.rules.parse_schedule) when it starts.
     retry_schedule: Annotated[str | None, Env(
         "CONTROLROOM_WEBHOOK_RETRY_SCHEDULE",
         "seconds before each webhook attempt, comma-separated (±10 % jitter)",
@@ -170,7 +170,7 @@ class Settings(msgspec.Struct, kw_only=True):
     redis_namespace: Annotated[str, Env(
         "CONTROLROOM_REDIS_NAMESPACE",
         "prefix of every Redis key (one per deployment sharing a Redis)")] = "controlroom"
-    # The timings' checks and derived defaults: controlroom.commands.reaper.LeaseTiming.
+    # The timings' checks and derived defaults: controlroom.commands.execution.reaper.LeaseTiming.
     lease_timeout_s: Annotated[float, Env(
         "CONTROLROOM_LEASE_TIMEOUT_S",
         "a running attempt whose worker stops renewing its lease this long (plus the reaper's "

@@ -60,7 +60,7 @@ def _with_db(dsn: str, dbname: str) -> str:
 @contextmanager
 def _embedded_server() -> Iterator[str]:
     """An embedded PostgreSQL of the test session's own, stopped and removed afterwards."""
-    from controlroom.adapters.embedded_postgres import EmbeddedPostgres
+    from controlroom.adapters.postgres.embedded import EmbeddedPostgres
 
     # Not under pytest's temp root: another pytest session may reset its mode to 0700, and
     # as root the server runs as an unprivileged user that must traverse to its data dir.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 
-from controlroom.adapters.migrations import SCHEMA_LOCK
+from controlroom.adapters.postgres.migrations import SCHEMA_LOCK
 
 SCHEMA_SQL = Path(__file__).parent / "fixtures" / "schema_previous_release.sql"
 

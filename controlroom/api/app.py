@@ -11,26 +11,21 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
 from controlroom import __version__
-from controlroom.api import (
-    artifact_listing,
-    artifact_uploads,
-    openapi_doc,
-    openlineage,
-    problems,
-    request_gate,
-    routes_api_keys,
-    routes_artifacts,
-    routes_connections,
-    routes_events,
-    routes_lineage,
-    routes_ops,
-    routes_runs,
-)
+from controlroom.api import connections, ops, problems
+from controlroom.api.api_keys import routes as api_keys
+from controlroom.api.artifacts import listing, uploads
+from controlroom.api.artifacts import routes as artifacts
 from controlroom.api.auth import BearerAuthMiddleware, TokenVerifier
 from controlroom.api.deps import Deps
-from controlroom.api.routes_continue import continue_run
-from controlroom.api.routes_validate import validate_job
-from controlroom.api.routes_webhooks import WEBHOOK_ROUTES
+from controlroom.api.events import routes as events
+from controlroom.api.gate import hook as gate
+from controlroom.api.lineage import openlineage
+from controlroom.api.lineage import routes as lineage
+from controlroom.api.openapi import document as openapi
+from controlroom.api.runs import routes as runs
+from controlroom.api.runs.validate import validate_job
+from controlroom.api.webhooks.inbound import continue_run
+from controlroom.api.webhooks.routes import WEBHOOK_ROUTES
 
 OPEN_PATHS = [r"^/healthz$", r"^/readyz$", r"^/schema(?:/|$)", r"^/metrics$"]
 """Anchored: Litestar searches these anywhere in a path, and `/api/v1/connections/healthz`
@@ -54,21 +49,21 @@ def create_app(
 
     app = Litestar(
         route_handlers=[
-            routes_runs.submit_job, validate_job, routes_runs.get_run, routes_runs.list_runs,
-            routes_runs.post_events, routes_runs.cancel_run, routes_runs.get_logs,
-            routes_ops.healthz, routes_ops.readyz,
-            routes_events.run_events, routes_events.tenant_events,
-            routes_artifacts.get_artifact, routes_artifacts.get_artifact_content,
-            routes_lineage.lineage_graph, openlineage.post_lineage,
-            artifact_uploads.upload_artifact, artifact_listing.list_artifacts,
-            routes_connections.put_connection, routes_connections.list_connections,
-            routes_connections.get_connection, routes_connections.delete_connection,
-            routes_api_keys.create_api_key, routes_api_keys.list_api_keys,
-            routes_api_keys.revoke_api_key,
+            runs.submit_job, validate_job, runs.get_run, runs.list_runs,
+            runs.post_events, runs.cancel_run, runs.get_logs,
+            ops.healthz, ops.readyz,
+            events.run_events, events.tenant_events,
+            artifacts.get_artifact, artifacts.get_artifact_content,
+            lineage.lineage_graph, openlineage.post_lineage,
+            uploads.upload_artifact, listing.list_artifacts,
+            connections.put_connection, connections.list_connections,
+            connections.get_connection, connections.delete_connection,
+            api_keys.create_api_key, api_keys.list_api_keys,
+            api_keys.revoke_api_key,
             *WEBHOOK_ROUTES, continue_run,
         ],
         middleware=[DefineMiddleware(BearerAuthMiddleware, exclude=OPEN_PATHS)],
-        before_request=request_gate.before_request,
+        before_request=gate.before_request,
         exception_handlers={Exception: problems.handle},
         lifespan=[lifespan],
         state=State({"verifier": verifier}),
@@ -80,6 +75,6 @@ def create_app(
         debug=debug,
         logging_config=None,  # the CLI configures logging once for the process
     )
-    openapi_doc.complete(app, OPEN_PATHS)
+    openapi.complete(app, OPEN_PATHS)
     return app
 

@@ -3,7 +3,7 @@
 HS256 tokens are checked with the server's secret; with a JWKS configured, RS256 and ES256
 tokens are checked with the key their `kid` names. The header's `alg` only picks which of
 those pinned paths applies: `none`, other algorithms and a key of another type are a 401.
-`cr_…` bearers are API keys, looked up by hash (api_key_auth.py).
+`cr_…` bearers are API keys, looked up by hash (api/api_keys/auth.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from litestar.types import Guard
 
 from controlroom.api.problems import ProblemError
 from controlroom.commands.errors import RunNotFoundError
-from controlroom.domain.api_key import PREFIX as API_KEY_PREFIX
+from controlroom.domain.api_keys import PREFIX as API_KEY_PREFIX
 from controlroom.domain.scopes import ALL_SCOPES as _ALL_SCOPES
 from controlroom.domain.scopes import DEFAULT_SCOPES as _DEFAULT_SCOPES
 from controlroom.domain.token_claims import HS256, REQUIRED, InvalidClaimError, TokenClaims

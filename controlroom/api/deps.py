@@ -9,17 +9,17 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
-from controlroom.api.api_key_auth import ApiKeyDeps
-from controlroom.api.event_ports import EventStreams
+from controlroom.api.api_keys.auth import ApiKeyDeps
+from controlroom.api.events.ports import EventStreams
 from controlroom.api.problems import is_unavailable
-from controlroom.api.webhook_deps import WebhookDeps
+from controlroom.api.webhooks.deps import WebhookDeps
 from controlroom.api.write_pool import DaemonThreadPool
 from controlroom.commands.connections import ConnectionCommands
 from controlroom.commands.errors import RunNotFoundError
-from controlroom.commands.handlers import RunCommands
 from controlroom.commands.lineage import LineageCommands
 from controlroom.commands.ports import ArtifactStore
-from controlroom.domain.run import Run
+from controlroom.commands.runs.handlers import RunCommands
+from controlroom.domain.runs.run import Run
 from controlroom.validation import Preflight
 
 log = logging.getLogger("controlroom.api")

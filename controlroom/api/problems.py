@@ -21,11 +21,11 @@ from controlroom.commands.errors import (
     IdempotencyConflictError,
     RunNotFoundError,
 )
-from controlroom.commands.webhooks import SubscriptionNotFoundError
-from controlroom.domain.api_key import InvalidApiKeyError
-from controlroom.domain.connection import InvalidConnectionError
+from controlroom.commands.webhooks.handlers import SubscriptionNotFoundError
+from controlroom.domain.api_keys import InvalidApiKeyError
+from controlroom.domain.connections import InvalidConnectionError
 from controlroom.domain.errors import DomainError
-from controlroom.domain.webhook_subscription import InvalidSubscriptionError
+from controlroom.domain.webhooks.subscription import InvalidSubscriptionError
 
 log = logging.getLogger("controlroom.api")
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from controlroom.api.event_bodies import EventEnvelope
+from controlroom.api.runs.event_bodies import EventEnvelope
 
 JobType = Literal["spark_etl", "schema_migration", "diagram_export", "kb_catalog"]
 Path = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
@@ -89,7 +89,7 @@ class JobSubmission(msgspec.Struct, forbid_unknown_fields=True):
 
 
 EventBatch = EventEnvelope | Annotated[list[EventEnvelope], msgspec.Meta(min_length=1)]
-"""The PRD's form of what the events route accepts, as documented (api/event_bodies.py also
+"""The PRD's form of what the events route accepts, as documented (api/runs/event_bodies.py also
 takes each event flat: `{"event_type": "progress", "percent": 40}`; docs/api.md)."""
 """At most MAX_EVENTS_PER_REQUEST, checked by the route (a 422 naming the limit)."""
 

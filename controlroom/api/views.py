@@ -13,8 +13,8 @@ import msgspec
 from controlroom.api.problems import invalid
 from controlroom.api.schemas import Artifact, ArtifactView, Progress, Repo, RunError, RunView
 from controlroom.commands.messages import SubmitJob
-from controlroom.domain.run import Run
-from controlroom.domain.status import RunStatus
+from controlroom.domain.runs.run import Run
+from controlroom.domain.runs.status import RunStatus
 
 API = "/api/v1"
 _decode_obj = msgspec.json.Decoder(dict[str, Any])

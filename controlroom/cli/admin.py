@@ -38,7 +38,7 @@ def _beside_read_model(settings: Settings, projection: str) -> Iterator[Services
 def cmd_connections(settings: Settings, args: argparse.Namespace) -> int:
     """Set, list or delete a tenant's connections, straight against the database."""
     from controlroom.commands.errors import ConnectionNotFoundError
-    from controlroom.domain.connection import InvalidConnectionError
+    from controlroom.domain.connections import InvalidConnectionError
 
     with _beside_read_model(settings, "connections") as services:
         try:
@@ -66,7 +66,7 @@ def cmd_api_keys(settings: Settings, args: argparse.Namespace) -> int:
     from uuid import UUID
 
     from controlroom.commands.errors import ApiKeyNotFoundError
-    from controlroom.domain.api_key import InvalidApiKeyError
+    from controlroom.domain.api_keys import InvalidApiKeyError
 
     with _beside_read_model(settings, "api_keys") as services:
         try:
@@ -116,7 +116,7 @@ def cmd_background(settings: Settings, args: argparse.Namespace) -> int:
 
 def _worker_processes(settings: Settings, args: argparse.Namespace) -> int:
     """`worker --processes N`: N single-process workers, each restarted if it dies."""
-    from controlroom.adapters.dramatiq_queue import supervise
+    from controlroom.adapters.execution.dramatiq_queue import supervise
 
     if not settings.redis_url:
         print("--processes needs REDIS_URL (without it, runs queue inside one process)",

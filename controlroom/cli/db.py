@@ -22,7 +22,7 @@ def add_command(sub: Any) -> None:
 
 def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     """Apply the pending migrations, or show them; 1 when a migration can't be applied."""
-    from controlroom.adapters.migrations import MigrationError
+    from controlroom.adapters.postgres.migrations import MigrationError
 
     with database(settings) as dsn:
         try:
@@ -33,8 +33,8 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _upgrade(dsn: str) -> int:
-    from controlroom.adapters.database import apply_schema
-    from controlroom.adapters.migrations import Migration
+    from controlroom.adapters.postgres.database import apply_schema
+    from controlroom.adapters.postgres.migrations import Migration
 
     def report(migration: Migration, how: str, seconds: float) -> None:
         why = ": its tables were there, made by schema.sql" if how == "recognised" else ""
@@ -47,8 +47,8 @@ def _upgrade(dsn: str) -> int:
 
 
 def _status(dsn: str) -> int:
-    from controlroom.adapters import migrations
-    from controlroom.adapters.database import schema_connection
+    from controlroom.adapters.postgres import migrations
+    from controlroom.adapters.postgres.database import schema_connection
 
     ours = migrations.available()
     with schema_connection(dsn) as conn:

@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from controlroom.adapters.migrations import MigrationError
+from controlroom.adapters.postgres.migrations import MigrationError
 from controlroom.cli import db, log_setup, projections
 from controlroom.cli.admin import cmd_api_keys, cmd_background, cmd_connections, cmd_token
 from controlroom.cli.sandboxing import SandboxUnavailableError, not_dumpable

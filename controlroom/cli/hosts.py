@@ -22,10 +22,10 @@ def read_models(services: Services) -> dict[str, ReadModel]:
     """The read models that can be rebuilt from the log, by projection name."""
     from controlroom.projections.api_keys import ApiKeysProjection, ApiKeysView
     from controlroom.projections.connections import ConnectionsProjection, ConnectionsView
+    from controlroom.projections.events import RunEventsProjection, RunEventsView
     from controlroom.projections.lineage import LineageProjection, LineageView
     from controlroom.projections.pipeline import ReadModel
-    from controlroom.projections.run_events import RunEventsProjection, RunEventsView
-    from controlroom.projections.run_status import RunStatusProjection, RunStatusView
+    from controlroom.projections.runs import RunStatusProjection, RunStatusView
 
     pairs = ((RunStatusProjection, RunStatusView), (ConnectionsProjection, ConnectionsView),
              (RunEventsProjection, RunEventsView), (LineageProjection, LineageView),
@@ -36,15 +36,15 @@ def read_models(services: Services) -> dict[str, ReadModel]:
 
 def outbox_model(services: Services) -> ReadModel:
     """The webhook outbox: messages and deliveries made from the log (not rebuildable)."""
-    from controlroom.projections.outbox import OutboxProjection, OutboxView
     from controlroom.projections.pipeline import ReadModel
+    from controlroom.projections.webhooks.outbox import OutboxProjection, OutboxView
 
     return ReadModel.of(OutboxProjection.linking_to(services.settings.base_url), OutboxView)
 
 
 def dispatch_model(queue: Any) -> ReadModel:
     """The dispatcher feeding `queue` from the log (not rebuildable)."""
-    from controlroom.projections.dispatch import DispatchProjection, DispatchView
+    from controlroom.projections.execution import DispatchProjection, DispatchView
     from controlroom.projections.pipeline import ReadModel
 
     return ReadModel.of(DispatchProjection.feeding(queue), DispatchView)
@@ -61,12 +61,12 @@ def pipeline(services: Services, models: Iterable[ReadModel]) -> Pipeline:
 
 def webhook_hosts(services: Services) -> list[ProjectionHost]:
     """The delivery worker."""
-    from controlroom.adapters.webhook_delivery import HttpWebhookSender
-    from controlroom.adapters.webhook_store import PostgresDeliveryStore
-    from controlroom.commands.deliveries import DeliveryWorker
-    from controlroom.domain.webhooks import DeliveryPolicy, parse_schedule
+    from controlroom.adapters.webhooks.delivery import HttpWebhookSender
+    from controlroom.adapters.webhooks.store import PostgresDeliveryStore
+    from controlroom.commands.webhooks.deliveries import DeliveryWorker
+    from controlroom.domain.webhooks.rules import DeliveryPolicy, parse_schedule
     from controlroom.projections.host import ProjectionHost
-    from controlroom.projections.outbox import WEBHOOKS_CHANNEL
+    from controlroom.projections.webhooks.outbox import WEBHOOKS_CHANNEL
 
     settings, hooks = services.settings, services.webhooks
     s = settings.webhooks
@@ -84,7 +84,7 @@ def webhook_hosts(services: Services) -> list[ProjectionHost]:
 
 def reaper_host(services: Services, queue: Any, leases: Any) -> ProjectionHost:
     """The reaper of lost runs, feeding the same queue as the dispatcher."""
-    from controlroom.commands.reaper import Reaper
+    from controlroom.commands.execution.reaper import Reaper
     from controlroom.projections.host import ProjectionHost
 
     timeout_s = services.settings.lease_timeout_s

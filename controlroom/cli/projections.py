@@ -64,10 +64,10 @@ def cmd_projections(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _status(conn: psycopg.Connection[Any], rebuilds: dict[str, Any]) -> None:
-    from controlroom.projections.dispatch import DispatchProjection
+    from controlroom.projections.execution import DispatchProjection
     from controlroom.projections.host import holder
-    from controlroom.projections.outbox import OutboxProjection
     from controlroom.projections.rebuild import Rebuild, log_head
+    from controlroom.projections.webhooks.outbox import OutboxProjection
 
     others = {p.name: Rebuild(p.name, (), tuple(p.topics))
               for p in (OutboxProjection, DispatchProjection)}

@@ -32,7 +32,7 @@ def local_sandbox(settings: Settings) -> tuple[Any, str | None]:
     loud warning for an embedded (single-tenant) install, refused with an external database
     unless CONTROLROOM_UNSAFE_NO_SANDBOX=1.
     """
-    from controlroom.adapters.job_sandbox import Sandbox
+    from controlroom.adapters.execution.sandbox import Sandbox
 
     sandbox = Sandbox(settings.sandbox)
     if shown := sandbox.exposing(settings.data_dir):

@@ -26,8 +26,8 @@ they wait, so threads cost no share of the connection budget."""
 
 def _webhook_deps(services: Services, pool: Any) -> Any:
     """What the webhook routes need: commands, reads over `pool`, the SSRF guard."""
-    from controlroom.adapters.webhook_reads import WebhookReads
-    from controlroom.api.webhook_deps import WebhookDeps
+    from controlroom.adapters.webhooks.reads import WebhookReads
+    from controlroom.api.webhooks.deps import WebhookDeps
 
     hooks = services.webhooks
     return WebhookDeps(hooks.commands, hooks.outcomes, WebhookReads(pool, hooks.box), hooks.guard)
@@ -36,12 +36,12 @@ def _webhook_deps(services: Services, pool: Any) -> Any:
 def _open_deps(services: Services) -> Any:
     @contextlib.asynccontextmanager
     async def open_deps() -> AsyncIterator[Any]:
-        from controlroom.adapters.connection_store import ConnectionReads
-        from controlroom.adapters.database import behind_transaction_pooler, create_read_pool
-        from controlroom.adapters.lineage_graph import LineageGraph
-        from controlroom.adapters.projected_listener import ProjectedListener
-        from controlroom.adapters.projection_waiter import ProjectionWaiter
-        from controlroom.adapters.run_reads import RunReads
+        from controlroom.adapters.connections import ConnectionReads
+        from controlroom.adapters.lineage.graph import LineageGraph
+        from controlroom.adapters.postgres.database import behind_transaction_pooler, create_read_pool
+        from controlroom.adapters.postgres.listener import ProjectedListener
+        from controlroom.adapters.postgres.projection_waiter import ProjectionWaiter
+        from controlroom.adapters.runs.reads import RunReads
         from controlroom.api.deps import Deps
 
         pooler = behind_transaction_pooler(services.dsn, services.settings.transaction_pooler)
@@ -77,8 +77,8 @@ def _open_deps(services: Services) -> Any:
 
 def _api_key_deps(services: Services, pool: Any) -> Any:
     """API keys: commands, reads over `pool`, and the verifier bearer `cr_…` keys go through."""
-    from controlroom.adapters.api_key_store import ApiKeyReads
-    from controlroom.api.api_key_auth import ApiKeyDeps, ApiKeyVerifier
+    from controlroom.adapters.api_keys import ApiKeyReads
+    from controlroom.api.api_keys.auth import ApiKeyDeps, ApiKeyVerifier
 
     reads = ApiKeyReads(pool)
     return ApiKeyDeps(services.api_keys, reads, ApiKeyVerifier(reads))
@@ -86,9 +86,9 @@ def _api_key_deps(services: Services, pool: Any) -> Any:
 
 async def _event_streams(services: Services, pool: Any, listener: Any) -> Any:
     """Live run events: replay from the read model, then what the process's listener announces."""
-    from controlroom.adapters.event_feed import EventFeed
-    from controlroom.adapters.event_reads import EventReads
-    from controlroom.api.event_ports import EventStreams
+    from controlroom.adapters.events.feed import EventFeed
+    from controlroom.adapters.events.reads import EventReads
+    from controlroom.api.events.ports import EventStreams
 
     s = services.settings
     reads = EventReads(pool)
@@ -100,7 +100,7 @@ async def _event_streams(services: Services, pool: Any, listener: Any) -> Any:
 def _preflight(services: Services) -> Any:
     """Pre-flight validation with this machine's tools, the tenants' connections and what each
     job type declares it demands."""
-    from controlroom.adapters.preflight import LocalTools, PostgresTables
+    from controlroom.adapters.runs.preflight import LocalTools, PostgresTables
     from controlroom.jobtypes import default_job_types
     from controlroom.validation import Preflight
 
@@ -118,7 +118,7 @@ def build_app(services: Services) -> Any:
     s = services.settings
     jwks = None
     if s.jwks_url:
-        from controlroom.adapters.jwks import JwksKeys
+        from controlroom.adapters.security.jwks import JwksKeys
 
         jwks = JwksKeys(s.jwks_url)
     verifier = TokenVerifier(services.jwt_secret, audience=s.jwt_audience, issuer=s.jwt_issuer,

@@ -77,7 +77,7 @@ def _private_data_dir(settings: Settings) -> None:
 
 
 def keys(settings: Settings) -> tuple[str, str]:
-    from controlroom.adapters.keys import load_or_create
+    from controlroom.adapters.security.keys import load_or_create
 
     jwt_secret = settings.jwt_secret or load_or_create(settings.data_dir, "jwt_secret")
     secret_key = settings.secret_key or load_or_create(settings.data_dir, "secret_key")
@@ -88,12 +88,12 @@ def keys(settings: Settings) -> tuple[str, str]:
 def database(settings: Settings) -> Iterator[str]:
     """The database's DSN: DATABASE_URL, or the embedded PostgreSQL, started for as long as this
     lasts (or found running on the data dir)."""
-    from controlroom.adapters.database import redact
+    from controlroom.adapters.postgres.database import redact
 
     _private_data_dir(settings)
     with contextlib.ExitStack() as stack:
         if settings.embedded:
-            from controlroom.adapters.embedded_postgres import EmbeddedPostgres
+            from controlroom.adapters.postgres.embedded import EmbeddedPostgres
 
             dsn = stack.enter_context(EmbeddedPostgres(settings.data_dir)).dsn
         else:
@@ -113,11 +113,11 @@ def bootstrap(
     `kube_client`: a `kubernetes.client.ApiClient` for the Kubernetes executor instead of the
     in-cluster or kubeconfig configuration.
     """
-    from controlroom.adapters.database import apply_schema, eventsourcing_env, operations_pool
-    from controlroom.adapters.secretbox import AesGcmSecretBox
+    from controlroom.adapters.postgres.database import apply_schema, eventsourcing_env, operations_pool
+    from controlroom.adapters.security.secretbox import AesGcmSecretBox
     from controlroom.commands.application import ControlRoom
-    from controlroom.commands.handlers import RunCommands
     from controlroom.commands.lineage import LineageCommands
+    from controlroom.commands.runs.handlers import RunCommands
 
     with contextlib.ExitStack() as stack:
         dsn = stack.enter_context(database(settings))
@@ -152,12 +152,12 @@ def _start_services(
     """Start this process's services, in the one place they start: the session (on first
     use), the spool flusher, the loops under advisory locks and the read models, then the job
     worker. `services.running` stops them in the reverse order."""
-    from controlroom.adapters.leases import PostgresLeases
-    from controlroom.adapters.local_queue import InProcessQueue
-    from controlroom.adapters.run_index import active_runs
-    from controlroom.adapters.spool import FileSpools
-    from controlroom.commands.reaper import LeaseTiming
-    from controlroom.commands.worker import JobWorker, RunWorker, recover
+    from controlroom.adapters.execution.leases import PostgresLeases
+    from controlroom.adapters.execution.local_queue import InProcessQueue
+    from controlroom.adapters.execution.spool import FileSpools
+    from controlroom.adapters.runs.index import active_runs
+    from controlroom.commands.execution.reaper import LeaseTiming
+    from controlroom.commands.execution.worker import JobWorker, RunWorker, recover
     from controlroom.jobtypes import default_job_types
 
     settings = services.settings
@@ -214,10 +214,10 @@ def _run_queue(settings: Settings, worker: Any, *, run_projections: bool) -> tup
     With REDIS_URL: dramatiq on Redis, fed where the projections run and consumed where a
     worker runs. Without: an in-process queue, fed and consumed only beside the worker.
     """
-    from controlroom.adapters.local_queue import InProcessQueue
+    from controlroom.adapters.execution.local_queue import InProcessQueue
 
     if settings.redis_url and (worker is not None or run_projections):
-        from controlroom.adapters.dramatiq_queue import DramatiqQueue
+        from controlroom.adapters.execution.dramatiq_queue import DramatiqQueue
 
         return DramatiqQueue(settings.redis_url, namespace=settings.redis_namespace), run_projections
     if worker is None:
@@ -232,13 +232,13 @@ NO_KUBERNETES = ("Kubernetes is not configured on this worker: set CONTROLROOM_K
 def executor(settings: Settings, kube_client: Any = None, sandbox: Any = None) -> Any:
     """Local processes (in `sandbox` if given), and Kubernetes Jobs once a namespace is
     configured; per run's spec.executor."""
-    from controlroom.adapters.local_executor import LocalExecutor
-    from controlroom.adapters.routing_executor import RoutingExecutor
+    from controlroom.adapters.execution.local_executor import LocalExecutor
+    from controlroom.adapters.execution.routing_executor import RoutingExecutor
 
     executors: dict[str, Any] = {"local": LocalExecutor(sandbox=sandbox)}
     unavailable = {"kubernetes": NO_KUBERNETES}
     if settings.k8s.namespace:
-        from controlroom.adapters.kubernetes_executor import KubernetesExecutor, api_client
+        from controlroom.adapters.kubernetes.executor import KubernetesExecutor, api_client
 
         try:
             client = kube_client or api_client(settings.k8s.context)
@@ -252,10 +252,10 @@ def executor(settings: Settings, kube_client: Any = None, sandbox: Any = None) -
 
 def artifact_store(settings: Settings) -> Any:
     """Files under the data dir, or an S3-compatible bucket when CONTROLROOM_ARTIFACT_STORE says so."""
-    from controlroom.adapters.artifact_store import LocalArtifactStore
+    from controlroom.adapters.artifacts.local_store import LocalArtifactStore
 
     if settings.artifact_store:
-        from controlroom.adapters.s3_artifact_store import S3ArtifactStore
+        from controlroom.adapters.artifacts.s3_store import S3ArtifactStore
 
         return S3ArtifactStore(settings.artifact_store, endpoint=settings.s3_endpoint,
                                spool_dir=settings.data_dir / "artifact-spool")
@@ -263,7 +263,7 @@ def artifact_store(settings: Settings) -> Any:
 
 
 def run_tokens(services: Services) -> Any:
-    from controlroom.adapters.run_tokens import HmacRunTokens
+    from controlroom.adapters.runs.tokens import HmacRunTokens
 
     s = services.settings
     return HmacRunTokens(services.jwt_secret, audience=s.jwt_audience, issuer=s.jwt_issuer)
@@ -271,7 +271,7 @@ def run_tokens(services: Services) -> Any:
 
 def _wire_connections(services: Services, app: Any, box: Any) -> None:
     """Tenant connections: commands for the API and CLI, the store job types resolve with."""
-    from controlroom.adapters.connection_store import ConnectionStore
+    from controlroom.adapters.connections import ConnectionStore
     from controlroom.commands.connections import ConnectionCommands
 
     services.connections = ConnectionCommands(app, box)
@@ -280,7 +280,7 @@ def _wire_connections(services: Services, app: Any, box: Any) -> None:
 
 def _wire_api_keys(services: Services, app: Any) -> None:
     """API keys: commands for the API and CLI, blocking reads for the CLI."""
-    from controlroom.adapters.api_key_store import ApiKeyStore
+    from controlroom.adapters.api_keys import ApiKeyStore
     from controlroom.commands.api_keys import ApiKeyCommands
 
     services.api_keys = ApiKeyCommands(app)
@@ -291,9 +291,9 @@ def _wire_webhooks(services: Services, app: Any, box: Any) -> None:
     """Webhook secrets and subscriptions, inbound outcomes, and the SSRF guard."""
     from types import SimpleNamespace
 
-    from controlroom.adapters.ssrf import CallbackGuard
-    from controlroom.commands.inbound import InboundOutcomes
-    from controlroom.commands.webhooks import WebhookCommands
+    from controlroom.adapters.webhooks.ssrf import CallbackGuard
+    from controlroom.commands.webhooks.handlers import WebhookCommands
+    from controlroom.commands.webhooks.inbound import InboundOutcomes
 
     s = services.settings.webhooks
     services.webhooks = SimpleNamespace(

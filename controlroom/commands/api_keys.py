@@ -12,9 +12,9 @@ from eventsourcing.application import AggregateNotFoundError
 
 from controlroom.commands.application import ControlRoom
 from controlroom.commands.errors import ApiKeyNotFoundError
-from controlroom.commands.handlers import Clock, utcnow
+from controlroom.commands.runs.handlers import Clock, utcnow
 from controlroom.commands.updates import update
-from controlroom.domain.api_key import PREFIX, ApiKey, ApiKeyRevokedError
+from controlroom.domain.api_keys import PREFIX, ApiKey, ApiKeyRevokedError
 
 KEY_BYTES = 32
 

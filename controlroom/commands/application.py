@@ -8,8 +8,8 @@ from uuid import UUID
 from eventsourcing.application import Application
 from eventsourcing.persistence import Recording
 
-from controlroom.domain.lineage import LineageJob
-from controlroom.domain.run import Run
+from controlroom.domain.lineage.model import LineageJob
+from controlroom.domain.runs.run import Run
 
 SNAPSHOT_EVERY = 50
 """Runs with long logs reload from a snapshot instead of replaying every chunk."""

@@ -11,10 +11,10 @@ from eventsourcing.application import AggregateNotFoundError
 
 from controlroom.commands.application import ControlRoom
 from controlroom.commands.errors import ConnectionNotFoundError
-from controlroom.commands.handlers import Clock, utcnow
 from controlroom.commands.ports import SecretBox
+from controlroom.commands.runs.handlers import Clock, utcnow
 from controlroom.commands.updates import or_created, update
-from controlroom.domain.connection import Connection, check_name, connection_id, display_form
+from controlroom.domain.connections import Connection, check_name, connection_id, display_form
 
 DSN_KEY = "dsn"
 """The key of the DSN inside its sealed box."""

@@ -6,9 +6,9 @@ from datetime import datetime
 from typing import Any
 
 from controlroom.commands.application import ControlRoom
-from controlroom.commands.handlers import Clock, utcnow
+from controlroom.commands.runs.handlers import Clock, utcnow
 from controlroom.commands.updates import or_created, update
-from controlroom.domain.lineage import LineageJob, job_id
+from controlroom.domain.lineage.model import LineageJob, job_id
 
 
 class LineageCommands:

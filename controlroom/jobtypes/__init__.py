@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from controlroom.commands.errors import ConnectionNotFoundError
 from controlroom.commands.ports import Connections, JobContext, Launch, PlanError
-from controlroom.domain.data_flow import lineage_edges
+from controlroom.domain.lineage.data_flow import lineage_edges
 from controlroom.jobtypes.base import JobType
 from controlroom.jobtypes.diagram_export import DiagramExport
 from controlroom.jobtypes.kb_catalog import KbCatalog

@@ -3,7 +3,7 @@
 Mermaid sources (`.mmd`, `.mermaid`) need a headless browser to render, which a worker
 can't be assumed to have offline: they are listed as skipped in the log, never rendered.
 Graphviz is the host's `dot` or, without one, graphviz-pure installed with Control Room
-(`controlroom.jobs.graphviz`).
+(`controlroom.runners.graphviz`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from controlroom.commands.ports import PYTHON, JobContext, Launch, PlanError
-from controlroom.jobs.graphviz import INSTALL_HINT, dot_program
+from controlroom.runners.graphviz import INSTALL_HINT, dot_program
 from controlroom.validation import FilesNeeded, JobRules, ToolNeeded
 
-RUNNER = "controlroom.jobs.diagram_export"
+RUNNER = "controlroom.runners.diagram_export"
 SOURCES_ENV = "CONTROLROOM_DIAGRAMS"
 SKIPPED_ENV = "CONTROLROOM_DIAGRAMS_SKIPPED"
 GRAPHVIZ_SUFFIXES = (".dot", ".gv")

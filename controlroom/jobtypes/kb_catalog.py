@@ -21,7 +21,7 @@ from controlroom.jobtypes.tables import (
 )
 from controlroom.validation import JobRules
 
-RUNNER = "controlroom.jobs.kb_catalog"
+RUNNER = "controlroom.runners.kb_catalog"
 CATALOG_ENTITY_ENV = "CONTROLROOM_CATALOG_ENTITY"
 CATALOG_SCHEME = "catalog"
 

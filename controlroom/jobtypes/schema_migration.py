@@ -27,7 +27,7 @@ from controlroom.jobtypes.tables import (
 from controlroom.validation import FilesNeeded, JobRules
 from controlroom.validation.uris import TableUri, UriError, connection_env, parse_uri
 
-RUNNER = "controlroom.jobs.schema_migration"
+RUNNER = "controlroom.runners.schema_migration"
 FILES_ENV = "CONTROLROOM_SQL_FILES"
 TARGET_ENV = "CONTROLROOM_TARGET"
 SOURCE_SCHEME = "migration"

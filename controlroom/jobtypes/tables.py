@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from controlroom.commands.errors import ConnectionNotFoundError
 from controlroom.commands.ports import Connections, PlanError
-from controlroom.domain.data_flow import DeclarationError, Declared, read, written
+from controlroom.domain.lineage.data_flow import DeclarationError, Declared, read, written
 from controlroom.validation.uris import TableUri, UriError, connection_env, parse_uri
 
 INPUTS_ENV = "CONTROLROOM_INPUTS"

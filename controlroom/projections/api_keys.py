@@ -9,7 +9,7 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 from eventsourcing.utils import get_topic
 
-from controlroom.domain.api_key import ApiKey
+from controlroom.domain.api_keys import ApiKey
 from controlroom.projections.view import ReadModelView
 
 INSERT = """

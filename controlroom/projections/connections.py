@@ -9,7 +9,7 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 from eventsourcing.utils import get_topic
 
-from controlroom.domain.connection import Connection
+from controlroom.domain.connections import Connection
 from controlroom.projections.view import ReadModelView
 
 UPSERT = """

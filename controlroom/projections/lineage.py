@@ -15,8 +15,8 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 from eventsourcing.utils import get_topic
 
-from controlroom.domain.lineage import RUN_JOB_NAMESPACE, LineageJob, job_id
-from controlroom.domain.run import Run
+from controlroom.domain.lineage.model import RUN_JOB_NAMESPACE, LineageJob, job_id
+from controlroom.domain.runs.run import Run
 from controlroom.projections.view import ReadModelView
 from controlroom.validation.uris import lineage_entity
 

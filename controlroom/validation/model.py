@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from controlroom.domain.data_flow import DeclarationError, Declared, declared
+from controlroom.domain.lineage.data_flow import DeclarationError, Declared, declared
 
 CHECKS = ("syntax", "schema", "dependencies")
 """Every report names these checks, in this order."""

@@ -1,6 +1,6 @@
 """What validation needs from the outside world: tools on the worker and the tenant's databases.
 
-The adapters live in `controlroom.adapters.preflight`; connections come through
+The adapters live in `controlroom.adapters.runs.preflight`; connections come through
 `controlroom.commands.ports.Connections`.
 """
 

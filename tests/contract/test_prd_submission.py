@@ -19,7 +19,7 @@ from uuid import UUID
 import pytest
 from litestar.testing import TestClient
 
-from controlroom.domain.lineage import job_id
+from controlroom.domain.lineage.model import job_id
 from tests.conftest import wait_for_status
 
 # PRD.md §FR-1, as written.

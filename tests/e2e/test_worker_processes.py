@@ -24,10 +24,10 @@ import pytest
 import redis
 from litestar.testing import TestClient
 
-from controlroom.adapters.dramatiq_queue import QUEUE_NAME, DramatiqQueue
+from controlroom.adapters.execution.dramatiq_queue import QUEUE_NAME, DramatiqQueue
 from controlroom.api.auth import ALL_SCOPES, issue_token
 from controlroom.cli import Services, bootstrap, build_app
-from controlroom.commands.reaper import MAX_REAP_INTERVAL_S, LeaseTiming
+from controlroom.commands.execution.reaper import MAX_REAP_INTERVAL_S, LeaseTiming
 from controlroom.settings import Settings
 from tests.conftest import job, wait_for_status, wait_until
 from tests.job_processes import processes_of

@@ -19,13 +19,13 @@ from uuid import UUID
 from eventsourcing.persistence import Tracking
 from eventsourcing.utils import get_topic
 
-from controlroom.adapters.secretbox import AesGcmSecretBox
+from controlroom.adapters.security.secretbox import AesGcmSecretBox
 from controlroom.commands.application import ControlRoom
-from controlroom.commands.handlers import RunCommands
 from controlroom.commands.messages import SubmitJob
 from controlroom.commands.ports import Attempt, JobContext, Launch, OutputFile, PlanError
-from controlroom.domain.retry import RetryPolicy
-from controlroom.domain.run import Run
+from controlroom.commands.runs.handlers import RunCommands
+from controlroom.domain.runs.retry import RetryPolicy
+from controlroom.domain.runs.run import Run
 
 POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
 CACHED = {**POPO, "AGGREGATE_CACHE_MAXSIZE": "100", "AGGREGATE_CACHE_FASTFORWARD": "y"}

@@ -15,7 +15,10 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from controlroom.projections import api_keys, connections, lineage, outbox, run_events, run_status
+from controlroom.projections import api_keys, connections, lineage
+from controlroom.projections import events as run_events
+from controlroom.projections import runs as run_status
+from controlroom.projections.webhooks import outbox
 
 Row = dict[str, Any]
 Params = dict[str, Any]

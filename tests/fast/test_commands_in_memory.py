@@ -17,13 +17,13 @@ from cryptography.exceptions import InvalidTag
 from controlroom.commands.append_limits import APPEND_TARGET_BYTES, EVENT_OVERHEAD_BYTES, LOG_CHUNK_BYTES
 from controlroom.commands.application import SNAPSHOT_EVERY
 from controlroom.commands.errors import ConcurrencyError, IdempotencyConflictError, RunNotFoundError
-from controlroom.commands.handlers import RunCommands, idempotent_run_id
+from controlroom.commands.execution.scrubbing import REDACTED
 from controlroom.commands.messages import Artifact, Lineage, Log, Progress
-from controlroom.commands.scrubbing import REDACTED
+from controlroom.commands.runs.handlers import RunCommands, idempotent_run_id
 from controlroom.commands.updates import MAX_CONFLICT_RETRIES
 from controlroom.domain.errors import AttemptMismatchError, InvalidTransitionError
-from controlroom.domain.retry import RetryPolicy
-from controlroom.domain.run import Run
+from controlroom.domain.runs.retry import RetryPolicy
+from controlroom.domain.runs.run import Run
 from tests.fast.memory import (
     CACHED,
     POPO,

@@ -13,21 +13,21 @@ from uuid import UUID, uuid4
 import pytest
 
 from controlroom.commands.application import ControlRoom
-from controlroom.commands.handlers import RunCommands
-from controlroom.domain.api_key import ApiKey
-from controlroom.domain.connection import Connection
-from controlroom.domain.lineage import LineageJob
-from controlroom.domain.webhook_secret import WebhookSecret
-from controlroom.domain.webhook_subscription import Subscription
+from controlroom.commands.runs.handlers import RunCommands
+from controlroom.domain.api_keys import ApiKey
+from controlroom.domain.connections import Connection
+from controlroom.domain.lineage.model import LineageJob
+from controlroom.domain.webhooks.secret import WebhookSecret
+from controlroom.domain.webhooks.subscription import Subscription
 from controlroom.projections.api_keys import ApiKeysProjection, ApiKeysView
 from controlroom.projections.connections import ConnectionsProjection, ConnectionsView
-from controlroom.projections.dispatch import DispatchProjection, DispatchView
+from controlroom.projections.events import RunEventsProjection, RunEventsView
+from controlroom.projections.execution import DispatchProjection, DispatchView
 from controlroom.projections.lineage import LineageProjection, LineageView
-from controlroom.projections.outbox import OutboxProjection, OutboxView
-from controlroom.projections.outbox_messages import MAX_SUMMARY_CHARS
-from controlroom.projections.run_events import RunEventsProjection, RunEventsView
-from controlroom.projections.run_status import RunStatusProjection, RunStatusView
+from controlroom.projections.runs import RunStatusProjection, RunStatusView
 from controlroom.projections.view import NoBatchOpenError
+from controlroom.projections.webhooks.messages import MAX_SUMMARY_CHARS
+from controlroom.projections.webhooks.outbox import OutboxProjection, OutboxView
 from tests.fast.memory import EPOCH, Queue, feed, job, run_commands
 from tests.fast.tables import Tables
 

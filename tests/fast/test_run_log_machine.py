@@ -21,11 +21,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from controlroom.commands.handlers import RunCommands
+from controlroom.commands.runs.handlers import RunCommands
 from controlroom.domain.errors import DomainError
-from controlroom.domain.retry import RetryPolicy
-from controlroom.domain.run import Run
-from controlroom.projections.run_status import RunStatusProjection, RunStatusView
+from controlroom.domain.runs.retry import RetryPolicy
+from controlroom.domain.runs.run import Run
+from controlroom.projections.runs import RunStatusProjection, RunStatusView
 from tests.fast.memory import CACHED, Clock, control_room, events, feed, job, run_commands
 from tests.fast.tables import Tables
 

@@ -10,13 +10,13 @@ from uuid import UUID
 
 import pytest
 
-from controlroom.commands.handlers import RunCommands
+from controlroom.commands.execution.reaper import LeaseTiming, Reaper
+from controlroom.commands.execution.scrubbing import REDACTED
+from controlroom.commands.execution.worker import RunWorker, recover
 from controlroom.commands.ports import PlanError
-from controlroom.commands.reaper import LeaseTiming, Reaper
-from controlroom.commands.scrubbing import REDACTED
-from controlroom.commands.worker import RunWorker, recover
-from controlroom.domain.retry import RetryPolicy
-from controlroom.domain.run import Run
+from controlroom.commands.runs.handlers import RunCommands
+from controlroom.domain.runs.retry import RetryPolicy
+from controlroom.domain.runs.run import Run
 from tests.fast.memory import (
     MemoryLeases,
     Planner,

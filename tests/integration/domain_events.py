@@ -6,11 +6,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from controlroom.domain.api_key import ApiKey
-from controlroom.domain.connection import Connection
-from controlroom.domain.run import Run
-from controlroom.domain.webhook_secret import WebhookSecret
-from controlroom.domain.webhook_subscription import Subscription
+from controlroom.domain.api_keys import ApiKey
+from controlroom.domain.connections import Connection
+from controlroom.domain.runs.run import Run
+from controlroom.domain.webhooks.secret import WebhookSecret
+from controlroom.domain.webhooks.subscription import Subscription
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 

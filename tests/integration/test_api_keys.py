@@ -18,11 +18,11 @@ import psycopg
 import pytest
 from litestar.testing import TestClient
 
-from controlroom.api.api_key_auth import CACHE_TTL_S
+from controlroom.api.api_keys.auth import CACHE_TTL_S
 from controlroom.cli import Services, main
 from controlroom.cli.hosts import read_models
 from controlroom.commands.api_keys import ApiKeyCommands
-from controlroom.domain.api_key import key_hash
+from controlroom.domain.api_keys import key_hash
 from controlroom.settings import Settings
 from tests.conftest import job
 

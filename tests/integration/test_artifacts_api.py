@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from controlroom.adapters.run_tokens import HmacRunTokens
+from controlroom.adapters.runs.tokens import HmacRunTokens
 from controlroom.cli import Services
 from tests.conftest import job, wait_for_status
 

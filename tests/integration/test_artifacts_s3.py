@@ -19,7 +19,7 @@ import pytest
 from litestar.testing import TestClient
 from moto.server import ThreadedMotoServer
 
-from controlroom.adapters.s3_artifact_store import S3ArtifactStore
+from controlroom.adapters.artifacts.s3_store import S3ArtifactStore
 from controlroom.api.auth import ALL_SCOPES, issue_token
 from controlroom.cli import bootstrap, build_app
 from controlroom.settings import Settings

@@ -15,7 +15,7 @@ import pytest
 from litestar.testing import TestClient
 
 from controlroom.cli import Services, main
-from controlroom.domain.connection import connection_id
+from controlroom.domain.connections import connection_id
 from controlroom.settings import Settings
 
 CONNECTIONS = "/api/v1/connections"

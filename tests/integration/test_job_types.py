@@ -28,11 +28,11 @@ from controlroom.cli import Services
 from controlroom.commands.errors import ConnectionNotFoundError
 from controlroom.commands.messages import SubmitJob
 from controlroom.commands.ports import PYTHON, JobContext, PlanError
-from controlroom.jobs import kb_catalog
-from controlroom.jobs.graphviz import bundled_dot
 from controlroom.jobtypes import default_job_types
 from controlroom.jobtypes.diagram_export import DiagramExport
 from controlroom.jobtypes.spark_etl import SparkEtl
+from controlroom.runners import kb_catalog
+from controlroom.runners.graphviz import bundled_dot
 from tests.conftest import wait_for_status
 
 SUBMIT = "/api/v1/jobs/run"
@@ -368,7 +368,7 @@ def test_the_diagram_runner_writes_real_svg_and_png_files(tmp_path: Path, host_p
     (tmp_path / "g" / "flow.dot").write_text("digraph { a -> b }\n")
     path = os.environ["PATH"] if host_path else str(tmp_path / "empty-path")
     env = {"PATH": path, "CONTROLROOM_DIAGRAMS": '["g/flow.dot"]', "CONTROLROOM_DIAGRAMS_SKIPPED": "[]"}
-    done = subprocess.run([sys.executable, "-I", "-m", "controlroom.jobs.diagram_export"],
+    done = subprocess.run([sys.executable, "-I", "-m", "controlroom.runners.diagram_export"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     svg = (tmp_path / "output/g/flow.svg").read_text()

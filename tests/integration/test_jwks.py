@@ -27,7 +27,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from litestar.exceptions import NotAuthorizedException
 from litestar.testing import TestClient
 
-from controlroom.adapters.jwks import JwksKeys
+from controlroom.adapters.security.jwks import JwksKeys
 from controlroom.api.auth import ALL_SCOPES, TokenVerifier, issue_token
 from controlroom.api.problems import ProblemError
 from controlroom.cli import Services, build_app

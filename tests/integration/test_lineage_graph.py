@@ -14,7 +14,7 @@ from typing import Any
 
 from litestar.testing import TestClient
 
-from controlroom.domain.lineage import job_id
+from controlroom.domain.lineage.model import job_id
 from tests.conftest import job, wait_for_status
 
 GRAPH = "/api/v1/lineage/graph"

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from controlroom.adapters.ssrf import CallbackGuard
-from controlroom.adapters.webhook_delivery import HttpWebhookSender
+from controlroom.adapters.webhooks.delivery import HttpWebhookSender
+from controlroom.adapters.webhooks.ssrf import CallbackGuard
 from controlroom.cli.log_setup import configure, redact_urls
 from tests.webhook_receiver import Receiver
 

@@ -19,8 +19,8 @@ import psycopg
 import pytest
 from litestar.testing import TestClient
 
-from controlroom.adapters import migrations
-from controlroom.adapters.database import apply_schema, schema_connection
+from controlroom.adapters.postgres import migrations
+from controlroom.adapters.postgres.database import apply_schema, schema_connection
 from controlroom.api.auth import ALL_SCOPES, issue_token
 from controlroom.cli import bootstrap, build_app
 from controlroom.settings import Settings

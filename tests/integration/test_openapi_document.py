@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from controlroom.api import openapi_facts as facts
+from controlroom.api.openapi import facts
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 OPEN = {"/healthz", "/readyz"}
@@ -59,7 +59,7 @@ def test_write_routes_document_their_body_and_its_refusals(document: dict[str, A
             assert "requestBody" not in op, key
             continue
         body = op.get("requestBody")
-        assert body is not None, f"{key}: name its body in openapi_facts"
+        assert body is not None, f"{key}: name its body in api/openapi/facts.py"
         assert body["required"] is (key in facts.JSON_BODIES), key
         assert {"413", "422"} <= set(op["responses"]), key
         if "application/json" in body["content"]:

@@ -24,7 +24,7 @@ from openlineage.client.transport.http import (
 
 from controlroom.api.auth import ALL_SCOPES, issue_token
 from controlroom.cli import bootstrap, build_app
-from controlroom.domain.lineage import job_id
+from controlroom.domain.lineage.model import job_id
 from controlroom.settings import Settings
 from tests.live_events import serve_in_thread
 

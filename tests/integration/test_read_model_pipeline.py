@@ -18,18 +18,18 @@ import psycopg
 import pytest
 from eventsourcing.persistence import StoredEvent
 
-from controlroom.adapters.database import apply_schema, eventsourcing_env
+from controlroom.adapters.postgres.database import apply_schema, eventsourcing_env
 from controlroom.commands.application import ControlRoom
 from controlroom.projections import pipeline as pipeline_module
 from controlroom.projections.api_keys import ApiKeysProjection, ApiKeysView
 from controlroom.projections.connections import ConnectionsProjection, ConnectionsView
+from controlroom.projections.events import RunEventsProjection, RunEventsView
 from controlroom.projections.lineage import LineageProjection, LineageView
-from controlroom.projections.outbox import OutboxProjection, OutboxView
 from controlroom.projections.pipeline import Pipeline, ReadModel
 from controlroom.projections.rebuild import DONE, log_head, tracked_position
-from controlroom.projections.run_events import RunEventsProjection, RunEventsView
-from controlroom.projections.run_status import RunStatusProjection, RunStatusView
+from controlroom.projections.runs import RunStatusProjection, RunStatusView
 from controlroom.projections.session import Session
+from controlroom.projections.webhooks.outbox import OutboxProjection, OutboxView
 from tests.integration.domain_events import NOW, a_bit_of_everything, submitted, subscribed
 
 TENANT = "tenant-pipeline"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from controlroom.api.json_body import MAX_DEPTH, nested_deeper_than
+from controlroom.api.gate.json_body import MAX_DEPTH, nested_deeper_than
 from tests.conftest import job
 
 PROBLEM_JSON = "application/problem+json"

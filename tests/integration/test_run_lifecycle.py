@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from litestar.testing import TestClient
 
-from controlroom.adapters.local_executor import PASSTHROUGH_ENV
+from controlroom.adapters.execution.local_executor import PASSTHROUGH_ENV
 from controlroom.cli import Services
 from tests.conftest import job, read_back, wait_for_status, wait_until
 from tests.job_gate import JobGate

@@ -11,8 +11,8 @@ import threading
 
 import psycopg
 
-from controlroom.adapters import migrations
-from controlroom.adapters.database import apply_schema
+from controlroom.adapters.postgres import migrations
+from controlroom.adapters.postgres.database import apply_schema
 from controlroom.cli import Services
 
 

@@ -24,10 +24,10 @@ import httpx
 import pytest
 
 from controlroom import sdk
-from controlroom.adapters.run_tokens import HmacRunTokens
+from controlroom.adapters.runs.tokens import HmacRunTokens
 from controlroom.api.auth import ALL_SCOPES, issue_token
 from controlroom.cli import Services, bootstrap, build_app
-from controlroom.commands import outputs
+from controlroom.commands.execution import outputs
 from controlroom.settings import Settings
 from tests.conftest import job, wait_for_status, wait_until
 from tests.job_gate import JobGate

@@ -19,11 +19,11 @@ import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError
 
-from controlroom.adapters.event_store import BoundedAppendRecorder
+from controlroom.adapters.postgres.event_store import BoundedAppendRecorder
 from controlroom.api.auth import ALL_SCOPES, issue_token
 from controlroom.cli import Services, bootstrap, build_app
 from controlroom.commands.messages import SubmitJob
-from controlroom.domain.run import Run
+from controlroom.domain.runs.run import Run
 from controlroom.settings import Settings
 from tests.conftest import job
 from tests.live_events import serve_in_thread

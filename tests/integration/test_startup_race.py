@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from controlroom.adapters.migrations import available
+from controlroom.adapters.postgres.migrations import available
 
 PROCESSES = 6
 ROUNDS = 4
@@ -24,7 +24,7 @@ LIVENESS_S = 120.0
 def start_up(dsn: str, barrier: Any, errors: Any) -> None:
     """What a process creates before it serves: the same calls, in the same order."""
     try:
-        from controlroom.adapters.database import apply_schema, eventsourcing_env
+        from controlroom.adapters.postgres.database import apply_schema, eventsourcing_env
         from controlroom.commands.application import ControlRoom
 
         barrier.wait(LIVENESS_S)

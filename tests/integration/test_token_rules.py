@@ -12,7 +12,7 @@ import jwt
 import pytest
 from litestar.testing import TestClient
 
-from controlroom.adapters.run_tokens import HmacRunTokens
+from controlroom.adapters.runs.tokens import HmacRunTokens
 from controlroom.api.auth import ALL_SCOPES, DEFAULT_MAX_LIFETIME_S, issue_token
 from controlroom.cli import Services
 from controlroom.cli.admin import cmd_token

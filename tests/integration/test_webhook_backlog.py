@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-from controlroom.adapters.database import apply_schema, operations_pool
-from controlroom.adapters.ssrf import CallbackGuard
-from controlroom.adapters.webhook_delivery import HttpWebhookSender
-from controlroom.adapters.webhook_store import PostgresDeliveryStore
-from controlroom.commands.deliveries import DeliveryWorker
-from controlroom.domain.webhooks import DeliveryPolicy
+from controlroom.adapters.postgres.database import apply_schema, operations_pool
+from controlroom.adapters.webhooks.delivery import HttpWebhookSender
+from controlroom.adapters.webhooks.ssrf import CallbackGuard
+from controlroom.adapters.webhooks.store import PostgresDeliveryStore
+from controlroom.commands.webhooks.deliveries import DeliveryWorker
+from controlroom.domain.webhooks.rules import DeliveryPolicy
 from tests.webhook_receiver import Receiver
 
 BACKLOG = 120

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from controlroom.adapters.ssrf import CallbackGuard
-from controlroom.adapters.webhook_delivery import HttpWebhookSender
+from controlroom.adapters.webhooks.delivery import HttpWebhookSender
+from controlroom.adapters.webhooks.ssrf import CallbackGuard
 from tests.conftest import job
 from tests.webhook_receiver import Receiver
 

@@ -23,8 +23,8 @@ from eventsourcing.utils import get_topic
 
 from controlroom.api.auth import ALL_SCOPES, issue_token
 from controlroom.cli import Services, bootstrap, build_app
-from controlroom.domain.webhook_secret import WebhookSecret, secret_id
-from controlroom.domain.webhook_subscription import Subscription
+from controlroom.domain.webhooks.secret import WebhookSecret, secret_id
+from controlroom.domain.webhooks.subscription import Subscription
 from controlroom.settings import Settings, WebhookSettings
 from tests.conftest import job
 from tests.live_events import serve_in_thread

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from controlroom.api.auth import ALL_SCOPES, issue_token
-from controlroom.api.event_limits import event_bytes
+from controlroom.api.runs.event_limits import event_bytes
 from controlroom.cli import Services, bootstrap, build_app
 from controlroom.commands.append_limits import (
     LOG_CHUNK_BYTES,
@@ -119,8 +119,8 @@ def test_the_event_store_appends_nine_mebibytes_in_one_statement_without_a_stuck
     eventsourcing's pipelined insert (1,000 events of 9,200 bytes) returns, in order."""
     from eventsourcing.persistence import StoredEvent
 
-    from controlroom.adapters.database import eventsourcing_env
-    from controlroom.adapters.event_store import EventStoreFactory
+    from controlroom.adapters.postgres.database import eventsourcing_env
+    from controlroom.adapters.postgres.event_store import EventStoreFactory
 
     dsn = make_server_database()
     factory = EventStoreFactory(eventsourcing_env(dsn))

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from controlroom.adapters.job_sandbox import Sandbox
+from controlroom.adapters.execution.sandbox import Sandbox
 from controlroom.api.auth import ALL_SCOPES, issue_token
 from controlroom.cli import Services, bootstrap, build_app
 from controlroom.settings import SandboxSettings, Settings

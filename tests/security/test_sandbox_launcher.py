@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from controlroom.adapters.job_sandbox import Sandbox
+from controlroom.adapters.execution.sandbox import Sandbox
 from controlroom.cli.sandboxing import SandboxUnavailableError, local_sandbox
 from controlroom.settings import SandboxSettings, Settings
 
@@ -166,7 +166,7 @@ def test_readyz_says_loudly_when_jobs_run_unsandboxed(
 AS_A_USER = r"""
 import json, os, sys, tempfile
 from pathlib import Path
-from controlroom.adapters.job_sandbox import Sandbox
+from controlroom.adapters.execution.sandbox import Sandbox
 from controlroom.settings import SandboxSettings
 sandbox = Sandbox(SandboxSettings())
 assert sandbox.uids is None, "not root: no uid pool"

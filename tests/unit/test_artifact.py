@@ -7,10 +7,10 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from controlroom.commands.handlers import RunCommands
-from controlroom.domain.artifact import Artifact
-from controlroom.domain.external_artifacts import external_artifact
-from controlroom.domain.run import Run
+from controlroom.commands.runs.handlers import RunCommands
+from controlroom.domain.artifacts.artifact import Artifact
+from controlroom.domain.artifacts.external import external_artifact
+from controlroom.domain.runs.run import Run
 from tests.fast.memory import job, run_commands
 
 DIGEST = "a" * 64

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from controlroom.adapters.artifact_store import STALE_TMP_S, LocalArtifactStore
-from controlroom.commands.outputs import content_type
+from controlroom.adapters.artifacts.local_store import STALE_TMP_S, LocalArtifactStore
+from controlroom.commands.execution.outputs import content_type
 
 
 def _stored(root: Path) -> list[Path]:

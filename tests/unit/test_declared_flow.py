@@ -11,8 +11,8 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 
 from controlroom.commands.application import ControlRoom
-from controlroom.domain.data_flow import DeclarationError, declared, lineage_edges
-from controlroom.domain.run import Run
+from controlroom.domain.lineage.data_flow import DeclarationError, declared, lineage_edges
+from controlroom.domain.runs.run import Run
 
 PRD_INPUTS = {"source": "supabase://schema.table", "target": "supabase://schema.output_table"}
 

@@ -40,7 +40,7 @@ def _fields_of_class(cls: ast.ClassDef) -> list[tuple[str, str, str | None]]:
 
 def _aggregates() -> list[tuple[str, ast.ClassDef]]:
     found = []
-    for path in sorted(DOMAIN.glob("*.py")):
+    for path in sorted(DOMAIN.rglob("*.py")):
         for node in ast.parse(path.read_text()).body:
             if isinstance(node, ast.ClassDef) and any(
                     isinstance(b, ast.Name) and b.id == "Aggregate" for b in node.bases):

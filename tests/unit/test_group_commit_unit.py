@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from controlroom.adapters.group_commit import GroupCommit
+from controlroom.adapters.postgres.group_commit import GroupCommit
 
 
 class Conflict(Exception):

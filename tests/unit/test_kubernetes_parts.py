@@ -24,11 +24,11 @@ from kubernetes.client import (
     V1PodStatus,
 )
 
-from controlroom.adapters.kubernetes_manifests import DEADLINE_GRACE_S, MAX_CODE_BYTES, build, owned_by
-from controlroom.adapters.kubernetes_status import failed, pending_reason
-from controlroom.adapters.local_executor import LocalExecutor
-from controlroom.adapters.preflight import LocalTools
-from controlroom.adapters.routing_executor import RoutingExecutor
+from controlroom.adapters.execution.local_executor import LocalExecutor
+from controlroom.adapters.execution.routing_executor import RoutingExecutor
+from controlroom.adapters.kubernetes.manifests import DEADLINE_GRACE_S, MAX_CODE_BYTES, build, owned_by
+from controlroom.adapters.kubernetes.status import failed, pending_reason
+from controlroom.adapters.runs.preflight import LocalTools
 from controlroom.cli.wiring import NO_KUBERNETES, executor
 from controlroom.commands.ports import PYTHON, Attempt, Launch, PlanError
 from controlroom.settings import KubernetesSettings, Settings, from_env
@@ -70,7 +70,7 @@ def test_the_container_runs_the_launch_with_python_under_the_pod_runner_with_con
     pod = manifests().job["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["image"] == "registry.example/controlroom:1.2"
-    assert container["command"] == ["python", "-m", "controlroom.jobs.pod", "--code", "/controlroom/code",
+    assert container["command"] == ["python", "-m", "controlroom.runners.pod", "--code", "/controlroom/code",
                                     "--", "python", "-u", "main.py"]
     assert container["resources"] == {"requests": {"cpu": "2", "memory": "4Gi"},
                                       "limits": {"cpu": "2", "memory": "6Gi"}}

@@ -17,7 +17,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from controlroom.commands.reaper import LeaseKeeper, LeaseTiming, Reaper
+from controlroom.commands.execution.reaper import LeaseKeeper, LeaseTiming, Reaper
 
 TIMEOUT_S = 30.0
 
@@ -190,7 +190,7 @@ class ReconnectingStore(Store):
 
 def test_a_worker_waits_out_a_database_just_back_to_take_its_lease() -> None:
     """The start was recorded, then taking the lease failed: the attempt must not be abandoned."""
-    from controlroom.commands.worker import RunWorker
+    from controlroom.commands.execution.worker import RunWorker
 
     store = ReconnectingStore()
     worker = SimpleNamespace(lease_timing=LeaseTiming.of(TIMEOUT_S), stopping=threading.Event())
@@ -200,7 +200,7 @@ def test_a_worker_waits_out_a_database_just_back_to_take_its_lease() -> None:
 
 
 def test_a_worker_does_not_retry_a_lease_error_that_is_not_the_database_being_away() -> None:
-    from controlroom.commands.worker import RunWorker
+    from controlroom.commands.execution.worker import RunWorker
 
     class Broken(Store):
         def take(self, run_id: UUID, attempt: int, worker_id: str, ttl_s: float) -> bool:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from controlroom.adapters.lineage_index import TenantGraph
+from controlroom.adapters.lineage.index import TenantGraph
+from controlroom.api.artifacts.routes import byte_range
 from controlroom.api.problems import ProblemError
-from controlroom.api.routes_artifacts import byte_range
 from controlroom.validation.uris import lineage_entity
 
 

@@ -7,9 +7,9 @@ import asyncio
 from datetime import UTC, datetime
 from uuid import uuid4
 
-from controlroom.adapters.subscription import TICKS_PER_HEARTBEAT, Subscription
+from controlroom.adapters.events.subscription import TICKS_PER_HEARTBEAT, Subscription
 from controlroom.client.sse import Message, Parser
-from controlroom.projections.run_events import RunEventRow
+from controlroom.projections.events import RunEventRow
 
 RUN = uuid4()
 

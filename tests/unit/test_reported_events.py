@@ -10,7 +10,7 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 
 from controlroom.commands.application import ControlRoom
-from controlroom.domain.external_artifacts import (
+from controlroom.domain.artifacts.external import (
     external_artifact,
     path_from_url,
     path_problem,

@@ -29,9 +29,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from controlroom.domain.errors import AttemptMismatchError, DomainError, InvalidTransitionError
-from controlroom.domain.retry import RetryPolicy
-from controlroom.domain.run import Run
-from controlroom.domain.status import RunStatus
+from controlroom.domain.runs.retry import RetryPolicy
+from controlroom.domain.runs.run import Run
+from controlroom.domain.runs.status import RunStatus
 
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 STATUSES = {s.value for s in RunStatus}

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controlroom.commands.scrubbing import REDACTED, Scrubber
+from controlroom.commands.execution.scrubbing import REDACTED, Scrubber
 
 secrets = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x2FF), min_size=8, max_size=64)
 ENCODINGS: dict[str, Callable[[bytes], str]] = {

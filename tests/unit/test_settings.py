@@ -8,7 +8,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import pytest
 
-from controlroom.domain.webhooks import parse_schedule
+from controlroom.domain.webhooks.rules import parse_schedule
 from controlroom.settings import (
     KubernetesSettings,
     SandboxSettings,

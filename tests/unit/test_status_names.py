@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import get_args
 
-from controlroom.api.routes_runs import StatusFilter
-from controlroom.commands.inbound import Status
-from controlroom.domain.status import RunStatus
+from controlroom.api.runs.routes import StatusFilter
+from controlroom.commands.webhooks.inbound import Status
+from controlroom.domain.runs.status import RunStatus
 
 
 def test_the_runs_status_filter_names_every_status() -> None:

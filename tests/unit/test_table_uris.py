@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from controlroom.jobs.kb_catalog import table_uri
 from controlroom.jobtypes.schema_migration import in_connection
+from controlroom.runners.kb_catalog import table_uri
 from controlroom.validation.uris import TableUri, lineage_entity, parse_uri, quote_identifier
 
 

@@ -9,7 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controlroom.domain.url_policy import Allowlist, CallbackRefusedError, address_refusal, check_addresses
+from controlroom.domain.webhooks.url_policy import (
+    Allowlist,
+    CallbackRefusedError,
+    address_refusal,
+    check_addresses,
+)
 
 INSIDE_V4 = [ipaddress.IPv4Network(n) for n in (
     "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",

@@ -19,11 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controlroom.adapters.preflight import LocalTools, PostgresTables
+from controlroom.adapters.runs.preflight import LocalTools, PostgresTables
 from controlroom.api.schemas import JobType
 from controlroom.commands.errors import ConnectionNotFoundError
-from controlroom.jobs.graphviz import bundled_dot
 from controlroom.jobtypes import default_job_types
+from controlroom.runners.graphviz import bundled_dot
 from controlroom.validation import CHECKS, Issue, Job, Preflight, Report, undecodable
 from controlroom.validation.requirements import parse_requirements
 from controlroom.validation.uris import TableUri, UriError, parse_uri

@@ -7,18 +7,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controlroom.domain.url_policy import (
-    Allowlist,
-    CallbackRefusedError,
-    check_addresses,
-    parse_target,
-)
-from controlroom.domain.webhooks import (
+from controlroom.domain.webhooks.rules import (
     DEFAULT_SCHEDULE_S,
     DeliveryPolicy,
     Outcome,
     outcome_of,
     parse_schedule,
+)
+from controlroom.domain.webhooks.url_policy import (
+    Allowlist,
+    CallbackRefusedError,
+    check_addresses,
+    parse_target,
 )
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -16,9 +16,9 @@ from uuid import uuid4
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controlroom.commands.worker import PROGRESS_LINE, REDACTED, Scrubber
-from controlroom.domain.retry import DEFAULT_BASE_DELAY_S, DEFAULT_MAX_DELAY_S, RetryPolicy
-from controlroom.domain.run import Run
+from controlroom.commands.execution.worker import PROGRESS_LINE, REDACTED, Scrubber
+from controlroom.domain.runs.retry import DEFAULT_BASE_DELAY_S, DEFAULT_MAX_DELAY_S, RetryPolicy
+from controlroom.domain.runs.run import Run
 from controlroom.jobtypes.base import entrypoint_of as _entrypoint_of
 
 MAX_ATTEMPT = 11

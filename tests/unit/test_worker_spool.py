@@ -18,11 +18,9 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
-from controlroom.adapters.spool import FileSpools
+from controlroom.adapters.execution.spool import FileSpools
 from controlroom.commands.application import ControlRoom
-from controlroom.commands.handlers import RunCommands
-from controlroom.commands.outbox import Outbox, SpoolFlusher, deliver, replay
-from controlroom.commands.spooled import (
+from controlroom.commands.execution.spooled import (
     ArtifactsRecord,
     DroppedRecord,
     LineageRecord,
@@ -33,7 +31,9 @@ from controlroom.commands.spooled import (
     encode,
     shrink,
 )
-from controlroom.domain.run import Run
+from controlroom.commands.execution.writes import Outbox, SpoolFlusher, deliver, replay
+from controlroom.commands.runs.handlers import RunCommands
+from controlroom.domain.runs.run import Run
 
 
 class OperationalError(Exception):

@@ -1,0 +1,1 @@
+"""Running attempts: queues, executors, the local sandbox and its uids, leases and the worker's spool."""

@@ -1,0 +1,1 @@
+"""Attempts run as Kubernetes Jobs: the objects, launching them, following and reading their outcome."""

@@ -1,0 +1,1 @@
+"""PostgreSQL plumbing: connections, the event store, migrations, embedded mode, LISTEN, read-your-writes."""

@@ -1,0 +1,1 @@
+"""API keys: the routes that issue, list and revoke them, and bearer authentication by key."""

@@ -1,0 +1,1 @@
+"""Artifacts: uploads, listing, metadata and the bytes."""

@@ -1,0 +1,1 @@
+"""Live run events: a run's stream and the tenant feed (SSE or JSON pages)."""

@@ -1,0 +1,1 @@
+"""Lineage: OpenLineage reports in, the lineage graph out."""

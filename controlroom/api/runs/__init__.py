@@ -1,0 +1,1 @@
+"""Runs: submitting and validating jobs, reading, reporting on and cancelling runs."""

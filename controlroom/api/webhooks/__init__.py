@@ -1,0 +1,1 @@
+"""Webhooks: secrets, subscriptions, replay and delivery logs, and inbound reports on runs."""

@@ -1,0 +1,1 @@
+"""Run command handlers, and what a run keeps to be understood and reproduced."""

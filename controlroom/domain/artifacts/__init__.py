@@ -1,0 +1,1 @@
+"""Artifacts of a run: stored or external, and the paths reserved for the service."""

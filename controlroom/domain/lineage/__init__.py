@@ -1,0 +1,1 @@
+"""Lineage: identities, the aggregate OpenLineage reports are recorded on, and a run's data flow."""

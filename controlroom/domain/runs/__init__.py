@@ -1,0 +1,1 @@
+"""The Run aggregate, its statuses and its retry backoff."""

@@ -1,0 +1,1 @@
+"""Webhooks: the rules, the tenant's secret and subscriptions, and which URLs may be called."""

@@ -1,0 +1,1 @@
+"""The webhook outbox read model: run events become messages and one delivery per target."""
