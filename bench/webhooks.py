@@ -265,7 +265,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
               "drain_s": time.monotonic() - finished, "projected_p50_ms": percentile(lag, 50),
               "projected_p99_ms": percentile(lag, 99)}
     meta = {"host": f"{os.cpu_count()} cores, {sys.platform}", "database": redact(dsn),
-            "server": "controlroom serve --no-worker (outbox projection + delivery worker in-process)",
+            "server": "controlroom serve --no-worker (outbox projection + webhook deliverer in-process)",
             "retry schedule": args.retry_schedule, "fail rate": args.fail_rate}
     print(render(meta, result))
     if args.json:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from controlroom.cli.wiring import Services
-    from controlroom.projections.host import ProjectionHost
+    from controlroom.projections.locked_loop import LockedLoopHost
     from controlroom.projections.pipeline import Pipeline, ReadModel
 
 NOT_REBUILDABLE = {
@@ -59,13 +59,13 @@ def pipeline(services: Services, models: Iterable[ReadModel]) -> Pipeline:
                     channel=app.recorder.channel_name)
 
 
-def webhook_hosts(services: Services) -> list[ProjectionHost]:
-    """The delivery worker."""
+def webhook_hosts(services: Services) -> list[LockedLoopHost]:
+    """The webhook deliverer."""
     from controlroom.adapters.webhooks.delivery import HttpWebhookSender
     from controlroom.adapters.webhooks.store import PostgresDeliveryStore
-    from controlroom.commands.webhooks.deliveries import DeliveryWorker
+    from controlroom.commands.webhooks.deliveries import WebhookDeliverer
     from controlroom.domain.webhooks.rules import DeliveryPolicy, parse_schedule
-    from controlroom.projections.host import ProjectionHost
+    from controlroom.projections.locked_loop import LockedLoopHost
     from controlroom.projections.webhooks.outbox import WEBHOOKS_CHANNEL
 
     settings, hooks = services.settings, services.webhooks
@@ -76,19 +76,19 @@ def webhook_hosts(services: Services) -> list[ProjectionHost]:
     services.closers.append(sender.close)
     policy = DeliveryPolicy(parse_schedule(s.retry_schedule)) if s.retry_schedule else DeliveryPolicy()
     return [
-        ProjectionHost("webhook_delivery", session, lambda: DeliveryWorker(
+        LockedLoopHost("webhook_delivery", session, lambda: WebhookDeliverer(
             store, sender, hooks.commands, policy, concurrency=s.concurrency,
             per_endpoint=s.per_endpoint)),
     ]
 
 
-def reaper_host(services: Services, queue: Any, leases: Any) -> ProjectionHost:
+def reaper_host(services: Services, queue: Any, leases: Any) -> LockedLoopHost:
     """The reaper of lost runs, feeding the same queue as the dispatcher."""
     from controlroom.commands.execution.reaper import Reaper
-    from controlroom.projections.host import ProjectionHost
+    from controlroom.projections.locked_loop import LockedLoopHost
 
     timeout_s = services.settings.lease_timeout_s
     grace_s = services.settings.lease_reap_grace_s
-    return ProjectionHost("reaper", services.session(), lambda: Reaper(
+    return LockedLoopHost("reaper", services.session(), lambda: Reaper(
         services.commands, leases, leases, queue, lease_timeout_s=timeout_s,
         reap_grace_s=grace_s))

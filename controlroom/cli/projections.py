@@ -65,8 +65,8 @@ def cmd_projections(settings: Settings, args: argparse.Namespace) -> int:
 
 def _status(conn: psycopg.Connection[Any], rebuilds: dict[str, Any]) -> None:
     from controlroom.projections.execution import DispatchProjection
-    from controlroom.projections.host import holder
     from controlroom.projections.rebuild import Rebuild, log_head
+    from controlroom.projections.session import holder
     from controlroom.projections.webhooks.outbox import OutboxProjection
 
     others = {p.name: Rebuild(p.name, (), tuple(p.topics))
@@ -124,7 +124,7 @@ def _follow(conn: psycopg.Connection[Any], rebuilds: list[Any], timeout: float |
 
 
 def _who_should_start(conn: psycopg.Connection[Any], waiting: list[Any]) -> None:
-    from controlroom.projections.host import holder
+    from controlroom.projections.session import holder
 
     for p in waiting:
         print(f"{p.projection}: waiting for its host ({holder(conn, p.projection) or 'none yet'}) "

@@ -59,9 +59,9 @@ class Services:
         """The process's session connection (locks, wake-ups), started on first use: a tier of
         its own below every holder, so it stops after them."""
         if self._session is None:
-            from controlroom.projections.session import Session
+            from controlroom.projections.session import LockSession
 
-            self._session = Session(self.dsn)
+            self._session = LockSession(self.dsn)
             self.running.start(self._session)
         return self._session
 

@@ -29,7 +29,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from controlroom.projections.rebuild import Rebuild, tracked_position
-from controlroom.projections.session import Session
+from controlroom.projections.session import LockSession
 from controlroom.projections.view import LOG_TABLE, PROJECTED_CHANNEL, ReadModelView
 from controlroom.services import ThreadService
 
@@ -128,7 +128,7 @@ class Pipeline(ThreadService):
     models this process hosts now.
     """
 
-    def __init__(self, dsn: str, session: Session, models: Sequence[ReadModel],
+    def __init__(self, dsn: str, session: LockSession, models: Sequence[ReadModel],
                  decode: Callable[[StoredEvent], Any], *, channel: str = LOG_TABLE) -> None:
         super().__init__("read_models", thread_name="read-models")
         self.dsn = dsn

@@ -1,6 +1,6 @@
 """Rebuilding a read model from the log: asked for through a table, done by the projection's host.
 
-Only the process holding a projection's lock (host.py) writes its read model, so that process
+Only the process holding a projection's lock (session.py) writes its read model, so that process
 does the rebuild: it stops its runner first, then empties the tables and the tracking position
 in one transaction, and starts replaying from the beginning of the log. No write of a runner
 from before the rebuild can land in the rebuilt model. The request row is also the progress

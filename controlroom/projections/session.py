@@ -1,8 +1,8 @@
 """The process's one session connection: advisory locks and LISTEN wake-ups for everyone.
 
 What needs a session (advisory locks that last, LISTEN) shares one connection per process: the
-read-model pipeline's locks and its wake-up from the log, the reaper's and the delivery
-worker's locks, the delivery worker's wake-up. It must be a direct connection, never one
+read-model pipeline's locks and its wake-up from the log, the reaper's and the webhook
+deliverer's locks, the webhook deliverer's wake-up. It must be a direct connection, never one
 through a transaction pooler.
 
 If the connection is lost, every lock it held is gone with it: the generation moves on, so each
@@ -16,12 +16,12 @@ import contextlib
 import logging
 import threading
 import time
+import zlib
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from controlroom.projections.host import lock_key
 from controlroom.services import ThreadService
 
 log = logging.getLogger("controlroom.projections")
@@ -32,9 +32,15 @@ releasing a lock) wait at most this for the connection."""
 ALIVE_CHECK_S = 1.0
 RECONNECT_S = 1.0
 CONNECT_TIMEOUT_S = 5
+LOCK_NAMESPACE = 0x0C0E  # keeps our advisory lock keys apart from other applications'
 
 
-class Session(ThreadService):
+def lock_key(name: str) -> int:
+    """The advisory lock id of a projection."""
+    return (LOCK_NAMESPACE << 32) | zlib.crc32(name.encode())
+
+
+class LockSession(ThreadService):
     """One connection holding advisory locks and listening on channels, reconnecting by itself.
 
     A service named `session`: failed while its connection is lost, until it reconnects."""
@@ -151,3 +157,16 @@ class Session(ThreadService):
         for events in self._wakes.values():
             for event in events:
                 event.set()
+
+
+def holder(conn: psycopg.Connection[Any], name: str) -> str | None:
+    """Who hosts projection `name` now ("pid 123 from 10.0.0.5"), None if nobody does."""
+    key = lock_key(name)
+    row = conn.execute(
+        "SELECT a.pid, coalesce(host(a.client_addr), 'local socket') FROM pg_locks l "
+        "JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND l.granted "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid AND l.objsubid = 1",
+        (key >> 32, key & 0xFFFFFFFF),
+    ).fetchone()
+    return f"pid {row[0]} from {row[1]}" if row else None

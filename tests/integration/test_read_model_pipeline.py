@@ -28,7 +28,7 @@ from controlroom.projections.lineage import LineageProjection, LineageView
 from controlroom.projections.pipeline import Pipeline, ReadModel
 from controlroom.projections.rebuild import DONE, log_head, tracked_position
 from controlroom.projections.runs import RunStatusProjection, RunStatusView
-from controlroom.projections.session import Session
+from controlroom.projections.session import LockSession
 from controlroom.projections.webhooks.outbox import OutboxProjection, OutboxView
 from tests.integration.domain_events import NOW, a_bit_of_everything, submitted, subscribed
 
@@ -54,7 +54,7 @@ class Log:
         self.dsn = dsn
         self.app = ControlRoom(env=eventsourcing_env(dsn))
         self.decoded = 0
-        self.session = Session(dsn).start()
+        self.session = LockSession(dsn).start()
 
     def append(self, events: list[Any]) -> int:
         """Append `events`; the log's head after them."""

@@ -18,7 +18,7 @@ from controlroom.adapters.postgres.database import apply_schema, operations_pool
 from controlroom.adapters.webhooks.delivery import HttpWebhookSender
 from controlroom.adapters.webhooks.ssrf import CallbackGuard
 from controlroom.adapters.webhooks.store import PostgresDeliveryStore
-from controlroom.commands.webhooks.deliveries import DeliveryWorker
+from controlroom.commands.webhooks.deliveries import WebhookDeliverer
 from controlroom.domain.webhooks.rules import DeliveryPolicy
 from tests.webhook_receiver import Receiver
 
@@ -72,7 +72,7 @@ def test_a_backlog_to_one_endpoint_is_sent_without_waiting_for_wake_ups(
     pool = operations_pool(dsn, 2)
     store = WatchedStore(pool, NoSecrets(), threading.Event())  # nothing NOTIFYs: no wake-ups
     sender = HttpWebhookSender(CallbackGuard("127.0.0.1"), timeout_s=5)
-    worker = DeliveryWorker(store, sender, None,  # type: ignore[arg-type]  # never 410 here
+    worker = WebhookDeliverer(store, sender, None,  # type: ignore[arg-type]  # never 410 here
                             DeliveryPolicy(), per_endpoint=PER_ENDPOINT)
     try:
         with worker:

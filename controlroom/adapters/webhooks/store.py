@@ -1,4 +1,4 @@
-"""Delivery state in PostgreSQL for delivery workers (psycopg): claims, attempts, wake-ups."""
+"""Delivery state in PostgreSQL for webhook deliverers (psycopg): claims, attempts, wake-ups."""
 
 from __future__ import annotations
 

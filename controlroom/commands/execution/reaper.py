@@ -28,6 +28,7 @@ from controlroom.commands.errors import RunNotFoundError
 from controlroom.commands.ports import RunQueue
 from controlroom.commands.runs.handlers import RunCommands
 from controlroom.domain.errors import DomainError
+from controlroom.domain.runs.status import RunStatus
 
 log = logging.getLogger("controlroom.reaper")
 
@@ -344,7 +345,7 @@ class Reaper:
     def _fail_lost(self, run_id: UUID, attempt: int | None, message: str) -> None:
         try:
             run = self.commands.load(run_id)
-            if run.status != "running" or attempt not in (None, run.attempt):
+            if run.status != RunStatus.RUNNING or attempt not in (None, run.attempt):
                 return  # the attempt ended (or moved on) after the lease lapsed
             self.commands.fail(run_id, reason="worker_lost", message=message, exit_code=None,
                                attempt=run.attempt)
@@ -367,7 +368,7 @@ class Reaper:
             run = self.commands.load(run_id)
         except RunNotFoundError:
             return False
-        if run.status != "queued" or run.attempt != attempt:
+        if run.status != RunStatus.QUEUED or run.attempt != attempt:
             return False
         self.queue.enqueue(run_id, run.attempt, run.not_before)
         log.info("run %s attempt %s: re-sent to the queue", run_id, run.attempt)

@@ -49,6 +49,7 @@ from controlroom.commands.runs.archive import archive_code
 from controlroom.commands.runs.handlers import RunCommands
 from controlroom.domain.errors import DomainError
 from controlroom.domain.runs.run import Run
+from controlroom.domain.runs.status import RunStatus
 from controlroom.services import Health, HealthMark
 
 log = logging.getLogger("controlroom.worker")
@@ -287,7 +288,7 @@ class _Supervision:
                 return
             if run is not None and run.cancel_requested:
                 self._stop()
-                self._finish(OutcomeRecord(self.outbox.number(2), "cancelled",
+                self._finish(OutcomeRecord(self.outbox.number(2), RunStatus.CANCELLED.value,
                                            reason="cancelled on request"))
                 return
             if time.monotonic() > self.deadline:
@@ -304,7 +305,7 @@ class _Supervision:
             if self.lineage_on_success:
                 self.outbox.put([LineageRecord(self.outbox.number(), time.time(),
                                                list(self.lineage_on_success))])
-            self._finish(OutcomeRecord(self.outbox.number(2), "completed",
+            self._finish(OutcomeRecord(self.outbox.number(2), RunStatus.COMPLETED.value,
                                        summary="exited with code 0", exit_code=0))
         elif (failure := self.execution.failure()) is not None:
             self._fail(failure[0], self.scrub(failure[1])[-MAX_ERROR_CHARS:], None)
@@ -327,7 +328,7 @@ class _Supervision:
     def _fail(self, reason: str, message: str, exit_code: int | None) -> None:
         if reason in COLLECT_OUTPUTS_ON_FAILURE:
             self._collect_outputs()
-        self._finish(OutcomeRecord(self.outbox.number(2), "failed", reason=reason,
+        self._finish(OutcomeRecord(self.outbox.number(2), RunStatus.FAILED.value, reason=reason,
                                    message=message, exit_code=exit_code))
 
     def _finish(self, outcome: OutcomeRecord) -> None:
@@ -430,9 +431,9 @@ def recover(
     for run_id in active:
         try:
             run = commands.load(run_id)
-            if run.status == "queued":
+            if run.status == RunStatus.QUEUED:
                 queue.enqueue(run_id, run.attempt, run.not_before)
-            elif run.status == "running" and orphaned_running:
+            elif run.status == RunStatus.RUNNING and orphaned_running:
                 commands.fail(run_id, reason="worker_lost", exit_code=None, attempt=run.attempt,
                               message="the service stopped while the run was executing")
         except (DomainError, RunNotFoundError):

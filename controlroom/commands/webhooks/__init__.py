@@ -1,1 +1,1 @@
-"""Webhooks on the write side: secrets and subscriptions, the delivery worker, inbound reports."""
+"""Webhooks on the write side: secrets and subscriptions, the webhook deliverer, inbound reports."""

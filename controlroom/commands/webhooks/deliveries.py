@@ -1,4 +1,4 @@
-"""The delivery worker: claims due webhook deliveries, sends them, records each attempt.
+"""The webhook deliverer: claims due webhook deliveries, sends them, records each attempt.
 
 Isolation: at most `per_endpoint` attempts to one endpoint (scheme, host and port) are in flight
 in a worker, `concurrency` in all; deliveries to an endpoint that is full are left in the queue
@@ -98,9 +98,9 @@ def endpoint(url: str) -> str:
     return found.group(0).lower() if found else ""
 
 
-class DeliveryWorker:
+class WebhookDeliverer:
     """Sends due deliveries, `concurrency` at a time and `per_endpoint` to any one endpoint;
-    a runner for ProjectionHost."""
+    a runner for LockedLoopHost."""
 
     def __init__(
         self, store: DeliveryStore, sender: WebhookSender, subscriptions: SubscriptionDisabler,
@@ -116,7 +116,7 @@ class DeliveryWorker:
         self._in_flight: dict[Future[None], str] = {}
         self._lock = threading.Lock()
 
-    def __enter__(self) -> DeliveryWorker:
+    def __enter__(self) -> WebhookDeliverer:
         return self
 
     def __exit__(self, *exc: object) -> None:

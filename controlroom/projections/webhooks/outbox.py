@@ -26,7 +26,7 @@ from controlroom.projections.view import ReadModelView, Statement
 from controlroom.projections.webhooks.messages import RunFacts, message_for
 
 WEBHOOKS_CHANNEL = "controlroom_webhooks"
-"""NOTIFY channel waking delivery workers when deliveries were queued."""
+"""NOTIFY channel waking webhook deliverers when deliveries were queued."""
 
 GET_FACTS = """SELECT tenant_id, job_type, job_name, callbacks, attempt, started_at, artifacts
 FROM webhook_runs WHERE run_id = %s"""

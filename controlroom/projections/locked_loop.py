@@ -4,34 +4,25 @@ from __future__ import annotations
 
 import logging
 import threading
-import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-
-import psycopg
 
 from controlroom.services import ThreadService
 
 if TYPE_CHECKING:
-    from controlroom.projections.session import Session
+    from controlroom.projections.session import LockSession
 
 log = logging.getLogger("controlroom.projections")
 
 STANDBY_RETRY_S = 2.0
 RESTART_BACKOFF_S = 1.0
-LOCK_NAMESPACE = 0x0C0E  # keeps our advisory lock keys apart from other applications'
 
 
-def lock_key(name: str) -> int:
-    """The advisory lock id of a projection."""
-    return (LOCK_NAMESPACE << 32) | zlib.crc32(name.encode())
-
-
-class ProjectionHost(ThreadService):
+class LockedLoopHost(ThreadService):
     """Runs `make_runner()` while holding the lock named `name`; restarts it after errors.
 
     For background loops that must run in one process at a time (the reaper, the webhook
-    delivery worker); read models are hosted by the pipeline (pipeline.py) under the same kind
+    deliverer); read models are hosted by the pipeline (pipeline.py) under the same kind
     of locks, all taken on the process's one session (session.py). A runner has
     `run_forever(timeout)`, `is_interrupted` and is a context manager.
 
@@ -39,7 +30,7 @@ class ProjectionHost(ThreadService):
     the others; failed while its runner keeps failing.
     """
 
-    def __init__(self, name: str, session: Session, make_runner: Callable[[], Any]) -> None:
+    def __init__(self, name: str, session: LockSession, make_runner: Callable[[], Any]) -> None:
         super().__init__(name, thread_name=f"host-{name}")
         self.session = session
         self.make_runner = make_runner
@@ -94,16 +85,3 @@ class ProjectionHost(ThreadService):
                 if not self.session.holds(self.name, generation):
                     log.warning("%s: lock lost; standing by", self.name)
                     return
-
-
-def holder(conn: psycopg.Connection[Any], name: str) -> str | None:
-    """Who hosts projection `name` now ("pid 123 from 10.0.0.5"), None if nobody does."""
-    key = lock_key(name)
-    row = conn.execute(
-        "SELECT a.pid, coalesce(host(a.client_addr), 'local socket') FROM pg_locks l "
-        "JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND l.granted "
-        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-        "AND l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid AND l.objsubid = 1",
-        (key >> 32, key & 0xFFFFFFFF),
-    ).fetchone()
-    return f"pid {row[0]} from {row[1]}" if row else None
