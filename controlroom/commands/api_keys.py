@@ -8,12 +8,11 @@ from datetime import datetime
 from uuid import UUID, uuid4
 
 import msgspec
-from eventsourcing.application import AggregateNotFoundError
 
 from controlroom.commands.application import ControlRoom
 from controlroom.commands.errors import ApiKeyNotFoundError
 from controlroom.commands.runs.handlers import Clock, utcnow
-from controlroom.commands.updates import update
+from controlroom.commands.updates import existing, update
 from controlroom.domain.api_keys import PREFIX, ApiKey, ApiKeyRevokedError
 
 KEY_BYTES = 32
@@ -70,10 +69,7 @@ class ApiKeyCommands:
         return position or 0
 
     def _load(self, tenant_id: str, key_id: UUID) -> ApiKey:
-        try:
-            api_key: ApiKey = self.app.repository.get(key_id)
-        except AggregateNotFoundError:
-            raise ApiKeyNotFoundError(key_id) from None
-        if not isinstance(api_key, ApiKey) or api_key.tenant_id != tenant_id:
+        api_key = existing(self.app, ApiKey, lambda: ApiKeyNotFoundError(key_id))(key_id)
+        if api_key.tenant_id != tenant_id:
             raise ApiKeyNotFoundError(key_id)  # another tenant's key is not there
         return api_key

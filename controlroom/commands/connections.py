@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from uuid import UUID
 
 import msgspec
-from eventsourcing.application import AggregateNotFoundError
 
 from controlroom.commands.application import ControlRoom
 from controlroom.commands.errors import ConnectionNotFoundError
 from controlroom.commands.ports import SecretBox
 from controlroom.commands.runs.handlers import Clock, utcnow
-from controlroom.commands.updates import or_created, update
+from controlroom.commands.updates import existing, or_created, update
 from controlroom.domain.connections import Connection, check_name, connection_id, display_form
 
 DSN_KEY = "dsn"
@@ -66,16 +64,10 @@ class ConnectionCommands:
                 raise ConnectionNotFoundError(name)
             conn.delete(by=by, now=self.clock())
 
-        def load(agg_id: UUID) -> Connection:
-            # Never made up: a name the tenant never set (even one no connection could have)
-            # is simply not there.
-            try:
-                found: Connection = self.app.repository.get(agg_id)
-            except AggregateNotFoundError:
-                raise ConnectionNotFoundError(name) from None
-            return found
-
-        _, position = update(self.app, connection_id(tenant_id, name), decide, load=load,
+        # Loaded, never created: a name the tenant never set (even one no connection could
+        # have) is simply not there.
+        _, position = update(self.app, connection_id(tenant_id, name), decide,
+                             load=existing(self.app, Connection, lambda: ConnectionNotFoundError(name)),
                              name=f"connection {name!r}")
         return position or 0
 

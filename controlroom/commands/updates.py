@@ -55,3 +55,21 @@ def or_created(app: Application[UUID], create: Callable[[], A]) -> Callable[[UUI
         return agg
 
     return load
+
+
+def existing(
+    app: Application[UUID], kind: type[A], missing: Callable[[], Exception]
+) -> Callable[[UUID], A]:
+    """A loader of the aggregate of `kind` from the log that raises `missing()` where the log
+    has none (a change to something that was never made is refused, never made up)."""
+
+    def load(agg_id: UUID) -> A:
+        try:
+            agg: object = app.repository.get(agg_id)
+        except AggregateNotFoundError:
+            raise missing() from None
+        if not isinstance(agg, kind):
+            raise missing()
+        return agg
+
+    return load
