@@ -7,8 +7,6 @@ The previous release ran `schema.sql` at every start and recorded its sha256 in
 
 from __future__ import annotations
 
-import multiprocessing
-import traceback
 import uuid
 from collections.abc import Callable
 from importlib import resources
@@ -26,6 +24,7 @@ from controlroom.cli import bootstrap, build_app
 from controlroom.settings import Settings
 from tests.conftest import job, wait_for_status
 from tests.previous_release import SCHEMA_SQL, previous_release
+from tests.processes_at_once import at_once
 
 PROCESSES = 6
 LIVENESS_S = 120.0
@@ -238,14 +237,6 @@ def test_migrations_a_newer_release_applied_don_t_stop_this_one(
     assert apply_schema(dsn) == []
 
 
-def start_up(dsn: str, folder: str, barrier: Any, errors: Any) -> None:
-    try:
-        barrier.wait(LIVENESS_S)
-        upgrade(dsn, Path(folder))
-    except BaseException:
-        errors.put(traceback.format_exc())
-
-
 @pytest.mark.parametrize("made_by", ["nothing", "previous release"])
 def test_processes_starting_together_apply_each_migration_once(
     make_database: Callable[[], str], folder: Path, made_by: str,
@@ -253,19 +244,7 @@ def test_processes_starting_together_apply_each_migration_once(
     dsn = make_database()
     if made_by == "previous release":
         previous_release(dsn)
-    ctx = multiprocessing.get_context("spawn")
-    barrier, errors = ctx.Barrier(PROCESSES), ctx.Queue()
-    procs = [ctx.Process(target=start_up, args=(dsn, str(folder), barrier, errors))
-             for _ in range(PROCESSES)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(LIVENESS_S)
-    failures = []
-    while not errors.empty():
-        failures.append(errors.get())
-    assert not failures, "\n".join(failures)
-    assert [p.exitcode for p in procs] == [0] * PROCESSES
+    at_once(upgrade, dsn, folder, processes=PROCESSES, liveness_s=LIVENESS_S)
     assert [v for v, *_ in recorded(dsn)] == [1, 2, 3]
     with psycopg.connect(dsn) as conn:  # 0002's insert ran once
         assert conn.execute("SELECT count(*) FROM run_notes").fetchone() == (1,)

@@ -7,50 +7,32 @@ positions), the event store's table and append function — released together by
 
 from __future__ import annotations
 
-import multiprocessing
-import traceback
 from collections.abc import Callable
-from typing import Any
 
 import psycopg
 
+from controlroom.adapters.postgres.database import apply_schema, eventsourcing_env
 from controlroom.adapters.postgres.migrations import available
+from controlroom.commands.application import ControlRoom
+from tests.processes_at_once import at_once
 
 PROCESSES = 6
 ROUNDS = 4
 LIVENESS_S = 120.0
 
 
-def start_up(dsn: str, barrier: Any, errors: Any) -> None:
+def start_up(dsn: str) -> None:
     """What a process creates before it serves: the same calls, in the same order."""
-    try:
-        from controlroom.adapters.postgres.database import apply_schema, eventsourcing_env
-        from controlroom.commands.application import ControlRoom
-
-        barrier.wait(LIVENESS_S)
-        apply_schema(dsn)
-        ControlRoom(env=eventsourcing_env(dsn)).close()
-    except BaseException:
-        errors.put(traceback.format_exc())
+    apply_schema(dsn)
+    ControlRoom(env=eventsourcing_env(dsn)).close()
 
 
 def test_processes_starting_together_on_an_empty_database_all_come_up(
     make_database: Callable[[], str],
 ) -> None:
-    ctx = multiprocessing.get_context("spawn")
     for _ in range(ROUNDS):
         dsn = make_database()
-        barrier, errors = ctx.Barrier(PROCESSES), ctx.Queue()
-        procs = [ctx.Process(target=start_up, args=(dsn, barrier, errors)) for _ in range(PROCESSES)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(LIVENESS_S)
-        failures = []
-        while not errors.empty():
-            failures.append(errors.get())
-        assert not failures, "\n".join(failures)
-        assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+        at_once(start_up, dsn, processes=PROCESSES, liveness_s=LIVENESS_S)
         with psycopg.connect(dsn) as conn:
             tables = {r[0] for r in conn.execute(
                 "SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()}
