@@ -205,8 +205,8 @@ class Settings(msgspec.Struct, kw_only=True):
     run_cache: Annotated[int, Env(
         "CONTROLROOM_RUN_CACHE",
         "runs each process keeps in memory for writes: a write to one of them reads only the "
-        "events appended since (by any process), not its snapshot and replay; a run holds its "
-        "code, so this bounds memory too (0: none)")] = 512
+        "events appended since (by any process), not its snapshot and replay; together they hold "
+        "at most 64 MiB of code, the oldest dropped first (0: none)")] = 512
     sse_heartbeat_s: Annotated[float, Env(
         "CONTROLROOM_SSE_HEARTBEAT_S",
         "seconds between `: keepalive` comments on an idle event stream")] = 15.0

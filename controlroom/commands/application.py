@@ -5,9 +5,10 @@ from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import Application
+from eventsourcing.application import Application, Repository
 from eventsourcing.persistence import Recording
 
+from controlroom.commands.aggregate_cache import SizedCache
 from controlroom.domain.lineage.model import LineageJob
 from controlroom.domain.runs.run import Run
 
@@ -33,6 +34,14 @@ class ControlRoom(Application[UUID]):
     name = "controlroom"
     # A job reporting OpenLineage every few minutes for years must not replay it all to append.
     is_snapshotting_enabled = True
+
+    def construct_repository(self) -> Repository[UUID]:
+        """The library's repository, with a cache bounded by size as well as count."""
+        repository = super().construct_repository()
+        if repository.cache is not None:
+            maxsize = int(self.env.get(self.AGGREGATE_CACHE_MAXSIZE) or 0)
+            repository.cache = SizedCache(maxsize)  # type: ignore[assignment]
+        return repository
 
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
         """Save; then keep a copy of each saved run in the cache and snapshot each run or
