@@ -43,6 +43,18 @@ class ControlRoom(Application[UUID]):
             repository.cache = SizedCache(maxsize)  # type: ignore[assignment]
         return repository
 
+    def held(self, agg_id: UUID) -> Any:
+        """A copy of the aggregate as this process last saw it, not checked against the log
+        (None if it keeps none): what a write may decide on first, its append's version
+        catching anything since (commands/updates.py)."""
+        cache = self.repository.cache
+        if cache is None:
+            return None
+        try:
+            return copy.deepcopy(cache.get(agg_id))
+        except KeyError:
+            return None
+
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
         """Save; then keep a copy of each saved run in the cache and snapshot each run or
         lineage job whose new events passed a multiple of SNAPSHOT_EVERY.

@@ -20,21 +20,34 @@ A = TypeVar("A", bound=Aggregate)
 
 def update(
     app: Application[UUID], agg_id: UUID, decide: Callable[[A], object], *,
-    load: Callable[[UUID], A], loaded: A | None = None, name: str | None = None,
+    load: Callable[[UUID], A], loaded: A | None = None, held: A | None = None,
+    name: str | None = None,
 ) -> tuple[A, int | None]:
-    """Decide on the aggregate (`loaded`, else `load(agg_id)`) and save it: the aggregate after
-    the decision, and the log position of its last new event — None when it appended nothing.
+    """Decide on the aggregate (`loaded`, else `held`, else `load(agg_id)`) and save it: the
+    aggregate after the decision, and the log position of its last new event — None when it
+    appended nothing.
 
     None rather than a position because what a reader must then wait for depends on the read
     model: the caller says. A conflict (another writer appended first) loads the aggregate
     again and decides on that; `loaded` spares a caller who holds a current copy one load.
-    `decide` may raise to refuse: nothing is saved.
+    `held` is a copy that may be behind the log (one this process kept, unchecked): only an
+    append decided on it that succeeds stands, since the append's version would conflict with
+    anything appended since; a refusal, a no-op or a conflict is decided again on the
+    aggregate from the log. `decide` may raise to refuse: nothing is saved.
     """
     for _ in range(MAX_CONFLICT_RETRIES):
-        agg = loaded if loaded is not None else load(agg_id)
-        loaded = None
-        decide(agg)
+        unchecked = loaded is None and held is not None
+        agg = loaded if loaded is not None else held if held is not None else load(agg_id)
+        loaded = held = None
+        try:
+            decide(agg)
+        except Exception:
+            if unchecked:
+                continue
+            raise
         if not agg.pending_events:
+            if unchecked:
+                continue
             return agg, None
         try:
             recordings = app.save(agg)

@@ -290,7 +290,8 @@ class Pipeline(ThreadService):
                     member.view.flush()
                 finally:
                     member.view.bind(None)
-            cur.execute(_positions([m.model.name for m in members], end))
+            names = tuple(m.model.name for m in members)
+            cur.execute(_positions_statement(names, conn), {"end": end})
         for member in members:
             member.position = end
 
@@ -300,23 +301,36 @@ class Pipeline(ThreadService):
                       "it tries again in %g s", member.model.name, member.position, SET_ASIDE_S)
 
 
+_statements: dict[tuple[str, ...], bytes] = {}
+
+
+def _positions_statement(names: tuple[str, ...], conn: psycopg.Connection[Any]) -> bytes:
+    """`_positions(names)` as psycopg sends it, converted once per set of members (a Composed
+    is converted on every execute; a query given as bytes has its conversion cached)."""
+    statement = _statements.get(names)
+    if statement is None:
+        statement = _statements[names] = _positions(names).as_bytes(conn)
+    return statement
+
+
 def _tracking(name: str) -> sql.Identifier:
     return sql.Identifier(f"{name}_tracking")  # created by migration 0001
 
 
-def _positions(names: list[str], end: int) -> sql.Composed:
-    """One statement: every member's position, the announcements, and the batch's commit mode
-    (a batch of one event would otherwise pay more statements for its bookkeeping than for
-    its rows)."""
+def _positions(names: tuple[str, ...]) -> sql.Composed:
+    """One statement: every member's position (`%(end)s`), the announcements, and the batch's
+    commit mode (a batch of one event would otherwise pay more statements for its bookkeeping
+    than for its rows)."""
+    end = sql.SQL("%(end)s::bigint")
     recorded = sql.SQL(", ").join(
         sql.SQL("{cte} AS ({track})").format(
             cte=sql.Identifier(f"t{i}"),
             track=sql.SQL(TRACK).format(table=_tracking(n), app=sql.Literal(APPLICATION),
-                                        position=sql.Literal(end)))
+                                        position=end))
         for i, n in enumerate(names))
     announce = sql.SQL(", ").join(
-        sql.SQL("pg_notify({}, {})").format(sql.Literal(PROJECTED_CHANNEL),
-                                            sql.Literal(f"{n}:{end}")) for n in names)
+        sql.SQL("pg_notify({}, {} || {})").format(sql.Literal(PROJECTED_CHANNEL),
+                                                  sql.Literal(f"{n}:"), end) for n in names)
     # Rows and positions are lost or kept together: a batch lost in a crash is read again, so
     # its commit need not wait for the disk (set_config(..., true) is SET LOCAL).
     return sql.SQL("WITH {recorded} SELECT set_config('synchronous_commit', 'off', true), "

@@ -152,3 +152,38 @@ def test_a_run_this_process_saved_is_kept_as_saved_not_read_back(
     kept = cache.get(run_id)
     assert kept.version == len(_logged(database, run_id)) == 31
     assert not kept.pending_events
+
+
+def test_a_write_on_a_run_this_process_holds_reads_nothing_from_the_log(
+    two: tuple[Services, Services], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The held copy is decided on as it is; its append's version would catch anything since."""
+    a, _ = two
+    run_id = _submit(a)
+    reads: list[uuid.UUID] = []
+    store = a.commands.app.repository.event_store
+    real_get = store.get
+
+    def counted(originator_id: uuid.UUID, *args: object, **kwargs: object) -> object:
+        reads.append(originator_id)
+        return real_get(originator_id, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "get", counted)
+    for i in range(5):
+        a.commands.record(TENANT, run_id, [Log(text=f"line {i}\n")])
+    assert reads == []
+    assert a.commands.load(run_id).version == 6
+
+
+def test_a_refusal_decided_on_a_held_copy_behind_the_log_is_decided_again_on_the_log(
+    two: tuple[Services, Services], database: str,
+) -> None:
+    """a holds the run as queued; b starts it. Completing it is refused on a's copy (a queued
+    run can't complete) but stands once decided on the run as the log has it."""
+    a, b = two
+    run_id = _submit(a)
+    a.commands.record(TENANT, run_id, [Progress(percent=1.0, message="held as queued")])
+    b.commands.start(run_id, 1, "worker-b")
+    position = a.commands.complete(run_id, summary="done", exit_code=0, attempt=1)
+    assert a.commands.load(run_id).status == "completed"
+    assert _logged(database, run_id) == [1, 2, 3, 4] and position > 0

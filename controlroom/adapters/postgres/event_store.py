@@ -101,6 +101,7 @@ class BoundedAppendRecorder(PostgresApplicationRecorder):
             "SELECT * FROM {schema}.{function}(%b::{id_type}[], %b::bigint[], %b::text[], "
             "%b::bytea[], %b::integer)"
         ).format(schema=schema, function=function, id_type=id_type)
+        self._append_query: bytes | None = None
         self._probe = SQL("LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE").format(
             schema=schema, table=table)
         self._group: GroupCommit[StoredEvent] = GroupCommit(
@@ -153,7 +154,11 @@ class BoundedAppendRecorder(PostgresApplicationRecorder):
             with self.datastore.get_connection() as conn:
                 # Autocommit: the statement is its own transaction, committed by the server.
                 assert conn.autocommit
-                rows = conn.execute(self._append, params).fetchall()
+                if self._append_query is None:
+                    # Composed once: psycopg converts a Composed query on every execute, and
+                    # caches the conversion of a query given as bytes.
+                    self._append_query = self._append.as_bytes(conn)
+                rows = conn.execute(self._append_query, params).fetchall()
         except PersistenceError as e:
             if isinstance(e.__cause__, (psycopg.errors.LockNotAvailable,
                                         psycopg.errors.QueryCanceled)):

@@ -139,7 +139,11 @@ class RunCommands:
 
         Scrubbed and cut to size first; then recorded in order, in appends of bounded size.
         """
-        run = self._get(tenant_id, run_id)
+        # Its tenant and secrets never change: a copy this process holds will do to check and
+        # scrub, and to decide on first.
+        held = self._held(tenant_id, run_id)
+        run = held if held is not None else self._get(tenant_id, run_id)
+        checked = held is None
         scrub = Scrubber([*self.unseal_secrets(run).values(), *redact])
         items: list[RunEvent] = []
         for item in events:
@@ -176,9 +180,9 @@ class RunCommands:
 
         recorded = Recorded(position=0, version=run.version, status=run.status)
         for batch in in_appends(items, _event_size):
-            # The run loaded for its secrets is current enough for a first try (a conflict
-            # reloads it), and each later append decides on what the one before left.
-            run, position = self._apply(tenant_id, run_id, decide(batch), run)
+            # Each later append decides on what the one before left.
+            run, position = self._apply(tenant_id, run_id, decide(batch), run, checked=checked)
+            checked = True
             recorded = Recorded(position=position, version=run.version, status=run.status)
         return recorded
 
@@ -349,14 +353,29 @@ class RunCommands:
     def _update(self, tenant_id: str | None, run_id: UUID, decide: Callable[[Run], object]) -> int:
         return self._apply(tenant_id, run_id, decide)[1]
 
+    def _held(self, tenant_id: str | None, run_id: UUID) -> Run | None:
+        """The copy of the run this process holds, unchecked against the log (None if none)."""
+        run: Run | None = self.app.held(run_id)
+        if run is not None and tenant_id is not None and run.tenant_id != tenant_id:
+            raise RunNotFoundError(run_id)
+        return run
+
     def _apply(
         self, tenant_id: str | None, run_id: UUID, decide: Callable[[Run], object],
-        loaded: Run | None = None,
+        loaded: Run | None = None, *, checked: bool = True,
     ) -> tuple[Run, int]:
-        """Decide on the run (`loaded`, else from the log) and save: the run after it, and the
-        position of its latest event."""
-        run, position = update(self.app, run_id, decide, loaded=loaded, name=f"run {run_id}",
-                               load=lambda rid: self._get(tenant_id, rid))
+        """Decide on the run and save: the run after it, and the position of its latest event.
+
+        Decided first on `loaded` (current unless not `checked`), else on the copy this process
+        holds; an append on a copy behind the log conflicts, and the run is read from it.
+        """
+        if loaded is None:
+            loaded, checked = self._held(tenant_id, run_id), False
+        run, position = update(
+            self.app, run_id, decide, name=f"run {run_id}",
+            loaded=loaded if checked else None, held=None if checked else loaded,
+            load=lambda rid: self._get(tenant_id, rid),
+        )
         # A repeated write appends nothing, yet its reader must see the first one's effect.
         return run, position if position is not None else self._position_of(run_id)
 
